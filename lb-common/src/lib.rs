@@ -1,0 +1,13 @@
+//! Facts shared by the XDP program and the agent: sizes, map names, the
+//! `#[repr(C)]` keys and values the maps hold, the counter layout and the
+//! flow hash. Both sides compile this crate, so nothing here is mirrored by hand.
+#![no_std]
+
+pub mod counters;
+pub mod hash;
+pub mod maps;
+pub mod sizes;
+pub mod types;
+
+pub use counters::{DropReason, Event, Verdict};
+pub use types::{Backend, BackendState, ConnValue, FlowKey, Mode, NextHop, TrafficStats, VipKey, VipValue};

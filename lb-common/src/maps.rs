@@ -1,0 +1,52 @@
+//! Names of the program, its maps and its load-time globals: the agent finds
+//! them by these names, so they are spelled once, here.
+
+/// The XDP program.
+pub const PROGRAM: &str = "balancer";
+
+/// `HashMap<VipKey, VipValue>`: the services.
+pub const VIPS: &str = "VIPS";
+/// `HashMap<VipKey, u32>` keyed by address only (port 0, proto 0): lets the
+/// parser decide whether a packet it cannot classify was meant for a VIP.
+pub const VIP_ADDRS: &str = "VIP_ADDRS";
+/// `Array<Backend>`: every backend slot of every VIP.
+pub const BACKENDS: &str = "BACKENDS";
+/// `Array<u32>` of `max_vips * ring_size` backend indices: the Maglev rings.
+pub const RING: &str = "RING";
+/// `LruHashMap<FlowKey, ConnValue>`: the connection table.
+pub const CONNS: &str = "CONNS";
+/// `PerCpuArray<NextHop>` per backend: cached `bpf_fib_lookup` results.
+pub const NEXTHOPS: &str = "NEXTHOPS";
+/// `PerCpuArray<u64>`: verdicts, drop reasons and events (see `counters`).
+pub const COUNTERS: &str = "COUNTERS";
+/// `PerCpuArray<TrafficStats>` per VIP index.
+pub const VIP_STATS: &str = "VIP_STATS";
+/// `PerCpuArray<TrafficStats>` per backend index.
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
+
+/// Global (`.rodata`) set at load time: slots per VIP ring.
+pub const GLOBAL_RING_SIZE: &str = "RING_SIZE";
+/// Global set at load time: seed of the flow hash; every LB node uses the same.
+pub const GLOBAL_HASH_SEED: &str = "HASH_SEED";
+
+/// Every map whose size the agent sets at load time, with what sizes it.
+pub const SIZED_MAPS: [(&str, SizedBy); 8] = [
+    (VIPS, SizedBy::Vips),
+    (VIP_ADDRS, SizedBy::Vips),
+    (VIP_STATS, SizedBy::Vips),
+    (BACKENDS, SizedBy::Backends),
+    (NEXTHOPS, SizedBy::Backends),
+    (BACKEND_STATS, SizedBy::Backends),
+    (CONNS, SizedBy::ConnTable),
+    (RING, SizedBy::Ring),
+];
+
+/// Which load-time size a map follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizedBy {
+    Vips,
+    Backends,
+    ConnTable,
+    /// `max_vips * ring_size`.
+    Ring,
+}

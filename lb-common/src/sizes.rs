@@ -1,0 +1,28 @@
+//! Defaults and hard bounds for the data plane. Map sizes are load-time
+//! settings (`EbpfLoader::set_max_entries`); these are the defaults and limits.
+
+/// Maglev ring slots per VIP. Prime, as the Maglev permutation requires.
+pub const DEFAULT_RING_SIZE: u32 = 65_537;
+/// VIP slots; the ring map holds `max_vips * ring_size` entries.
+pub const DEFAULT_MAX_VIPS: u32 = 64;
+/// Backend slots, summed over all VIPs (each VIP's backends get their own slots).
+pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
+/// Connection-table (LRU) entries.
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+
+/// The largest ring the agent accepts; also bounds `max_vips * ring_size`.
+pub const MAX_RING_SIZE: u32 = 1_048_573;
+/// Upper bound on `max_vips * ring_size`: the ring is one array map of u32.
+pub const MAX_RING_ENTRIES: u64 = 1 << 28;
+
+/// VLAN tags the parser skips (802.1Q / 802.1ad, so QinQ works).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers (hop-by-hop, routing, destination options) the parser walks.
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// How long the kernel reuses a cached `bpf_fib_lookup` result for a backend
+/// before asking the FIB again, so neighbour changes are picked up this fast.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+
+/// Ring slot value meaning "no backend" (a VIP whose ring is empty).
+pub const RING_EMPTY: u32 = u32::MAX;

@@ -1,0 +1,205 @@
+//! Map keys and values. Rules: `#[repr(C)]`, explicit `_pad`, integers only
+//! (no bool/enum/Option), a size assertion each. Addresses are `[u32; 4]`
+//! whose bytes lie in network order (IPv4 uses word 0, the rest are zero);
+//! fields ending in `_be` hold network-order integers.
+
+use core::net::IpAddr;
+
+use crate::hash::hash_words;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// An address as the maps store it, and its family.
+#[inline]
+pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
+        }
+    }
+}
+
+/// The inverse of [`addr_words`].
+pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from(words[0].to_ne_bytes())
+    } else {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    }
+}
+
+/// A service: destination address, port (0 = every port) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+impl VipKey {
+    pub fn new(addr: IpAddr, port: u16, proto: u8) -> Self {
+        let (addr, family) = addr_words(addr);
+        Self { addr, port_be: port.to_be(), proto, family }
+    }
+
+    /// The key of `VIP_ADDRS`: the address alone.
+    pub const fn address_only(&self) -> Self {
+        Self { addr: self.addr, port_be: 0, proto: 0, family: self.family }
+    }
+}
+
+/// Forwarding modes, as stored in [`VipValue::mode`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// L2 direct server return: rewrite MACs, backends hold the VIP on `lo`.
+    Dsr = 0,
+    /// IPIP / IP6IP6 encapsulation, still DSR.
+    Tunnel = 1,
+    /// Destination rewrite, reversed on the way back.
+    Nat = 2,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipValue {
+    /// Index into `VIP_STATS` and the VIP's ring (`RING[index * ring_size ..]`).
+    pub index: u32,
+    /// A [`Mode`] as u8.
+    pub mode: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Backend slot states, as stored in [`Backend::state`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendState {
+    /// The slot is free; flows pinned to it are re-selected.
+    Unused = 0,
+    /// Takes new flows (when in the ring) and keeps established ones.
+    Up = 1,
+    /// Out of the ring; established flows keep going to it.
+    Draining = 2,
+    /// Failed or administratively removed: established flows are re-selected.
+    Down = 3,
+}
+
+impl BackendState {
+    /// Whether a flow already pinned to a backend in this state stays there.
+    #[inline(always)]
+    pub const fn keeps_flows(state: u8) -> bool {
+        state == Self::Up as u8 || state == Self::Draining as u8
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub port_be: u16,
+    pub family: u8,
+    /// A [`BackendState`] as u8.
+    pub state: u8,
+    /// The VIP index this slot belongs to; a flow only sticks to a backend of its own VIP.
+    pub vip: u32,
+}
+
+/// The connection-table key: a flow's 5-tuple as seen on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    pub fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> Self {
+        let (src, family) = addr_words(src);
+        let (dst, _) = addr_words(dst);
+        Self { src, dst, sport_be: sport.to_be(), dport_be: dport.to_be(), proto, family, _pad: [0; 2] }
+    }
+
+    /// The flow hash: what the kernel indexes a VIP's ring with (`hash % ring_size`).
+    #[inline(always)]
+    pub fn hash(&self, seed: u32) -> u32 {
+        let ports = self.sport_be as u32 | (self.dport_be as u32) << 16;
+        let proto = self.proto as u32;
+        if self.family == FAMILY_V4 {
+            hash_words(seed, &[self.src[0], self.dst[0], ports, proto])
+        } else {
+            let (s, d) = (self.src, self.dst);
+            hash_words(seed, &[s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], ports, proto])
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnValue {
+    pub backend: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_coarse_ns` of the last packet.
+    pub last_seen_ns: u64,
+}
+
+/// A cached `bpf_fib_lookup` result for one backend (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// When the FIB was asked; 0 = never (the agent zeroes it when a slot changes).
+    pub stamp_ns: u64,
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// Per-VIP and per-backend traffic (per CPU; the agent sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<VipKey>() == 20);
+    assert!(size_of::<VipValue>() == 8);
+    assert!(size_of::<Backend>() == 24);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(size_of::<ConnValue>() == 16);
+    assert!(size_of::<NextHop>() == 24);
+    assert!(size_of::<TrafficStats>() == 24);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type here is repr(C), integers only, without implicit padding
+    // (the size assertions above pin the layouts).
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipValue {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ConnValue {}
+    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::TrafficStats {}
+}

@@ -1,0 +1,70 @@
+//! Forwarding. `dsr`: L2 direct server return — the IP packet is untouched, the
+//! frame is re-addressed to the backend's next hop and sent back out (XDP_TX)
+//! or out of another interface (XDP_REDIRECT). Next hops come from
+//! `bpf_fib_lookup`, cached per backend and CPU for `NEXTHOP_TTL_NS`.
+
+use core::mem::{size_of, zeroed};
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+    },
+    helpers::{bpf_fib_lookup, bpf_redirect},
+    programs::XdpContext,
+    EbpfContext,
+};
+use lb_common::{sizes::NEXTHOP_TTL_NS, types::FAMILY_V4, Backend, DropReason, NextHop};
+use network_types::eth::EthHdr;
+
+use crate::{maps::NEXTHOPS, parse::ptr_at};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+#[inline(always)]
+pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<u32, DropReason> {
+    let hop = next_hop(ctx, index, backend, now)?;
+    // The parser already proved the Ethernet header is there.
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Truncated)?;
+    unsafe {
+        (*eth).dst_addr = hop.dmac;
+        (*eth).src_addr = hop.smac;
+    }
+    if hop.ifindex as usize == ctx.ingress_ifindex() {
+        Ok(xdp_action::XDP_TX)
+    } else {
+        // bpf_redirect answers XDP_ABORTED on bad flags; never let that out.
+        match unsafe { bpf_redirect(hop.ifindex, 0) } as u32 {
+            xdp_action::XDP_REDIRECT => Ok(xdp_action::XDP_REDIRECT),
+            _ => Err(DropReason::NoRoute),
+        }
+    }
+}
+
+#[inline(always)]
+fn next_hop(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<NextHop, DropReason> {
+    let cached = NEXTHOPS.get_ptr_mut(index).ok_or(DropReason::Internal)?;
+    let hop = unsafe { *cached };
+    if hop.stamp_ns != 0 && now.wrapping_sub(hop.stamp_ns) < NEXTHOP_TTL_NS {
+        return Ok(hop);
+    }
+
+    let mut params: FibParams = unsafe { zeroed() };
+    params.ifindex = ctx.ingress_ifindex() as u32;
+    if backend.family == FAMILY_V4 {
+        params.family = AF_INET;
+        params.__bindgen_anon_4.ipv4_dst = backend.addr[0];
+    } else {
+        params.family = AF_INET6;
+        params.__bindgen_anon_4.ipv6_dst = backend.addr;
+    }
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => {}
+        BPF_FIB_LKUP_RET_NO_NEIGH => return Err(DropReason::NoNeighbour),
+        _ => return Err(DropReason::NoRoute),
+    }
+    let hop = NextHop { stamp_ns: now.max(1), ifindex: params.ifindex, dmac: params.dmac, smac: params.smac };
+    unsafe { *cached = hop };
+    Ok(hop)
+}

@@ -1,0 +1,52 @@
+//! Every map of the balancer. Sizes here are defaults: the agent sets the real
+//! ones at load time from its config. Names are the statics' names and must
+//! match `lb_common::maps`.
+
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    counters::COUNTER_SLOTS,
+    sizes::{DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE},
+    Backend, ConnValue, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+};
+
+/// Services by (address, port, protocol); port 0 matches every port.
+#[map]
+pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// VIP addresses alone, to decide the fate of packets that cannot be classified
+/// (fragments, truncated L4): dropped when meant for a VIP, passed otherwise.
+#[map]
+pub static VIP_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// Backend slots of all VIPs. Written by the agent only.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Maglev rings, `ring_size` slots per VIP index, each a backend slot or `RING_EMPTY`.
+/// Mmapable: the agent writes changed slots as plain stores, no syscall per slot.
+#[map]
+pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * DEFAULT_RING_SIZE, BPF_F_MMAPABLE);
+
+/// Connection table: flow -> backend. LRU, so a full table evicts the idlest flows.
+#[map]
+pub static CONNS: LruHashMap<FlowKey, ConnValue> = LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
+
+/// Per-CPU cache of `bpf_fib_lookup` per backend slot; keeps the FIB off the per-packet path.
+#[map]
+pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Verdicts, drop reasons and events, laid out by `lb_common::counters`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Traffic per VIP index.
+#[map]
+pub static VIP_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// Traffic per backend slot.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);

@@ -1,0 +1,210 @@
+//! Bounds-checked header access and the parser: Ethernet, up to two VLAN tags,
+//! IPv4 (options skipped, fragments flagged), IPv6 (hop-by-hop, routing and
+//! destination-options headers walked up to a bound), TCP and UDP.
+//!
+//! Policy for what cannot be balanced, in one place:
+//! - not IP, or IP carrying neither TCP nor UDP: `Packet::Other`, passed untouched;
+//! - an IP header that is truncated or inconsistent (IHL < 5, lengths beyond the
+//!   frame): `Err`, dropped; the kernel would drop it too;
+//! - fragments, over-long IPv6 extension chains, truncated TCP/UDP headers:
+//!   `Packet::Unbalanceable`, dropped when addressed to a VIP address, passed otherwise.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    sizes::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
+    types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    DropReason, Event, FlowKey,
+};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+const ETH_P_IPV4: u16 = EtherType::Ipv4 as u16;
+const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
+const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
+const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+/// More-fragments flag and fragment offset bits of the IPv4 `frags` field.
+const IPV4_FRAG_MASK: u16 = 0x3fff;
+
+/// A pointer to a `T` at `offset` into the frame, or `None` if it does not fit.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// A TCP or UDP packet, ready for the VIP lookup.
+pub struct Flow {
+    pub key: FlowKey,
+    /// A TCP SYN without ACK: always (re)selects a backend.
+    pub syn: bool,
+    /// Something about the packet worth counting if it turns out to be VIP traffic.
+    pub note: Option<Event>,
+}
+
+pub enum Packet {
+    Flow(Flow),
+    /// Cannot be balanced; `addr`/`family` say where it was going.
+    Unbalanceable {
+        addr: [u32; 4],
+        family: u8,
+        reason: DropReason,
+        passed: Event,
+    },
+    /// Not for the balancer at all.
+    Other,
+}
+
+type ParseResult = Result<Packet, DropReason>;
+
+#[inline(always)]
+pub fn packet(ctx: &XdpContext) -> ParseResult {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Truncated)?;
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut offset = EthHdr::LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let vlan: *const VlanHdr = ptr_at(ctx, offset).ok_or(DropReason::Truncated)?;
+        ether_type = unsafe { (*vlan).ether_type };
+        offset += VlanHdr::LEN;
+    }
+    match ether_type {
+        ETH_P_IPV4 => ipv4(ctx, offset),
+        ETH_P_IPV6 => ipv6(ctx, offset),
+        _ => Ok(Packet::Other),
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, l3: usize) -> ParseResult {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
+    let ip = unsafe { &*ip };
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+        return Err(DropReason::BadIpHeader);
+    }
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if total_len < header_len || l3 + total_len > ctx.data_end() - ctx.data() {
+        return Err(DropReason::BadIpLength);
+    }
+    let addr = |a: [u8; 4]| [u32::from_ne_bytes(a), 0, 0, 0];
+    let (src, dst) = (addr(ip.src_addr), addr(ip.dst_addr));
+    if u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0 {
+        return Ok(Packet::Unbalanceable {
+            addr: dst,
+            family: FAMILY_V4,
+            reason: DropReason::Fragment,
+            passed: Event::FragmentPassed,
+        });
+    }
+    let note = (header_len > Ipv4Hdr::LEN).then_some(Event::Ipv4Options);
+    transport(ctx, l3 + header_len, l3 + total_len, ip.proto, src, dst, FAMILY_V4, note)
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, l3: usize) -> ParseResult {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(DropReason::BadIpHeader);
+    }
+    let end = l3 + Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(ip.payload_len));
+    if end > ctx.data_end() - ctx.data() {
+        return Err(DropReason::BadIpLength);
+    }
+    let words = |a: &[u8; 16]| unsafe { core::ptr::read_unaligned(a.as_ptr() as *const [u32; 4]) };
+    let (src, dst) = (words(&ip.src_addr), words(&ip.dst_addr));
+    let unbalanceable =
+        |reason, passed| Packet::Unbalanceable { addr: dst, family: FAMILY_V6, reason, passed };
+
+    let mut next = ip.next_hdr;
+    let mut offset = l3 + Ipv6Hdr::LEN;
+    let mut note = None;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // Every one of these starts with (next header, length in 8-byte units minus one).
+                let Some(ext) = ptr_at::<[u8; 2]>(ctx, offset) else {
+                    return Ok(unbalanceable(DropReason::Truncated, Event::UnclassifiedPassed));
+                };
+                let ext = unsafe { *ext };
+                next = ext[0];
+                offset += (usize::from(ext[1]) + 1) * 8;
+                note = Some(Event::Ipv6ExtHeaders);
+            }
+            _ => break,
+        }
+    }
+    match next {
+        IPPROTO_FRAGMENT => Ok(unbalanceable(DropReason::Fragment, Event::FragmentPassed)),
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+            Ok(unbalanceable(DropReason::Ipv6ExtChain, Event::UnclassifiedPassed))
+        }
+        _ => transport(ctx, offset, end, next, src, dst, FAMILY_V6, note),
+    }
+}
+
+/// Reads the ports (and TCP flags) at `l4`; the header must end within the IP packet (`ip_end`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transport(
+    ctx: &XdpContext,
+    l4: usize,
+    ip_end: usize,
+    proto: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+    family: u8,
+    note: Option<Event>,
+) -> ParseResult {
+    let truncated = Packet::Unbalanceable {
+        addr: dst,
+        family,
+        reason: DropReason::Truncated,
+        passed: Event::UnclassifiedPassed,
+    };
+    let (sport_be, dport_be, syn) = match proto {
+        PROTO_TCP => {
+            let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4).filter(|_| l4 + TcpHdr::LEN <= ip_end) else {
+                return Ok(truncated);
+            };
+            let tcp = unsafe { &*tcp };
+            // Byte 13 of the TCP header holds the flags (CWR..FIN).
+            let flags = unsafe { *(tcp as *const TcpHdr as *const u8).add(13) };
+            let syn = flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
+            (u16::from_ne_bytes(tcp.source), u16::from_ne_bytes(tcp.dest), syn)
+        }
+        PROTO_UDP => {
+            let Some(udp) = ptr_at::<UdpHdr>(ctx, l4).filter(|_| l4 + UdpHdr::LEN <= ip_end) else {
+                return Ok(truncated);
+            };
+            let udp = unsafe { &*udp };
+            (u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), false)
+        }
+        _ => return Ok(Packet::Other),
+    };
+    Ok(Packet::Flow(Flow {
+        key: FlowKey { src, dst, sport_be, dport_be, proto, family, _pad: [0; 2] },
+        syn,
+        note,
+    }))
+}

@@ -1,0 +1,250 @@
+//! The only module that touches aya: loads the balancer with its load-time
+//! sizes, writes VIPs, backends and ring slots, reads counters, runs the
+//! program on crafted packets (`BPF_PROG_TEST_RUN`).
+
+mod counters;
+mod ring;
+mod test_run;
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{ProgramError, Xdp},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use lb_common::{
+    maps::{self as names, SizedBy, SIZED_MAPS},
+    sizes::{
+        DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, MAX_RING_ENTRIES,
+    },
+    Backend, ConnValue, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+};
+
+pub use self::{
+    counters::Counters,
+    ring::RingMemory,
+    test_run::{Baseline, TestRunOutcome},
+};
+
+/// The balancer object, built by `build.rs` from the `lb-ebpf` crate.
+pub static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
+/// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("map {0} has an unexpected type")]
+    WrongMapType(&'static str),
+    #[error("counting CPUs: {0}")]
+    Cpus(std::io::Error),
+    #[error("mapping {name} into memory: {source}")]
+    Mmap { name: &'static str, source: std::io::Error },
+    #[error("{what} {index} is out of range (the map holds {max})")]
+    OutOfRange { what: &'static str, index: u32, max: u32 },
+    #[error("max_vips {max_vips} × ring_size {ring_size} exceeds the ring map's limit of {limit} slots")]
+    RingTooLarge { max_vips: u32, ring_size: u32, limit: u64 },
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// What is fixed when the program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSettings {
+    pub max_vips: u32,
+    pub max_backends: u32,
+    pub ring_size: u32,
+    pub conn_table_size: u32,
+    pub hash_seed: u32,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        Self {
+            max_vips: DEFAULT_MAX_VIPS,
+            max_backends: DEFAULT_MAX_BACKENDS,
+            ring_size: DEFAULT_RING_SIZE,
+            conn_table_size: DEFAULT_CONN_TABLE_SIZE,
+            hash_seed: 0,
+        }
+    }
+}
+
+impl LoadSettings {
+    fn entries(&self, sized_by: SizedBy) -> u32 {
+        match sized_by {
+            SizedBy::Vips => self.max_vips,
+            SizedBy::Backends => self.max_backends,
+            SizedBy::ConnTable => self.conn_table_size,
+            SizedBy::Ring => self.max_vips * self.ring_size,
+        }
+    }
+}
+
+/// The loaded balancer and typed handles to its maps.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    settings: LoadSettings,
+    vips: HashMap<MapData, VipKey, VipValue>,
+    vip_addrs: HashMap<MapData, VipKey, u32>,
+    backends: Array<MapData, Backend>,
+    ring: RingMemory,
+    conns: HashMap<MapData, FlowKey, ConnValue>,
+    nexthops: PerCpuArray<MapData, NextHop>,
+    counters: PerCpuArray<MapData, u64>,
+    vip_stats: PerCpuArray<MapData, TrafficStats>,
+    backend_stats: PerCpuArray<MapData, TrafficStats>,
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T> {
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl Dataplane {
+    /// Loads the balancer into the kernel (not attached anywhere yet).
+    pub fn load(settings: LoadSettings) -> Result<Self> {
+        let ring_entries = u64::from(settings.max_vips) * u64::from(settings.ring_size);
+        if ring_entries > MAX_RING_ENTRIES {
+            return Err(DataplaneError::RingTooLarge {
+                max_vips: settings.max_vips,
+                ring_size: settings.ring_size,
+                limit: MAX_RING_ENTRIES,
+            });
+        }
+        let mut loader = EbpfLoader::new();
+        for (name, sized_by) in SIZED_MAPS {
+            loader.map_max_entries(name, settings.entries(sized_by));
+        }
+        loader.override_global(names::GLOBAL_RING_SIZE, &settings.ring_size, true).override_global(
+            names::GLOBAL_HASH_SEED,
+            &settings.hash_seed,
+            true,
+        );
+        let mut ebpf = loader.load(BALANCER_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or(DataplaneError::MissingProgram(names::PROGRAM))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+        program.load().map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+
+        let ring = match ebpf.take_map(names::RING).ok_or(DataplaneError::MissingMap(names::RING))? {
+            Map::Array(data) => RingMemory::map(data, settings.ring_size, settings.max_vips)?,
+            _ => return Err(DataplaneError::WrongMapType(names::RING)),
+        };
+        Ok(Self {
+            vips: take(&mut ebpf, names::VIPS)?,
+            vip_addrs: take(&mut ebpf, names::VIP_ADDRS)?,
+            backends: take(&mut ebpf, names::BACKENDS)?,
+            conns: take(&mut ebpf, names::CONNS)?,
+            nexthops: take(&mut ebpf, names::NEXTHOPS)?,
+            counters: take(&mut ebpf, names::COUNTERS)?,
+            vip_stats: take(&mut ebpf, names::VIP_STATS)?,
+            backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
+            ring,
+            ebpf,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &LoadSettings {
+        &self.settings
+    }
+
+    fn program(&self) -> &Xdp {
+        // `load` proved the program exists and is XDP.
+        self.ebpf.program(names::PROGRAM).and_then(|p| <&Xdp>::try_from(p).ok()).expect("balancer program")
+    }
+
+    fn check(&self, what: &'static str, index: u32, max: u32) -> Result<()> {
+        if index < max {
+            Ok(())
+        } else {
+            Err(DataplaneError::OutOfRange { what, index, max })
+        }
+    }
+
+    /// Adds or replaces a VIP, and registers its address.
+    pub fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<()> {
+        self.check("VIP index", value.index, self.settings.max_vips)?;
+        self.vip_addrs.insert(key.address_only(), 0, 0).map_err(map_err(names::VIP_ADDRS))?;
+        self.vips.insert(key, value, 0).map_err(map_err(names::VIPS))
+    }
+
+    /// Removes a VIP; `last_on_address` also forgets its address (no other VIP uses it).
+    pub fn remove_vip(&mut self, key: &VipKey, last_on_address: bool) -> Result<()> {
+        self.vips.remove(key).map_err(map_err(names::VIPS))?;
+        if last_on_address {
+            self.vip_addrs.remove(&key.address_only()).map_err(map_err(names::VIP_ADDRS))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a backend slot. A changed address also forgets the cached next hop.
+    pub fn set_backend(&mut self, index: u32, backend: Backend) -> Result<()> {
+        self.check("backend index", index, self.settings.max_backends)?;
+        let old = self.backends.get(&index, 0).map_err(map_err(names::BACKENDS))?;
+        self.backends.set(index, backend, 0).map_err(map_err(names::BACKENDS))?;
+        if old.addr != backend.addr || old.family != backend.family {
+            self.forget_next_hop(index)?;
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self, index: u32) -> Result<Backend> {
+        self.backends.get(&index, 0).map_err(map_err(names::BACKENDS))
+    }
+
+    /// Drops the cached FIB result of a backend on every CPU.
+    pub fn forget_next_hop(&mut self, index: u32) -> Result<()> {
+        let zero = NextHop { stamp_ns: 0, ifindex: 0, dmac: [0; 6], smac: [0; 6] };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+        let values = PerCpuValues::try_from(vec![zero; cpus]).map_err(DataplaneError::Cpus)?;
+        self.nexthops.set(index, values, 0).map_err(map_err(names::NEXTHOPS))
+    }
+
+    /// The ring of VIP `vip`, in the kernel's own memory: reads and writes are plain loads and stores.
+    pub fn ring_mut(&mut self, vip: u32) -> Result<&mut [u32]> {
+        self.check("VIP index", vip, self.settings.max_vips)?;
+        Ok(self.ring.vip_mut(vip))
+    }
+
+    pub fn ring(&self, vip: u32) -> Result<&[u32]> {
+        self.check("VIP index", vip, self.settings.max_vips)?;
+        Ok(self.ring.vip(vip))
+    }
+
+    /// The backend a flow is pinned to, if the connection table has it.
+    pub fn connection(&self, flow: &FlowKey) -> Result<Option<ConnValue>> {
+        match self.conns.get(flow, 0) {
+            Ok(value) => Ok(Some(value)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DataplaneError::Map { name: names::CONNS, source }),
+        }
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        Counters::read(&self.counters).map_err(map_err(names::COUNTERS))
+    }
+
+    pub fn vip_stats(&self, vip: u32) -> Result<TrafficStats> {
+        counters::sum_stats(&self.vip_stats, vip).map_err(map_err(names::VIP_STATS))
+    }
+
+    pub fn backend_stats(&self, backend: u32) -> Result<TrafficStats> {
+        counters::sum_stats(&self.backend_stats, backend).map_err(map_err(names::BACKEND_STATS))
+    }
+}

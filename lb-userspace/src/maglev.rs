@@ -1,0 +1,237 @@
+//! Weighted Maglev ring construction (Eisenbud et al., NSDI 2016), pure.
+//!
+//! Every member gets a permutation of the ring's slots from two hashes of its
+//! identity (address and port): `offset` and `skip`, the permutation being
+//! `offset, offset + skip, offset + 2·skip, … (mod M)`. Members take turns
+//! claiming the next free slot of their permutation until the ring is full.
+//! Weights: in round `r` a member may hold up to `r · weight / max_weight`
+//! slots, so the heaviest claims one slot per round and the others in
+//! proportion. Members are ordered by identity before anything else, so the
+//! ring depends only on the set of (identity, weight) pairs: every LB node
+//! with the same config builds the same ring.
+
+use std::net::SocketAddr;
+
+use lb_common::{hash::hash_words, sizes::RING_EMPTY, types::addr_words};
+
+/// Seeds of the two permutation hashes. Fixed: rings must not depend on anything
+/// but the members.
+const OFFSET_SEED: u32 = 0x6d61_676c;
+const SKIP_SEED: u32 = 0x6576_3031;
+
+/// One ring member: who it is and how much traffic it should get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: SocketAddr,
+    /// 0 = no slots.
+    pub weight: u32,
+}
+
+/// Whether `m` can be a ring size: the permutation needs a prime.
+pub fn is_prime(m: u32) -> bool {
+    if m < 2 {
+        return false;
+    }
+    let m = u64::from(m);
+    (2..).take_while(|d| d * d <= m).all(|d| m % d != 0)
+}
+
+/// Builds a ring of `size` slots (a prime). Each slot holds the index into
+/// `members` of the member that owns it, or `RING_EMPTY` when no member has a
+/// positive weight.
+pub fn build(members: &[Member], size: u32) -> Vec<u32> {
+    debug_assert!(is_prime(size), "ring size {size} is not prime");
+    let mut ring = vec![RING_EMPTY; size as usize];
+    let mut order: Vec<usize> = (0..members.len()).filter(|&i| members[i].weight > 0).collect();
+    if order.is_empty() {
+        return ring;
+    }
+    order.sort_by_key(|&i| members[i].id);
+    order.dedup_by_key(|i| members[*i].id);
+
+    let m = u64::from(size);
+    let max_weight = order.iter().map(|&i| u64::from(members[i].weight)).max().unwrap_or(1);
+    let mut cursor: Vec<Cursor> = order.iter().map(|&i| Cursor::new(members[i].id, size)).collect();
+    let mut held = vec![0u64; order.len()];
+    let mut filled = 0u64;
+    let mut round = 0u64;
+    while filled < m {
+        round += 1;
+        for (k, &member) in order.iter().enumerate() {
+            let weight = u64::from(members[member].weight);
+            while held[k] * max_weight < round * weight {
+                let slot = cursor[k].next_free(&ring);
+                ring[slot] = member as u32;
+                held[k] += 1;
+                filled += 1;
+                if filled == m {
+                    return ring;
+                }
+            }
+        }
+    }
+    ring
+}
+
+/// A member's walk along its permutation.
+struct Cursor {
+    position: u32,
+    skip: u32,
+    size: u32,
+}
+
+impl Cursor {
+    fn new(id: SocketAddr, size: u32) -> Self {
+        let (addr, family) = addr_words(id.ip());
+        let identity = [addr[0], addr[1], addr[2], addr[3], u32::from(id.port()) << 8 | u32::from(family)];
+        Self {
+            position: hash_words(OFFSET_SEED, &identity) % size,
+            skip: hash_words(SKIP_SEED, &identity) % (size - 1) + 1,
+            size,
+        }
+    }
+
+    /// The next slot of the permutation that nobody holds yet (the ring is not full).
+    fn next_free(&mut self, ring: &[u32]) -> usize {
+        loop {
+            let slot = self.position;
+            // position + skip < 2·size, so one subtraction is the modulo.
+            self.position = match self.position + self.skip {
+                p if p >= self.size => p - self.size,
+                p => p,
+            };
+            if ring[slot as usize] == RING_EMPTY {
+                return slot as usize;
+            }
+        }
+    }
+}
+
+/// Slots whose owner differs between two rings of the same size, by identity.
+pub fn changed_slots<'a>(
+    old: &'a [u32],
+    old_members: &'a [Member],
+    new: &'a [u32],
+    new_members: &'a [Member],
+) -> impl Iterator<Item = usize> + 'a {
+    let id = |ring: &[u32], members: &[Member], slot: usize| members.get(ring[slot] as usize).map(|m| m.id);
+    (0..new.len()).filter(move |&s| id(old, old_members, s) != id(new, new_members, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    const M: u32 = 65_537;
+
+    fn member(i: u32, weight: u32) -> Member {
+        let ip = Ipv4Addr::from(0x0a4d_0000 + i);
+        Member { id: SocketAddr::new(IpAddr::V4(ip), 80), weight }
+    }
+
+    fn shares(ring: &[u32], n: usize) -> Vec<u64> {
+        let mut count = vec![0u64; n];
+        for &slot in ring {
+            count[slot as usize] += 1;
+        }
+        count
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65_537) && is_prime(655_373) && is_prime(2) && is_prime(13));
+        assert!(!is_prime(0) && !is_prime(1) && !is_prime(65_536) && !is_prime(65_539 * 3));
+    }
+
+    #[test]
+    fn equal_weights_give_floor_or_ceil_of_m_over_n() {
+        for n in [1u32, 2, 3, 7, 10, 100, 1000] {
+            let members: Vec<_> = (0..n).map(|i| member(i, 1)).collect();
+            let ring = build(&members, M);
+            assert!(ring.iter().all(|&s| s < n), "ring has empty slots for n={n}");
+            let (lo, hi) = (u64::from(M / n), u64::from(M.div_ceil(n)));
+            for (i, c) in shares(&ring, n as usize).into_iter().enumerate() {
+                assert!((lo..=hi).contains(&c), "n={n}: member {i} holds {c}, want {lo}..={hi}");
+            }
+        }
+    }
+
+    #[test]
+    fn weights_are_respected_within_one_percent() {
+        for weights in [vec![1, 2, 1], vec![1, 2, 3, 4], vec![100, 1, 50, 25, 7], vec![3; 5]] {
+            let members: Vec<_> = weights.iter().enumerate().map(|(i, &w)| member(i as u32, w)).collect();
+            let ring = build(&members, M);
+            let total: u32 = weights.iter().sum();
+            for (i, c) in shares(&ring, members.len()).into_iter().enumerate() {
+                let want = f64::from(weights[i]) / f64::from(total);
+                let got = c as f64 / f64::from(M);
+                assert!(
+                    (got - want).abs() <= 0.01 * want.max(0.01),
+                    "{weights:?}: member {i} got {got}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_weight_gets_nothing_and_no_members_means_empty() {
+        let members = [member(0, 0), member(1, 5), member(2, 0)];
+        let ring = build(&members, 13);
+        assert!(ring.iter().all(|&s| s == 1));
+        assert!(build(&[member(0, 0)], 13).iter().all(|&s| s == RING_EMPTY));
+        assert!(build(&[], 13).iter().all(|&s| s == RING_EMPTY));
+    }
+
+    #[test]
+    fn removing_one_of_100_moves_its_slots_plus_at_most_one_percent() {
+        let members: Vec<_> = (0..100).map(|i| member(i, 1)).collect();
+        let before = build(&members, M);
+        for gone in [0usize, 37, 99] {
+            let rest: Vec<_> =
+                members.iter().copied().enumerate().filter(|&(i, _)| i != gone).map(|(_, m)| m).collect();
+            let after = build(&rest, M);
+            let own = before.iter().filter(|&&s| s as usize == gone).count();
+            let moved = changed_slots(&before, &members, &after, &rest).count();
+            let others_moved = moved - own;
+            let others = M as usize - own;
+            assert!(
+                others_moved * 100 <= others,
+                "removing member {gone}: {others_moved} of {others} other slots moved (> 1%)"
+            );
+        }
+    }
+
+    #[test]
+    fn ring_does_not_depend_on_input_order() {
+        let mut members: Vec<_> = (0..50).map(|i| member(i, 1 + i % 4)).collect();
+        members.push(Member { id: "[fd77::5]:443".parse().unwrap(), weight: 2 });
+        let by_id =
+            |ring: Vec<u32>, ms: &[Member]| ring.into_iter().map(|s| ms[s as usize].id).collect::<Vec<_>>();
+        let reference = by_id(build(&members, 4_099), &members);
+        let mut shuffled = members.clone();
+        shuffled.reverse();
+        shuffled.swap(3, 17);
+        assert_eq!(reference, by_id(build(&shuffled, 4_099), &shuffled));
+    }
+
+    #[test]
+    fn duplicate_identities_hold_one_share() {
+        let a = member(1, 1);
+        let ring = build(&[a, member(2, 1), a], 13);
+        assert!(ring.iter().all(|&s| s == 0 || s == 1));
+    }
+
+    #[test]
+    fn ipv6_members_get_distinct_permutations() {
+        let members: Vec<_> = (1..=3u16)
+            .map(|i| Member {
+                id: SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, i)), 80),
+                weight: 1,
+            })
+            .collect();
+        let counts = shares(&build(&members, M), 3);
+        assert!(counts.iter().all(|&c| c == 21_845 || c == 21_846), "{counts:?}");
+    }
+}
