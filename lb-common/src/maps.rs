@@ -11,7 +11,7 @@ pub const VIPS: &str = "VIPS";
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
 /// `Array<Backend>`: every backend slot of every VIP.
 pub const BACKENDS: &str = "BACKENDS";
-/// `Array<u32>` of `max_vips * ring_size` backend indices: the Maglev rings.
+/// `Array<RingChunk>` holding `max_vips * ring_size` backend indices: the Maglev rings.
 pub const RING: &str = "RING";
 /// `LruHashMap<FlowKey, ConnValue>`: the connection table.
 pub const CONNS: &str = "CONNS";
@@ -47,6 +47,6 @@ pub enum SizedBy {
     Vips,
     Backends,
     ConnTable,
-    /// `max_vips * ring_size`.
+    /// `max_vips * ring_size` slots, in `RING_CHUNK`s.
     Ring,
 }

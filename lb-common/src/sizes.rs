@@ -26,3 +26,13 @@ pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
 /// Ring slot value meaning "no backend" (a VIP whose ring is empty).
 pub const RING_EMPTY: u32 = u32::MAX;
+
+/// Ring slots per `RING` map entry. The kernel stores array elements 8-byte
+/// aligned, so u32 elements would leave holes in the agent's mmap of the map;
+/// chunks of 16 slots (one cache line) pack the rings densely.
+pub const RING_CHUNK: u32 = 16;
+
+/// `RING` map entries needed for `slots` ring slots.
+pub const fn ring_chunks(slots: u64) -> u64 {
+    slots.div_ceil(RING_CHUNK as u64)
+}

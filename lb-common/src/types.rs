@@ -171,6 +171,9 @@ pub struct NextHop {
     pub smac: [u8; 6],
 }
 
+/// One `RING` map entry: `RING_CHUNK` consecutive ring slots.
+pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
+
 /// Per-VIP and per-backend traffic (per CPU; the agent sums).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::COUNTER_SLOTS,
-    sizes::{DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE},
+    sizes::{DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, RING_CHUNK},
+    types::RingChunk,
     Backend, ConnValue, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
 };
 
@@ -29,7 +30,8 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKEN
 /// Maglev rings, `ring_size` slots per VIP index, each a backend slot or `RING_EMPTY`.
 /// Mmapable: the agent writes changed slots as plain stores, no syscall per slot.
 #[map]
-pub static RING: Array<u32> = Array::with_max_entries(DEFAULT_MAX_VIPS * DEFAULT_RING_SIZE, BPF_F_MMAPABLE);
+pub static RING: Array<RingChunk> =
+    Array::with_max_entries(DEFAULT_MAX_VIPS * DEFAULT_RING_SIZE / RING_CHUNK + 1, BPF_F_MMAPABLE);
 
 /// Connection table: flow -> backend. LRU, so a full table evicts the idlest flows.
 #[map]

@@ -3,7 +3,8 @@
 //! backend can no longer take the flow.
 
 use lb_common::{
-    sizes::RING_EMPTY, Backend, BackendState, ConnValue, DropReason, Event, FlowKey, VipKey, VipValue,
+    sizes::{RING_CHUNK, RING_EMPTY},
+    Backend, BackendState, ConnValue, DropReason, Event, FlowKey, VipKey, VipValue,
 };
 
 use crate::{
@@ -70,7 +71,8 @@ pub fn backend(flow: &Flow, vip: &VipValue, now: u64) -> Result<Choice, DropReas
     // checked_rem: a zero ring size (never loaded that way) must not become a panic path.
     let offset = flow.key.hash(global(&HASH_SEED)).checked_rem(ring_size).ok_or(DropReason::Internal)?;
     let slot = vip.index * ring_size + offset;
-    let index = *RING.get(slot).ok_or(DropReason::Internal)?;
+    let chunk = RING.get(slot / RING_CHUNK).ok_or(DropReason::Internal)?;
+    let index = chunk[(slot % RING_CHUNK) as usize];
     if index == RING_EMPTY {
         return Err(DropReason::NoBackend);
     }

@@ -64,3 +64,24 @@ pub(super) fn sum_stats(
         new_flows: acc.new_flows + s.new_flows,
     }))
 }
+
+/// The non-zero counters, by name: `tx=3 drop=1 no_backend=1`.
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let named = Verdict::ALL
+            .iter()
+            .map(|v| (v.name(), self.verdict(*v)))
+            .chain(DropReason::ALL.iter().map(|r| (r.name(), self.drop(*r))))
+            .chain(Event::ALL.iter().map(|e| (e.name(), self.event(*e))))
+            .filter(|(_, n)| *n != 0);
+        let mut first = true;
+        for (name, n) in named {
+            write!(f, "{}{name}={n}", if first { "" } else { " " })?;
+            first = false;
+        }
+        if first {
+            write!(f, "nothing")?;
+        }
+        Ok(())
+    }
+}

@@ -14,7 +14,8 @@ use aya::{
 use lb_common::{
     maps::{self as names, SizedBy, SIZED_MAPS},
     sizes::{
-        DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, MAX_RING_ENTRIES,
+        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
+        MAX_RING_ENTRIES,
     },
     Backend, ConnValue, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
 };
@@ -84,7 +85,7 @@ impl LoadSettings {
             SizedBy::Vips => self.max_vips,
             SizedBy::Backends => self.max_backends,
             SizedBy::ConnTable => self.conn_table_size,
-            SizedBy::Ring => self.max_vips * self.ring_size,
+            SizedBy::Ring => ring_chunks(u64::from(self.max_vips) * u64::from(self.ring_size)) as u32,
         }
     }
 }

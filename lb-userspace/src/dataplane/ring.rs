@@ -1,5 +1,7 @@
 //! The `RING` map (`BPF_F_MMAPABLE`) mapped into the agent's memory: changing a
-//! slot is a store, not a syscall, so a full ring rebuild costs a memcpy.
+//! slot is a store, not a syscall, so a full ring rebuild costs a memcpy. The
+//! map's entries are `RING_CHUNK`-slot arrays, so the slots lie densely, one
+//! u32 after another, exactly as the kernel indexes them.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -7,7 +9,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use lb_common::maps::RING;
+use lb_common::{maps::RING, sizes::ring_chunks, types::RingChunk};
 
 use super::DataplaneError;
 
@@ -27,8 +29,8 @@ unsafe impl Sync for RingMemory {}
 impl RingMemory {
     pub(super) fn map(map: MapData, ring_size: u32, vips: u32) -> Result<Self, DataplaneError> {
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let entries = ring_size as usize * vips as usize;
-        let len_bytes = (entries * 4).div_ceil(page) * page;
+        let chunks = ring_chunks(u64::from(ring_size) * u64::from(vips)) as usize;
+        let len_bytes = (chunks * size_of::<RingChunk>()).div_ceil(page) * page;
         // SAFETY: a shared mapping of an mmapable array map of `entries` u32s; the kernel
         // rejects lengths beyond the map.
         let ptr = unsafe {

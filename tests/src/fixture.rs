@@ -1,0 +1,122 @@
+//! A bed for `BPF_PROG_TEST_RUN` fixtures: one namespace with the balancer
+//! loaded, an interface `lb0` the frames "arrive" on, and permanent neighbour
+//! entries for the backends, so `bpf_fib_lookup` resolves them to known MACs.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyhow::Result;
+use lb_common::{sizes::RING_EMPTY, types::addr_words, Backend, BackendState, Mode, VipKey, VipValue};
+use lb_userspace::{
+    dataplane::{Dataplane, LoadSettings, TestRunOutcome},
+    maglev::{self, Member},
+};
+
+use crate::netns::Netns;
+
+/// The balancer's own interface.
+pub const LB_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
+/// Where client frames come from (the upstream router).
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0xfe];
+pub const LB_V4: &str = "10.77.1.1";
+pub const LB_V6: &str = "fd77:1::1";
+/// Backends the bed knows the MAC of: 0..BACKENDS.
+pub const BACKENDS: u8 = 16;
+
+pub fn backend_mac(i: u8) -> [u8; 6] {
+    [0x02, 0x77, 0, 0, 1, i]
+}
+
+pub fn backend_v4(i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 77, 1, 10 + i))
+}
+
+pub fn backend_v6(i: u8) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 0x10 + u16::from(i)))
+}
+
+/// Which known backend a MAC belongs to.
+pub fn backend_of_mac(mac: &[u8]) -> Option<u8> {
+    (0..BACKENDS).find(|&i| backend_mac(i) == mac[..6])
+}
+
+/// One backend of a VIP: its slot in `BACKENDS`, the known backend it is, its weight.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    pub slot: u32,
+    pub addr: IpAddr,
+    pub weight: u32,
+}
+
+pub struct FixtureBed {
+    pub ns: Netns,
+    pub dp: Dataplane,
+    pub ifindex: u32,
+}
+
+impl FixtureBed {
+    pub fn new(settings: LoadSettings) -> Result<Self> {
+        let ns = Netns::new("fix")?;
+        let mac = mac_str(LB_MAC);
+        ns.ip(&["link", "add", "lb0", "address", &mac, "type", "veth", "peer", "name", "lb0p"])?;
+        ns.ip(&["link", "set", "lb0", "up"])?;
+        ns.ip(&["link", "set", "lb0p", "up"])?;
+        ns.ip(&["addr", "add", &format!("{LB_V4}/24"), "dev", "lb0"])?;
+        ns.ip(&["-6", "addr", "add", &format!("{LB_V6}/64"), "dev", "lb0", "nodad"])?;
+        for i in 0..BACKENDS {
+            let mac = mac_str(backend_mac(i));
+            for addr in [backend_v4(i), backend_v6(i)] {
+                let addr = addr.to_string();
+                ns.ip(&["neigh", "add", &addr, "lladdr", &mac, "dev", "lb0", "nud", "permanent"])?;
+            }
+        }
+        // bpf_fib_lookup answers FWD_DISABLED unless the box forwards.
+        ns.sysctl("net.ipv4.conf.all.forwarding", "1")?;
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let ifindex = ns.ifindex("lb0")?;
+        let dp = Dataplane::load(settings)?;
+        Ok(Self { ns, dp, ifindex })
+    }
+
+    /// Sets up a VIP with its backends (all UP) and its Maglev ring. Returns the
+    /// ring as backend slots.
+    pub fn set_vip(&mut self, vip: SocketAddr, proto: u8, index: u32, backends: &[Slot]) -> Result<Vec<u32>> {
+        for b in backends {
+            let (addr, family) = addr_words(b.addr);
+            let backend = Backend { addr, port_be: 0, family, state: BackendState::Up as u8, vip: index };
+            self.dp.set_backend(b.slot, backend)?;
+        }
+        let ring = self.write_ring(index, backends)?;
+        let key = VipKey::new(vip.ip(), vip.port(), proto);
+        self.dp.set_vip(key, VipValue { index, mode: Mode::Dsr as u8, flags: 0, _pad: [0; 2] })?;
+        Ok(ring)
+    }
+
+    /// Rebuilds VIP `index`'s ring from `backends` (weight 0 = out of the ring).
+    pub fn write_ring(&mut self, index: u32, backends: &[Slot]) -> Result<Vec<u32>> {
+        let members: Vec<Member> =
+            backends.iter().map(|b| Member { id: SocketAddr::new(b.addr, 0), weight: b.weight }).collect();
+        let size = self.dp.settings().ring_size;
+        let ring: Vec<u32> = maglev::build(&members, size)
+            .into_iter()
+            .map(|m| if m == RING_EMPTY { RING_EMPTY } else { backends[m as usize].slot })
+            .collect();
+        self.dp.ring_mut(index)?.copy_from_slice(&ring);
+        Ok(ring)
+    }
+
+    /// Runs the balancer once on `frame`, arriving on `lb0`.
+    pub fn run(&self, frame: &[u8]) -> TestRunOutcome {
+        self.run_many(std::slice::from_ref(&frame.to_vec())).remove(0)
+    }
+
+    /// Runs the balancer on each frame in turn (one namespace switch for all).
+    pub fn run_many(&self, frames: &[Vec<u8>]) -> Vec<TestRunOutcome> {
+        let (dp, ifindex) = (&self.dp, self.ifindex);
+        self.ns
+            .run(|| frames.iter().map(|f| dp.test_run(f, ifindex, 1).expect("BPF_PROG_TEST_RUN")).collect())
+    }
+}
+
+pub fn mac_str(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

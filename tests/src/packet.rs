@@ -1,0 +1,146 @@
+//! Crafted frames for fixture tests: well-formed ones from etherparse, and
+//! surgical edits that make them VLAN-tagged, fragmented, optioned or broken.
+
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{PacketBuilder, PacketBuilderStep};
+
+pub const ETH_LEN: usize = 14;
+
+/// What rides on IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    /// `syn`: a SYN (no ACK); otherwise an established segment (ACK set).
+    Tcp {
+        syn: bool,
+    },
+    Udp,
+}
+
+/// A TCP or UDP frame, described by what a test cares about.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlans: Vec<u16>,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub l4: L4,
+    pub payload: Vec<u8>,
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|e| panic!("bad socket address {s}: {e}"))
+}
+
+impl Frame {
+    pub fn new(src: SocketAddr, dst: SocketAddr, l4: L4) -> Self {
+        Self {
+            src_mac: [0x02, 0x77, 0, 0, 0, 0xfe],
+            dst_mac: [0x02, 0x77, 0, 0, 0, 0x01],
+            vlans: Vec::new(),
+            src,
+            dst,
+            l4,
+            payload: b"always on".to_vec(),
+        }
+    }
+
+    pub fn tcp(src: &str, dst: &str) -> Self {
+        Self::new(addr(src), addr(dst), L4::Tcp { syn: false })
+    }
+
+    pub fn syn(src: &str, dst: &str) -> Self {
+        Self::new(addr(src), addr(dst), L4::Tcp { syn: true })
+    }
+
+    pub fn udp(src: &str, dst: &str) -> Self {
+        Self::new(addr(src), addr(dst), L4::Udp)
+    }
+
+    pub fn vlan(mut self, id: u16) -> Self {
+        self.vlans.push(id);
+        self
+    }
+
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        (self.src_mac, self.dst_mac) = (src, dst);
+        self
+    }
+
+    /// Offset of the IP header.
+    pub fn l3(&self) -> usize {
+        ETH_LEN + 4 * self.vlans.len()
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2(self.src_mac, self.dst_mac);
+        let ip: PacketBuilderStep<_> = match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+            (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+            _ => panic!("mixed address families {} -> {}", self.src, self.dst),
+        };
+        let (sport, dport) = (self.src.port(), self.dst.port());
+        let mut out = Vec::new();
+        match self.l4 {
+            L4::Tcp { syn: true } => ip.tcp(sport, dport, 1000, 64240).syn().write(&mut out, &self.payload),
+            L4::Tcp { syn: false } => ip.tcp(sport, dport, 1000, 64240).ack(1).write(&mut out, &self.payload),
+            L4::Udp => ip.udp(sport, dport).write(&mut out, &self.payload),
+        }
+        .expect("etherparse writes a well-formed frame");
+        // Tags go between the source MAC and the EtherType, outermost first.
+        for (i, &id) in self.vlans.iter().enumerate() {
+            let tpid: u16 = if i == 0 && self.vlans.len() > 1 { 0x88a8 } else { 0x8100 };
+            let at = 12 + 4 * i;
+            let tag = [tpid.to_be_bytes(), id.to_be_bytes()].concat();
+            out.splice(at..at, tag);
+        }
+        out
+    }
+}
+
+/// The frame with its MAC addresses replaced: what DSR forwarding must produce.
+pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[0..6].copy_from_slice(&dst);
+    out[6..12].copy_from_slice(&src);
+    out
+}
+
+/// Adds `words` 32-bit words of IPv4 options (NOPs) after the base header.
+pub fn add_ipv4_options(frame: &mut Vec<u8>, l3: usize, words: u8) {
+    frame.splice(l3 + 20..l3 + 20, std::iter::repeat_n(1u8, 4 * usize::from(words)));
+    frame[l3] = 0x40 | (5 + words);
+    let total = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) + 4 * u16::from(words);
+    frame[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+}
+
+/// Sets the IPv4 flags/fragment-offset field (e.g. 0x2000 = more fragments, offset 0).
+pub fn set_ipv4_frag(frame: &mut [u8], l3: usize, frags: u16) {
+    frame[l3 + 6..l3 + 8].copy_from_slice(&frags.to_be_bytes());
+}
+
+pub fn set_ipv4_total_len(frame: &mut [u8], l3: usize, len: u16) {
+    frame[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn set_ipv4_ihl(frame: &mut [u8], l3: usize, ihl: u8) {
+    frame[l3] = (frame[l3] & 0xf0) | (ihl & 0x0f);
+}
+
+/// Inserts 8-byte IPv6 extension headers of the given kinds (0 hop-by-hop,
+/// 43 routing, 44 fragment, 60 destination options) after the fixed header.
+pub fn add_ipv6_ext(frame: &mut Vec<u8>, l3: usize, kinds: &[u8]) {
+    let upper = frame[l3 + 6];
+    let mut headers = Vec::new();
+    for (i, _) in kinds.iter().enumerate() {
+        let next = kinds.get(i + 1).copied().unwrap_or(upper);
+        headers.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    if let Some(&first) = kinds.first() {
+        frame[l3 + 6] = first;
+    }
+    frame.splice(l3 + 40..l3 + 40, headers);
+    let len = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) + 8 * kinds.len() as u16;
+    frame[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes());
+}

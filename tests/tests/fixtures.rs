@@ -1,0 +1,196 @@
+//! The balancer on crafted frames through `BPF_PROG_TEST_RUN`: for each case
+//! the frame in, the verdict and the exact frame out, and the counters that
+//! must move.
+
+use alwayson_tests::{
+    fixture::{
+        backend_mac, backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot, LB_MAC, LB_V4, ROUTER_MAC,
+    },
+    packet::{self, addr, Frame},
+    require_root,
+};
+use lb_common::{
+    types::{PROTO_TCP, PROTO_UDP},
+    DropReason, Event, Verdict,
+};
+use lb_userspace::dataplane::{Counters, LoadSettings};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const VIP4: &str = "10.77.100.1:80";
+const VIP4_UDP: &str = "10.77.100.1:53";
+const VIP6: &str = "[fd77::100]:80";
+const VIP6_UDP: &str = "[fd77::100]:53";
+/// A VIP with port 0: every TCP port of 10.77.100.2.
+const VIP4_ANY: &str = "10.77.100.2:0";
+const CLIENT4: &str = "10.77.2.7:40000";
+const CLIENT6: &str = "[fd77:2::7]:40000";
+
+/// The bed with the VIPs above: VIP index i has backends 3i..3i+2 (slots too).
+fn bed() -> FixtureBed {
+    let mut bed =
+        FixtureBed::new(LoadSettings { ring_size: 251, ..Default::default() }).expect("fixture bed");
+    let vips: [(&str, u8, fn(u8) -> std::net::IpAddr); 5] = [
+        (VIP4, PROTO_TCP, backend_v4),
+        (VIP4_UDP, PROTO_UDP, backend_v4),
+        (VIP6, PROTO_TCP, backend_v6),
+        (VIP6_UDP, PROTO_UDP, backend_v6),
+        (VIP4_ANY, PROTO_TCP, backend_v4),
+    ];
+    for (index, (vip, proto, backend)) in vips.into_iter().enumerate() {
+        let index = index as u32;
+        let slots: Vec<Slot> = (0..3u8)
+            .map(|k| {
+                let i = 3 * index as u8 + k;
+                Slot { slot: u32::from(i), addr: backend(i), weight: 1 }
+            })
+            .collect();
+        bed.set_vip(addr(vip), proto, index, &slots).expect("set vip");
+    }
+    bed
+}
+
+fn counters(bed: &FixtureBed) -> Counters {
+    bed.dp.counters().expect("counters")
+}
+
+/// Forwarded by DSR: out on the same port, to a backend of VIP `vip`, bytes
+/// otherwise untouched. Returns which backend.
+fn assert_dsr(bed: &FixtureBed, input: &[u8], vip: u8) -> u8 {
+    let before = counters(bed);
+    let out = bed.run(input);
+    assert_eq!(out.action, XDP_TX, "verdict; counters moved: {}", counters(bed).since(&before));
+    let backend =
+        backend_of_mac(&out.packet).unwrap_or_else(|| panic!("unknown dst MAC {:02x?}", &out.packet[..6]));
+    assert!((3 * vip..3 * vip + 3).contains(&backend), "backend {backend} does not belong to VIP {vip}");
+    assert_eq!(out.packet, packet::with_macs(input, backend_mac(backend), LB_MAC), "output frame");
+    backend
+}
+
+fn assert_pass_untouched(bed: &FixtureBed, input: &[u8]) {
+    let out = bed.run(input);
+    assert_eq!(out.action, XDP_PASS, "verdict");
+    assert_eq!(out.packet, input, "a passed frame must not change");
+}
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn vip_packets_come_out_xdp_tx_with_exact_bytes() {
+    root_or_skip!("vip_packets_come_out_xdp_tx_with_exact_bytes");
+    let bed = bed();
+    let before = counters(&bed);
+    let cases = [
+        (Frame::syn(CLIENT4, VIP4), 0),
+        (Frame::tcp(CLIENT4, VIP4), 0),
+        (Frame::udp(CLIENT4, VIP4_UDP), 1),
+        (Frame::syn(CLIENT6, VIP6), 2),
+        (Frame::tcp(CLIENT6, VIP6), 2),
+        (Frame::udp(CLIENT6, VIP6_UDP), 3),
+        (Frame::tcp(CLIENT4, "10.77.100.2:8443"), 4),
+        (Frame::udp("10.77.2.8:5353", VIP4_UDP).vlan(100), 1),
+        (Frame::tcp(CLIENT6, VIP6).vlan(100).vlan(200), 2),
+    ];
+    let mut bytes = 0;
+    for (frame, vip) in &cases {
+        let input = frame.bytes();
+        bytes += input.len() as u64;
+        assert_dsr(&bed, &input, *vip);
+    }
+    let d = counters(&bed).since(&before);
+    assert_eq!(d.verdict(Verdict::Tx), cases.len() as u64);
+    assert_eq!(d.drops.iter().sum::<u64>(), 0);
+    let vip_packets: u64 = (0..5).map(|v| bed.dp.vip_stats(v).unwrap().packets).sum();
+    let vip_bytes: u64 = (0..5).map(|v| bed.dp.vip_stats(v).unwrap().bytes).sum();
+    assert_eq!((vip_packets, vip_bytes), (cases.len() as u64, bytes));
+}
+
+#[test]
+fn flows_stay_on_their_backend_across_packets() {
+    root_or_skip!("flows_stay_on_their_backend_across_packets");
+    let bed = bed();
+    let syn = Frame::syn(CLIENT4, VIP4).bytes();
+    let first = assert_dsr(&bed, &syn, 0);
+    for _ in 0..5 {
+        assert_eq!(assert_dsr(&bed, &Frame::tcp(CLIENT4, VIP4).bytes(), 0), first);
+    }
+    let stats = bed.dp.vip_stats(0).unwrap();
+    assert_eq!((stats.packets, stats.new_flows), (6, 1), "one new flow, six packets");
+    let b = bed.dp.backend_stats(u32::from(first)).unwrap();
+    assert_eq!((b.packets, b.new_flows), (6, 1));
+}
+
+#[test]
+fn non_vip_traffic_passes_untouched() {
+    root_or_skip!("non_vip_traffic_passes_untouched");
+    let bed = bed();
+    let before = counters(&bed);
+    let mut frames = vec![
+        // SSH to the balancer's own address.
+        Frame::syn(CLIENT4, &format!("{LB_V4}:22")).bytes(),
+        // A VIP address on a port that is not a VIP.
+        Frame::tcp(CLIENT4, "10.77.100.1:81").bytes(),
+        // A VIP's port with the other protocol.
+        Frame::udp(CLIENT4, "10.77.100.1:80").bytes(),
+        Frame::udp(CLIENT6, "[fd77::100]:81").bytes(),
+        Frame::tcp(CLIENT4, "10.77.100.1:81").vlan(100).bytes(),
+    ];
+    // ARP who-has 10.77.100.1.
+    let mut arp = [[0xff; 6], ROUTER_MAC].concat();
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&[ROUTER_MAC.as_slice(), &[10, 77, 2, 7], &[0; 6], &[10, 77, 100, 1]].concat());
+    frames.push(arp);
+    // ICMP echo to a VIP address, and an ICMPv6 neighbour solicitation.
+    let mut icmp = Frame::udp(CLIENT4, VIP4_UDP).bytes();
+    icmp[packet::ETH_LEN + 9] = 1;
+    frames.push(icmp);
+    let mut ns = Frame::udp(CLIENT6, VIP6_UDP).bytes();
+    ns[packet::ETH_LEN + 6] = 58;
+    frames.push(ns);
+    for f in &frames {
+        assert_pass_untouched(&bed, f);
+    }
+    let d = counters(&bed).since(&before);
+    assert_eq!(d.verdict(Verdict::Pass), frames.len() as u64);
+    assert_eq!(d.verdicts.iter().sum::<u64>(), frames.len() as u64);
+    assert_eq!((0..5).map(|v| bed.dp.vip_stats(v).unwrap().packets).sum::<u64>(), 0);
+}
+
+#[test]
+fn empty_ring_drops_with_no_backend() {
+    root_or_skip!("empty_ring_drops_with_no_backend");
+    let mut bed = bed();
+    bed.write_ring(0, &[]).unwrap();
+    let before = counters(&bed);
+    let out = bed.run(&Frame::syn(CLIENT4, VIP4).bytes());
+    assert_eq!(out.action, XDP_DROP);
+    let d = counters(&bed).since(&before);
+    assert_eq!((d.drop(DropReason::NoBackend), d.verdict(Verdict::Drop)), (1, 1));
+}
+
+#[test]
+fn backend_without_neighbour_entry_drops_with_reason() {
+    root_or_skip!("backend_without_neighbour_entry_drops_with_reason");
+    let mut bed = bed();
+    // 10.77.1.200 is on lb0's subnet but has no neighbour entry.
+    let stranger = "10.77.1.200".parse().unwrap();
+    bed.set_vip(addr("10.77.100.9:80"), PROTO_TCP, 9, &[Slot { slot: 40, addr: stranger, weight: 1 }])
+        .unwrap();
+    // And one the FIB has no route for at all.
+    let unroutable = "192.0.2.1".parse().unwrap();
+    bed.set_vip(addr("10.77.100.10:80"), PROTO_TCP, 10, &[Slot { slot: 41, addr: unroutable, weight: 1 }])
+        .unwrap();
+    let before = counters(&bed);
+    assert_eq!(bed.run(&Frame::syn(CLIENT4, "10.77.100.9:80").bytes()).action, XDP_DROP);
+    assert_eq!(bed.run(&Frame::syn(CLIENT4, "10.77.100.10:80").bytes()).action, XDP_DROP);
+    let d = counters(&bed).since(&before);
+    assert_eq!((d.drop(DropReason::NoNeighbour), d.drop(DropReason::NoRoute)), (1, 1));
+}
