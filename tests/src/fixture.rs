@@ -5,7 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Result;
-use lb_common::{sizes::RING_EMPTY, types::addr_words, Backend, BackendState, Mode, VipKey, VipValue};
+use lb_common::{
+    sizes::RING_EMPTY,
+    types::{addr_words, PROTO_TCP, PROTO_UDP},
+    Backend, BackendState, Mode, VipKey, VipValue,
+};
 use lb_userspace::{
     dataplane::{Dataplane, LoadSettings, TestRunOutcome},
     maglev::{self, Member},
@@ -38,6 +42,16 @@ pub fn backend_v6(i: u8) -> IpAddr {
 pub fn backend_of_mac(mac: &[u8]) -> Option<u8> {
     (0..BACKENDS).find(|&i| backend_mac(i) == mac[..6])
 }
+
+/// The standard bed's VIPs (see [`FixtureBed::standard`]) and clients.
+pub const VIP4: &str = "10.77.100.1:80";
+pub const VIP4_UDP: &str = "10.77.100.1:53";
+pub const VIP6: &str = "[fd77::100]:80";
+pub const VIP6_UDP: &str = "[fd77::100]:53";
+/// A VIP with port 0: every TCP port of 10.77.100.2.
+pub const VIP4_ANY: &str = "10.77.100.2:0";
+pub const CLIENT4: &str = "10.77.2.7:40000";
+pub const CLIENT6: &str = "[fd77:2::7]:40000";
 
 /// One backend of a VIP: its slot in `BACKENDS`, the known backend it is, its weight.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +89,28 @@ impl FixtureBed {
         let ifindex = ns.ifindex("lb0")?;
         let dp = Dataplane::load(settings)?;
         Ok(Self { ns, dp, ifindex })
+    }
+
+    /// A bed with the five standard VIPs, a small ring (251), default sizes:
+    /// VIP index i is the i-th of VIP4, VIP4_UDP, VIP6, VIP6_UDP, VIP4_ANY and
+    /// has known backends 3i, 3i+1, 3i+2 in the slots of the same numbers.
+    pub fn standard() -> Self {
+        let mut bed = Self::new(LoadSettings { ring_size: 251, ..Default::default() }).expect("fixture bed");
+        let vips: [(&str, u8, fn(u8) -> IpAddr); 5] = [
+            (VIP4, PROTO_TCP, backend_v4),
+            (VIP4_UDP, PROTO_UDP, backend_v4),
+            (VIP6, PROTO_TCP, backend_v6),
+            (VIP6_UDP, PROTO_UDP, backend_v6),
+            (VIP4_ANY, PROTO_TCP, backend_v4),
+        ];
+        for (index, (vip, proto, backend)) in (0u8..).zip(vips) {
+            let slots: Vec<Slot> = (3 * index..3 * index + 3)
+                .map(|i| Slot { slot: u32::from(i), addr: backend(i), weight: 1 })
+                .collect();
+            let vip: SocketAddr = vip.parse().expect("VIP address");
+            bed.set_vip(vip, proto, u32::from(index), &slots).expect("set vip");
+        }
+        bed
     }
 
     /// Sets up a VIP with its backends (all UP) and its Maglev ring. Returns the

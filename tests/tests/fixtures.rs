@@ -4,53 +4,18 @@
 
 use alwayson_tests::{
     fixture::{
-        backend_mac, backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot, LB_MAC, LB_V4, ROUTER_MAC,
+        backend_mac, backend_of_mac, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC, LB_V4, ROUTER_MAC, VIP4,
+        VIP4_UDP, VIP6, VIP6_UDP,
     },
     packet::{self, addr, Frame},
     require_root,
 };
-use lb_common::{
-    types::{PROTO_TCP, PROTO_UDP},
-    DropReason, Event, Verdict,
-};
-use lb_userspace::dataplane::{Counters, LoadSettings};
+use lb_common::{types::PROTO_TCP, DropReason, Verdict};
+use lb_userspace::dataplane::Counters;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-
-const VIP4: &str = "10.77.100.1:80";
-const VIP4_UDP: &str = "10.77.100.1:53";
-const VIP6: &str = "[fd77::100]:80";
-const VIP6_UDP: &str = "[fd77::100]:53";
-/// A VIP with port 0: every TCP port of 10.77.100.2.
-const VIP4_ANY: &str = "10.77.100.2:0";
-const CLIENT4: &str = "10.77.2.7:40000";
-const CLIENT6: &str = "[fd77:2::7]:40000";
-
-/// The bed with the VIPs above: VIP index i has backends 3i..3i+2 (slots too).
-fn bed() -> FixtureBed {
-    let mut bed =
-        FixtureBed::new(LoadSettings { ring_size: 251, ..Default::default() }).expect("fixture bed");
-    let vips: [(&str, u8, fn(u8) -> std::net::IpAddr); 5] = [
-        (VIP4, PROTO_TCP, backend_v4),
-        (VIP4_UDP, PROTO_UDP, backend_v4),
-        (VIP6, PROTO_TCP, backend_v6),
-        (VIP6_UDP, PROTO_UDP, backend_v6),
-        (VIP4_ANY, PROTO_TCP, backend_v4),
-    ];
-    for (index, (vip, proto, backend)) in vips.into_iter().enumerate() {
-        let index = index as u32;
-        let slots: Vec<Slot> = (0..3u8)
-            .map(|k| {
-                let i = 3 * index as u8 + k;
-                Slot { slot: u32::from(i), addr: backend(i), weight: 1 }
-            })
-            .collect();
-        bed.set_vip(addr(vip), proto, index, &slots).expect("set vip");
-    }
-    bed
-}
 
 fn counters(bed: &FixtureBed) -> Counters {
     bed.dp.counters().expect("counters")
@@ -86,7 +51,7 @@ macro_rules! root_or_skip {
 #[test]
 fn vip_packets_come_out_xdp_tx_with_exact_bytes() {
     root_or_skip!("vip_packets_come_out_xdp_tx_with_exact_bytes");
-    let bed = bed();
+    let bed = FixtureBed::standard();
     let before = counters(&bed);
     let cases = [
         (Frame::syn(CLIENT4, VIP4), 0),
@@ -116,7 +81,7 @@ fn vip_packets_come_out_xdp_tx_with_exact_bytes() {
 #[test]
 fn flows_stay_on_their_backend_across_packets() {
     root_or_skip!("flows_stay_on_their_backend_across_packets");
-    let bed = bed();
+    let bed = FixtureBed::standard();
     let syn = Frame::syn(CLIENT4, VIP4).bytes();
     let first = assert_dsr(&bed, &syn, 0);
     for _ in 0..5 {
@@ -131,7 +96,7 @@ fn flows_stay_on_their_backend_across_packets() {
 #[test]
 fn non_vip_traffic_passes_untouched() {
     root_or_skip!("non_vip_traffic_passes_untouched");
-    let bed = bed();
+    let bed = FixtureBed::standard();
     let before = counters(&bed);
     let mut frames = vec![
         // SSH to the balancer's own address.
@@ -167,7 +132,7 @@ fn non_vip_traffic_passes_untouched() {
 #[test]
 fn empty_ring_drops_with_no_backend() {
     root_or_skip!("empty_ring_drops_with_no_backend");
-    let mut bed = bed();
+    let mut bed = FixtureBed::standard();
     bed.write_ring(0, &[]).unwrap();
     let before = counters(&bed);
     let out = bed.run(&Frame::syn(CLIENT4, VIP4).bytes());
@@ -179,7 +144,7 @@ fn empty_ring_drops_with_no_backend() {
 #[test]
 fn backend_without_neighbour_entry_drops_with_reason() {
     root_or_skip!("backend_without_neighbour_entry_drops_with_reason");
-    let mut bed = bed();
+    let mut bed = FixtureBed::standard();
     // 10.77.1.200 is on lb0's subnet but has no neighbour entry.
     let stranger = "10.77.1.200".parse().unwrap();
     bed.set_vip(addr("10.77.100.9:80"), PROTO_TCP, 9, &[Slot { slot: 40, addr: stranger, weight: 1 }])

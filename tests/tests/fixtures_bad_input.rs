@@ -1,0 +1,242 @@
+//! Malformed and awkward frames: each gets its deliberate verdict and exactly
+//! one counter, never XDP_ABORTED, never a forward to a wrong backend.
+
+use alwayson_tests::{
+    fixture::{
+        backend_mac, backend_of_mac, FixtureBed, CLIENT4, CLIENT6, LB_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP,
+    },
+    packet::{self, Frame},
+    require_root,
+};
+use lb_common::{DropReason, Event, Verdict};
+use lb_userspace::dataplane::{Counters, TestRunOutcome};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+/// Runs one frame; returns the outcome and what the counters did.
+fn run(bed: &FixtureBed, frame: &[u8]) -> (TestRunOutcome, Counters) {
+    let before = bed.dp.counters().unwrap();
+    let out = bed.run(frame);
+    let moved = bed.dp.counters().unwrap().since(&before);
+    assert_ne!(out.action, 0, "XDP_ABORTED");
+    assert_eq!(moved.verdicts.iter().sum::<u64>(), 1, "one verdict per frame: {moved}");
+    (out, moved)
+}
+
+fn assert_dropped(bed: &FixtureBed, frame: &[u8], reason: DropReason, what: &str) {
+    let (out, moved) = run(bed, frame);
+    assert_eq!(out.action, XDP_DROP, "{what}: verdict (counters: {moved})");
+    assert_eq!(moved.drop(reason), 1, "{what}: want {} (counters: {moved})", reason.name());
+    assert_eq!(moved.drops.iter().sum::<u64>(), 1, "{what}: one reason (counters: {moved})");
+}
+
+fn assert_passed(bed: &FixtureBed, frame: &[u8], event: Option<Event>, what: &str) {
+    let (out, moved) = run(bed, frame);
+    assert_eq!(out.action, XDP_PASS, "{what}: verdict (counters: {moved})");
+    assert_eq!(out.packet, frame, "{what}: a passed frame must not change");
+    assert_eq!(moved.events.iter().sum::<u64>(), u64::from(event.is_some()), "{what}: events ({moved})");
+    if let Some(event) = event {
+        assert_eq!(moved.event(event), 1, "{what}: want {} ({moved})", event.name());
+    }
+}
+
+/// Forwarded to one of VIP `vip`'s backends with only the MACs changed.
+fn assert_forwarded(bed: &FixtureBed, frame: &[u8], vip: u8, event: Option<Event>, what: &str) {
+    let (out, moved) = run(bed, frame);
+    assert_eq!(out.action, XDP_TX, "{what}: verdict (counters: {moved})");
+    let backend = backend_of_mac(&out.packet).expect("a known backend");
+    assert!((3 * vip..3 * vip + 3).contains(&backend), "{what}: backend {backend} is not VIP {vip}'s");
+    assert_eq!(out.packet, packet::with_macs(frame, backend_mac(backend), LB_MAC), "{what}: output bytes");
+    if let Some(event) = event {
+        assert_eq!(moved.event(event), 1, "{what}: want {} ({moved})", event.name());
+    }
+}
+
+#[test]
+fn a_vip_packet_truncated_at_every_byte_is_dropped_with_its_reason() {
+    root_or_skip!("a_vip_packet_truncated_at_every_byte_is_dropped_with_its_reason");
+    let bed = FixtureBed::standard();
+    let frames = [
+        (Frame::syn(CLIENT4, VIP4), 20),
+        (Frame::udp(CLIENT4, VIP4_UDP), 20),
+        (Frame::tcp(CLIENT6, VIP6), 40),
+        (Frame::udp(CLIENT6, VIP6_UDP), 40),
+        (Frame::tcp(CLIENT4, VIP4).vlan(7), 20),
+        (Frame::udp(CLIENT6, VIP6_UDP).vlan(7).vlan(8), 40),
+    ];
+    for (frame, ip_header) in frames {
+        let full = frame.bytes();
+        assert_forwarded(
+            &bed,
+            &full,
+            u8::from(frame.dst.is_ipv6()) * 2 + u8::from(frame.dst.port() == 53),
+            None,
+            "whole",
+        );
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (EINVAL), as no NIC delivers them.
+        for len in packet::ETH_LEN..full.len() {
+            let reason = if len < frame.l3() + ip_header {
+                DropReason::Truncated
+            } else {
+                // The IP header is whole and claims more bytes than the frame has.
+                DropReason::BadIpLength
+            };
+            assert_dropped(
+                &bed,
+                &full[..len],
+                reason,
+                &format!("{:?} cut to {len} of {}", frame.l4, full.len()),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_transport_header_cut_short_inside_a_consistent_ip_packet() {
+    root_or_skip!("a_transport_header_cut_short_inside_a_consistent_ip_packet");
+    let bed = FixtureBed::standard();
+    for (frame, l4_len) in [(Frame::syn(CLIENT4, VIP4), 20usize), (Frame::udp(CLIENT6, VIP6_UDP), 8)] {
+        for keep in 0..l4_len {
+            let mut cut = frame.clone();
+            cut.payload.clear();
+            let mut bytes = cut.bytes();
+            let l4 = bytes.len() - l4_len;
+            bytes.truncate(l4 + keep);
+            let l3 = frame.l3();
+            if frame.dst.is_ipv4() {
+                packet::set_ipv4_total_len(&mut bytes, l3, (20 + keep) as u16);
+            } else {
+                bytes[l3 + 4..l3 + 6].copy_from_slice(&(keep as u16).to_be_bytes());
+            }
+            let what = format!("{:?} header cut to {keep} bytes", frame.l4);
+            assert_dropped(&bed, &bytes, DropReason::Truncated, &what);
+            // The same to an address that is no VIP's: not ours to judge.
+            let other: [u8; 4] = [10, 77, 1, 1];
+            if frame.dst.is_ipv4() {
+                bytes[l3 + 16..l3 + 20].copy_from_slice(&other);
+            } else {
+                bytes[l3 + 39] ^= 0x55;
+            }
+            assert_passed(&bed, &bytes, Some(Event::UnclassifiedPassed), &format!("{what}, not a VIP"));
+        }
+    }
+}
+
+#[test]
+fn ipv4_with_bad_header_length_version_or_total_length() {
+    root_or_skip!("ipv4_with_bad_header_length_version_or_total_length");
+    let bed = FixtureBed::standard();
+    let good = Frame::syn(CLIENT4, VIP4);
+    let l3 = good.l3();
+    for ihl in 0..5 {
+        let mut f = good.bytes();
+        packet::set_ipv4_ihl(&mut f, l3, ihl);
+        assert_dropped(&bed, &f, DropReason::BadIpHeader, &format!("IHL {ihl}"));
+    }
+    // IHL 15 = 60 bytes of header, more than the 49-byte total length.
+    let mut f = good.bytes();
+    packet::set_ipv4_ihl(&mut f, l3, 15);
+    assert_dropped(&bed, &f, DropReason::BadIpLength, "IHL 15");
+    let mut f = good.bytes();
+    f[l3] = 0x65;
+    assert_dropped(&bed, &f, DropReason::BadIpHeader, "version 6 under EtherType IPv4");
+    for total in [0u16, 19, 50, 1500, u16::MAX] {
+        let mut f = good.bytes();
+        packet::set_ipv4_total_len(&mut f, l3, total);
+        assert_dropped(&bed, &f, DropReason::BadIpLength, &format!("total length {total}"));
+    }
+    // Ethernet padding after a shorter IP packet is normal: still forwarded, padding kept.
+    let mut padded = good.bytes();
+    padded.extend_from_slice(&[0; 11]);
+    assert_forwarded(&bed, &padded, 0, None, "padded frame");
+}
+
+#[test]
+fn ipv6_with_bad_payload_length_or_version() {
+    root_or_skip!("ipv6_with_bad_payload_length_or_version");
+    let bed = FixtureBed::standard();
+    let good = Frame::tcp(CLIENT6, VIP6);
+    let l3 = good.l3();
+    let mut f = good.bytes();
+    f[l3 + 4..l3 + 6].copy_from_slice(&1000u16.to_be_bytes());
+    assert_dropped(&bed, &f, DropReason::BadIpLength, "payload length beyond the frame");
+    let mut f = good.bytes();
+    f[l3] = 0x45;
+    assert_dropped(&bed, &f, DropReason::BadIpHeader, "version 4 under EtherType IPv6");
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_up_to_the_bound() {
+    root_or_skip!("ipv6_extension_headers_are_walked_up_to_the_bound");
+    let bed = FixtureBed::standard();
+    let base = Frame::tcp(CLIENT6, VIP6);
+    let l3 = base.l3();
+    for kinds in [&[0u8][..], &[0, 60], &[0, 43, 60], &[0, 60, 43, 60]] {
+        let mut f = base.bytes();
+        packet::add_ipv6_ext(&mut f, l3, kinds);
+        assert_forwarded(&bed, &f, 2, Some(Event::Ipv6ExtHeaders), &format!("extension headers {kinds:?}"));
+    }
+    for kinds in [&[0u8, 60, 43, 60, 60][..], &[60; 8]] {
+        let mut f = base.bytes();
+        packet::add_ipv6_ext(&mut f, l3, kinds);
+        assert_dropped(&bed, &f, DropReason::Ipv6ExtChain, &format!("extension headers {kinds:?}"));
+        let mut elsewhere = Frame::tcp(CLIENT6, "[fd77::200]:80").bytes();
+        packet::add_ipv6_ext(&mut elsewhere, l3, kinds);
+        assert_passed(&bed, &elsewhere, Some(Event::UnclassifiedPassed), "long chain, not a VIP");
+    }
+}
+
+#[test]
+fn fragments_to_a_vip_are_dropped_and_others_passed() {
+    root_or_skip!("fragments_to_a_vip_are_dropped_and_others_passed");
+    let bed = FixtureBed::standard();
+    let v4 = Frame::syn(CLIENT4, VIP4);
+    let l3 = v4.l3();
+    // More fragments (first fragment), a middle fragment, the last fragment.
+    for frags in [0x2000u16, 0x2000 | 185, 185] {
+        let mut f = v4.bytes();
+        packet::set_ipv4_frag(&mut f, l3, frags);
+        assert_dropped(&bed, &f, DropReason::Fragment, &format!("IPv4 frags {frags:#06x} to a VIP"));
+        let mut other = Frame::syn(CLIENT4, "10.77.1.1:80").bytes();
+        packet::set_ipv4_frag(&mut other, l3, frags);
+        assert_passed(&bed, &other, Some(Event::FragmentPassed), "IPv4 fragment to the LB itself");
+    }
+    // Don't-fragment is not a fragment.
+    let mut df = v4.bytes();
+    packet::set_ipv4_frag(&mut df, l3, 0x4000);
+    assert_forwarded(&bed, &df, 0, None, "DF set");
+
+    let v6 = Frame::tcp(CLIENT6, VIP6);
+    for kinds in [&[44u8][..], &[0, 44]] {
+        let mut f = v6.bytes();
+        packet::add_ipv6_ext(&mut f, l3, kinds);
+        assert_dropped(&bed, &f, DropReason::Fragment, &format!("IPv6 {kinds:?} to a VIP"));
+        let mut other = Frame::tcp(CLIENT6, "[fd77:1::1]:80").bytes();
+        packet::add_ipv6_ext(&mut other, l3, kinds);
+        assert_passed(&bed, &other, Some(Event::FragmentPassed), "IPv6 fragment to the LB itself");
+    }
+}
+
+#[test]
+fn ipv4_options_are_forwarded_unchanged_and_counted() {
+    root_or_skip!("ipv4_options_are_forwarded_unchanged_and_counted");
+    let bed = FixtureBed::standard();
+    for words in [1u8, 4, 10] {
+        let frame = Frame::tcp(CLIENT4, VIP4);
+        let mut f = frame.bytes();
+        packet::add_ipv4_options(&mut f, frame.l3(), words);
+        assert_forwarded(&bed, &f, 0, Some(Event::Ipv4Options), &format!("{words} words of options"));
+    }
+    let verdicts = bed.dp.counters().unwrap();
+    assert_eq!(verdicts.verdict(Verdict::Aborted), 0);
+}
