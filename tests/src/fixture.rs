@@ -96,18 +96,19 @@ impl FixtureBed {
     /// has known backends 3i, 3i+1, 3i+2 in the slots of the same numbers.
     pub fn standard() -> Self {
         let mut bed = Self::new(LoadSettings { ring_size: 251, ..Default::default() }).expect("fixture bed");
-        let vips: [(&str, u8, fn(u8) -> IpAddr); 5] = [
-            (VIP4, PROTO_TCP, backend_v4),
-            (VIP4_UDP, PROTO_UDP, backend_v4),
-            (VIP6, PROTO_TCP, backend_v6),
-            (VIP6_UDP, PROTO_UDP, backend_v6),
-            (VIP4_ANY, PROTO_TCP, backend_v4),
+        let vips = [
+            (VIP4, PROTO_TCP),
+            (VIP4_UDP, PROTO_UDP),
+            (VIP6, PROTO_TCP),
+            (VIP6_UDP, PROTO_UDP),
+            (VIP4_ANY, PROTO_TCP),
         ];
-        for (index, (vip, proto, backend)) in (0u8..).zip(vips) {
+        for (index, (vip, proto)) in (0u8..).zip(vips) {
+            let vip: SocketAddr = vip.parse().expect("VIP address");
+            let backend = if vip.is_ipv6() { backend_v6 } else { backend_v4 };
             let slots: Vec<Slot> = (3 * index..3 * index + 3)
                 .map(|i| Slot { slot: u32::from(i), addr: backend(i), weight: 1 })
                 .collect();
-            let vip: SocketAddr = vip.parse().expect("VIP address");
             bed.set_vip(vip, proto, u32::from(index), &slots).expect("set vip");
         }
         bed

@@ -1,0 +1,116 @@
+//! Building, running, testing and linting through cargo.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::setup::output;
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run_status(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let meta = output(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let meta: Value = serde_json::from_str(&meta).context("parsing cargo metadata")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("cargo metadata has no target_directory"))
+}
+
+/// Builds lb-userspace (whose build script builds the eBPF crate) and copies the
+/// objects it produced to `<target>/bpf/`.
+pub fn ebpf_objects() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--package", "lb-userspace", "--message-format=json-render-diagnostics"]);
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
+    }
+    let out_dir = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "build-script-executed")
+        .find(|m| m["package_id"].as_str().is_some_and(|id| id.contains("lb-userspace")))
+        .and_then(|m| m["out_dir"].as_str().map(PathBuf::from))
+        .ok_or_else(|| anyhow!("cargo did not report lb-userspace's build script output"))?;
+    let dest = target_dir()?.join("bpf");
+    std::fs::create_dir_all(&dest)?;
+    for name in ["balancer", "baseline"] {
+        let (from, to) = (out_dir.join(name), dest.join(format!("{name}.o")));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        let size = std::fs::metadata(&to)?.len();
+        println!("{} ({size} bytes)", to.display());
+    }
+    Ok(())
+}
+
+/// Without arguments, the demo; otherwise `alwayson run ARGS`.
+pub fn run(args: &[String]) -> Result<()> {
+    if args.is_empty() {
+        return run_status(cargo().args([
+            "run",
+            "--release",
+            "--package",
+            "alwayson-tests",
+            "--bin",
+            "alwayson-demo",
+        ]));
+    }
+    run_status(
+        cargo()
+            .args(["run", "--release", "--package", "lb-userspace", "--bin", "alwayson", "--", "run"])
+            .args(args),
+    )
+}
+
+pub fn test(args: &[String]) -> Result<()> {
+    run_status(cargo().args(["test", "--workspace", "--exclude", "lb-ebpf"]).args(args))
+}
+
+pub fn lint() -> Result<()> {
+    run_status(Command::new("cargo").args(["+nightly", "fmt", "--all", "--check"]))?;
+    run_status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The eBPF crate only compiles for the BPF target.
+    run_status(Command::new("cargo").args([
+        "+nightly",
+        "clippy",
+        "--package",
+        "lb-ebpf",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+pub fn bench() -> Result<()> {
+    run_status(cargo().args(["bench", "--package", "alwayson-tests"]))
+}
