@@ -26,10 +26,22 @@ fn main() {
     let baseline = Baseline::load().expect("baseline programs");
     let cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = vec![
         ("non-VIP packet (XDP_PASS)", Frame::tcp(CLIENT4, "10.77.1.1:22").bytes(), None),
-        ("established IPv4 TCP flow", Frame::tcp(CLIENT4, VIP4).bytes(), Some(Frame::syn(CLIENT4, VIP4).bytes())),
+        (
+            "established IPv4 TCP flow",
+            Frame::tcp(CLIENT4, VIP4).bytes(),
+            Some(Frame::syn(CLIENT4, VIP4).bytes()),
+        ),
         ("new IPv4 TCP flow (SYN)", Frame::syn(CLIENT4, VIP4).bytes(), None),
-        ("established IPv6 TCP flow", Frame::tcp(CLIENT6, VIP6).bytes(), Some(Frame::syn(CLIENT6, VIP6).bytes())),
-        ("established IPv4 UDP flow", Frame::udp(CLIENT4, VIP4_UDP).bytes(), Some(Frame::udp(CLIENT4, VIP4_UDP).bytes())),
+        (
+            "established IPv6 TCP flow",
+            Frame::tcp(CLIENT6, VIP6).bytes(),
+            Some(Frame::syn(CLIENT6, VIP6).bytes()),
+        ),
+        (
+            "established IPv4 UDP flow",
+            Frame::udp(CLIENT4, VIP4_UDP).bytes(),
+            Some(Frame::udp(CLIENT4, VIP4_UDP).bytes()),
+        ),
     ];
     // Open the flows that are measured as established.
     for (_, _, warm) in &cases {
