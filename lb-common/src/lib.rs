@@ -10,4 +10,6 @@ pub mod sizes;
 pub mod types;
 
 pub use counters::{DropReason, Event, Verdict};
-pub use types::{Backend, BackendState, ConnValue, FlowKey, Mode, NextHop, TrafficStats, VipKey, VipValue};
+pub use types::{
+    Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, TrafficStats, VipKey, VipValue,
+};

@@ -24,10 +24,13 @@ pub const VIP_STATS: &str = "VIP_STATS";
 /// `PerCpuArray<TrafficStats>` per backend index.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 
-/// Global (`.rodata`) set at load time: slots per VIP ring.
-pub const GLOBAL_RING_SIZE: &str = "RING_SIZE";
-/// Global set at load time: seed of the flow hash; every LB node uses the same.
-pub const GLOBAL_HASH_SEED: &str = "HASH_SEED";
+/// `Array<DataplaneConfig>` of one entry: ring size and hash seed for the kernel,
+/// and the sizes the maps were created with, so a restarted agent knows what it adopts.
+pub const CONFIG: &str = "CONFIG";
+
+/// Every map, as pinned under the agent's pin directory.
+pub const ALL: [&str; 10] =
+    [CONFIG, VIPS, VIP_ADDRS, BACKENDS, RING, CONNS, NEXTHOPS, COUNTERS, VIP_STATS, BACKEND_STATS];
 
 /// Every map whose size the agent sets at load time, with what sizes it.
 pub const SIZED_MAPS: [(&str, SizedBy); 8] = [

@@ -174,6 +174,25 @@ pub struct NextHop {
 /// One `RING` map entry: `RING_CHUNK` consecutive ring slots.
 pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
 
+/// Bumped whenever a map's key or value layout changes: pinned maps of another
+/// layout cannot be adopted.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The single entry of the `CONFIG` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Slots per VIP ring; 0 until the agent writes it.
+    pub ring_size: u32,
+    /// Seed of the flow hash; every LB node of a cluster must use the same.
+    pub hash_seed: u32,
+    pub max_vips: u32,
+    pub max_backends: u32,
+    pub conn_table_size: u32,
+    /// `LAYOUT_VERSION` of the agent that created the maps.
+    pub layout: u32,
+}
+
 /// Per-VIP and per-backend traffic (per CPU; the agent sums).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -192,6 +211,7 @@ const _: () = {
     assert!(size_of::<ConnValue>() == 16);
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<TrafficStats>() == 24);
+    assert!(size_of::<DataplaneConfig>() == 24);
 };
 
 #[cfg(feature = "user")]
@@ -205,4 +225,5 @@ mod pod {
     unsafe impl aya::Pod for super::ConnValue {}
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::TrafficStats {}
+    unsafe impl aya::Pod for super::DataplaneConfig {}
 }

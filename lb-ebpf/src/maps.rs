@@ -11,8 +11,12 @@ use lb_common::{
     counters::COUNTER_SLOTS,
     sizes::{DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, RING_CHUNK},
     types::RingChunk,
-    Backend, ConnValue, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
 };
+
+/// Ring size and hash seed (entry 0), written by the agent.
+#[map]
+pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 
 /// Services by (address, port, protocol); port 0 matches every port.
 #[map]

@@ -9,21 +9,9 @@ use lb_common::{
 
 use crate::{
     counters,
-    maps::{BACKENDS, CONNS, RING, VIPS, VIP_ADDRS},
+    maps::{BACKENDS, CONFIG, CONNS, RING, VIPS, VIP_ADDRS},
     parse::Flow,
 };
-
-/// Set by the agent at load time (`EbpfLoader::set_global`).
-#[no_mangle]
-static RING_SIZE: u32 = lb_common::sizes::DEFAULT_RING_SIZE;
-#[no_mangle]
-static HASH_SEED: u32 = 0;
-
-#[inline(always)]
-fn global(value: &'static u32) -> u32 {
-    // Volatile so the compiler reads the loaded value instead of folding the default.
-    unsafe { core::ptr::read_volatile(value) }
-}
 
 /// The VIP a flow is addressed to: exact port first, then the VIP's port-0 wildcard.
 #[inline(always)]
@@ -67,9 +55,10 @@ pub fn backend(flow: &Flow, vip: &VipValue, now: u64) -> Result<Choice, DropReas
         }
     }
 
-    let ring_size = global(&RING_SIZE);
-    // checked_rem: a zero ring size (never loaded that way) must not become a panic path.
-    let offset = flow.key.hash(global(&HASH_SEED)).checked_rem(ring_size).ok_or(DropReason::Internal)?;
+    let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
+    let ring_size = config.ring_size;
+    // checked_rem: a ring size the agent has not written yet must not become a panic path.
+    let offset = flow.key.hash(config.hash_seed).checked_rem(ring_size).ok_or(DropReason::Internal)?;
     let slot = vip.index * ring_size + offset;
     let chunk = RING.get(slot / RING_CHUNK).ok_or(DropReason::Internal)?;
     let index = chunk[(slot % RING_CHUNK) as usize];

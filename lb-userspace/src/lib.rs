@@ -1,4 +1,8 @@
 //! The Always On agent as a library: everything `alwayson` does, testable.
 
+pub mod agent;
+pub mod config;
 pub mod dataplane;
 pub mod maglev;
+pub mod neighbours;
+pub mod reconcile;

@@ -1,9 +1,12 @@
 //! The test bed: network namespaces, crafted frames, and the rule for tests
 //! that need root.
 
+pub mod agent;
+pub mod bed;
 pub mod fixture;
 pub mod netns;
 pub mod packet;
+pub mod process;
 
 /// Whether this process may do what the test needs (root: namespaces, BPF).
 /// Under `CI=true` a missing privilege fails the test; on a developer's

@@ -3,25 +3,30 @@
 //! program on crafted packets (`BPF_PROG_TEST_RUN`).
 
 mod counters;
+mod load;
+mod pinned;
 mod ring;
 mod test_run;
+
+use std::path::PathBuf;
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp},
-    Ebpf, EbpfError, EbpfLoader,
+    Ebpf, EbpfError,
 };
 use lb_common::{
-    maps::{self as names, SizedBy, SIZED_MAPS},
+    maps::{self as names, SizedBy},
     sizes::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
-        MAX_RING_ENTRIES,
     },
-    Backend, ConnValue, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
 };
 
 pub use self::{
     counters::Counters,
+    load::{AttachMode, Opened, PinnedOptions},
+    pinned::PinnedStats,
     ring::RingMemory,
     test_run::{Baseline, TestRunOutcome},
 };
@@ -53,6 +58,21 @@ pub enum DataplaneError {
     OutOfRange { what: &'static str, index: u32, max: u32 },
     #[error("max_vips {max_vips} × ring_size {ring_size} exceeds the ring map's limit of {limit} slots")]
     RingTooLarge { max_vips: u32, ring_size: u32, limit: u64 },
+    #[error("bpffs is needed for {path}: {source} (mount it: mount -t bpf bpf /sys/fs/bpf)")]
+    Bpffs { path: PathBuf, source: std::io::Error },
+    #[error("pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: std::io::Error },
+    #[error("pinning {path}: {message}")]
+    Pin { path: PathBuf, message: String },
+    #[error("pinned link {path}: {source}")]
+    Link { path: PathBuf, source: aya::programs::links::LinkError },
+    #[error(
+        "the data plane pinned at {pin_dir} runs with {field} = {running}, the config asks for {wanted}; \
+         changing it needs new maps: restart with --fresh (drops the connection table)"
+    )]
+    SettingsChanged { field: &'static str, running: u64, wanted: u64, pin_dir: PathBuf },
+    #[error("attaching XDP ({mode}) to {interface}: {source}")]
+    Attach { interface: String, mode: &'static str, source: ProgramError },
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -80,7 +100,7 @@ impl Default for LoadSettings {
 }
 
 impl LoadSettings {
-    fn entries(&self, sized_by: SizedBy) -> u32 {
+    pub(super) fn entries(&self, sized_by: SizedBy) -> u32 {
         match sized_by {
             SizedBy::Vips => self.max_vips,
             SizedBy::Backends => self.max_backends,
@@ -103,6 +123,8 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, TrafficStats>,
     backend_stats: PerCpuArray<MapData, TrafficStats>,
+    /// Where the maps are pinned; `None` for a private, unattached data plane.
+    pin_dir: Option<PathBuf>,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -115,37 +137,13 @@ fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) 
 }
 
 impl Dataplane {
-    /// Loads the balancer into the kernel (not attached anywhere yet).
-    pub fn load(settings: LoadSettings) -> Result<Self> {
-        let ring_entries = u64::from(settings.max_vips) * u64::from(settings.ring_size);
-        if ring_entries > MAX_RING_ENTRIES {
-            return Err(DataplaneError::RingTooLarge {
-                max_vips: settings.max_vips,
-                ring_size: settings.ring_size,
-                limit: MAX_RING_ENTRIES,
-            });
-        }
-        let mut loader = EbpfLoader::new();
-        for (name, sized_by) in SIZED_MAPS {
-            loader.map_max_entries(name, settings.entries(sized_by));
-        }
-        loader.override_global(names::GLOBAL_RING_SIZE, &settings.ring_size, true).override_global(
-            names::GLOBAL_HASH_SEED,
-            &settings.hash_seed,
-            true,
-        );
-        let mut ebpf = loader.load(BALANCER_OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(names::PROGRAM)
-            .ok_or(DataplaneError::MissingProgram(names::PROGRAM))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
-        program.load().map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
-
+    fn from_ebpf(mut ebpf: Ebpf, settings: LoadSettings, pin_dir: Option<PathBuf>) -> Result<Self> {
         let ring = match ebpf.take_map(names::RING).ok_or(DataplaneError::MissingMap(names::RING))? {
             Map::Array(data) => RingMemory::map(data, settings.ring_size, settings.max_vips)?,
             _ => return Err(DataplaneError::WrongMapType(names::RING)),
         };
+        let mut config: Array<MapData, DataplaneConfig> = take(&mut ebpf, names::CONFIG)?;
+        config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
         Ok(Self {
             vips: take(&mut ebpf, names::VIPS)?,
             vip_addrs: take(&mut ebpf, names::VIP_ADDRS)?,
@@ -158,11 +156,16 @@ impl Dataplane {
             ring,
             ebpf,
             settings,
+            pin_dir,
         })
     }
 
     pub fn settings(&self) -> &LoadSettings {
         &self.settings
+    }
+
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pin_dir.as_deref()
     }
 
     fn program(&self) -> &Xdp {
@@ -203,6 +206,23 @@ impl Dataplane {
             self.forget_next_hop(index)?;
         }
         Ok(())
+    }
+
+    /// Every VIP in the map (what a previous agent left, when adopting).
+    pub fn vip_entries(&self) -> Result<Vec<(VipKey, VipValue)>> {
+        self.vips.iter().collect::<Result<_, _>>().map_err(map_err(names::VIPS))
+    }
+
+    /// Every backend slot in use (state other than `Unused`).
+    pub fn backend_entries(&self) -> Result<Vec<(u32, Backend)>> {
+        let mut used = Vec::new();
+        for (index, backend) in self.backends.iter().enumerate() {
+            let backend = backend.map_err(map_err(names::BACKENDS))?;
+            if backend.state != lb_common::BackendState::Unused as u8 {
+                used.push((index as u32, backend));
+            }
+        }
+        Ok(used)
     }
 
     pub fn backend(&self, index: u32) -> Result<Backend> {

@@ -1,0 +1,268 @@
+//! The agent's TOML config: schema, defaults, validation, errors.
+//!
+//! Two layers. [`raw`] is the file as written (serde, unknown keys rejected,
+//! integers as `i64` and choices as strings, every value `Spanned`);
+//! [`resolve`] checks it and builds the types below, with every default filled
+//! in. Serde rejects what is not TOML or not our schema ([`ConfigError::Syntax`]);
+//! everything else is a [`Problem`], and all of them are reported at once
+//! ([`ConfigError::Invalid`]) so an operator fixes a file in one pass.
+//!
+//! Adding a setting (health checks next): a field in the raw struct, a check
+//! in `resolve` that returns `Option<T>` and records a problem, a field here.
+//! Per-VIP / per-backend checks go in an optional nested table (`[vip.check]`,
+//! `[vip.backend.check]`) with their own raw struct and resolve function.
+
+mod problems;
+mod raw;
+mod repeats;
+mod resolve;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::{
+    fmt, io,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use lb_common::{
+    types::{PROTO_TCP, PROTO_UDP},
+    VipKey,
+};
+use serde::Serialize;
+
+/// Default flow-hash seed ("AVON"). Every LB node of a cluster must use the
+/// same seed, or a flow that moves between nodes lands on another backend.
+pub const DEFAULT_HASH_SEED: u32 = 0x4156_4f4e;
+/// Where maps and the XDP link are pinned, one directory per interface.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/alwayson";
+
+/// The agent's configuration, validated, with every default filled in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub global: Global,
+    /// `[[vip]]` tables, in file order.
+    #[serde(rename = "vip", skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<Vip>,
+}
+
+/// `[global]`: the node, its data plane sizes and the flow hash.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Global {
+    /// The interface the XDP program attaches to.
+    pub interface: String,
+    pub xdp_mode: XdpMode,
+    /// Seed of the flow hash; must be equal on every LB node of a cluster.
+    pub hash_seed: u32,
+    /// Maglev ring slots per VIP, prime.
+    pub ring_size: u32,
+    pub max_vips: u32,
+    /// Backend slots summed over all VIPs.
+    pub max_backends: u32,
+    pub conn_table_size: u32,
+    /// bpffs directory for pinned maps and the XDP link (absolute).
+    pub pin_path: PathBuf,
+    /// Whether the agent turns on IP forwarding (`bpf_fib_lookup` needs it).
+    pub set_forwarding: bool,
+}
+
+/// `[[vip]]`: a service, HAProxy's frontend + backend in one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Vip {
+    /// Unique; defaults to `<address>:<port>/<protocol>`.
+    pub name: String,
+    pub address: IpAddr,
+    /// 0 = every port of this address and protocol.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    /// `[[vip.backend]]` tables, in file order (the ring orders them itself).
+    #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<Backend>,
+}
+
+/// `[[vip.backend]]`: a server behind a VIP.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Backend {
+    /// Unique within its VIP; defaults to `<address>:<port>`.
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    /// 0..=256; 0 = drain: established flows stay, no new ones.
+    pub weight: u32,
+    /// Only takes traffic when no primary backend of the VIP is up.
+    pub backup: bool,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver (fast; the NIC driver must support XDP).
+    Native,
+    /// In the generic network stack (works everywhere, slower).
+    Generic,
+    /// Native if the driver supports it, else generic.
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// Forwarding mode of a VIP. Only [`Mode::Dsr`] passes validation for now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Dsr,
+    Tunnel,
+    Nat,
+}
+
+impl Protocol {
+    /// The IP protocol number, as the maps store it.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Mode> for lb_common::Mode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Dsr => lb_common::Mode::Dsr,
+            Mode::Tunnel => lb_common::Mode::Tunnel,
+            Mode::Nat => lb_common::Mode::Nat,
+        }
+    }
+}
+
+impl Vip {
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+
+    /// The VIP's key in the kernel's `VIPS` map.
+    pub fn key(&self) -> VipKey {
+        VipKey::new(self.address, self.port, self.protocol.number())
+    }
+}
+
+impl Backend {
+    pub fn socket(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+impl Config {
+    /// Parses and validates a config. Nothing is partially accepted: either
+    /// the whole file is valid or every problem in it is reported.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text)?;
+        resolve::resolve(&raw, text).map_err(ConfigError::Invalid)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text)
+    }
+
+    /// The resolved config as TOML, every default written out; `from_toml`
+    /// of it gives back an equal `Config`.
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, integer, bool, table or array of tables.
+        toml::to_string(self).expect("a resolved config is always representable in TOML")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// Not TOML, or not our schema: unknown keys, wrong types, missing
+    /// required keys. The message carries line and column.
+    #[error("{}", .0.to_string().trim_end())]
+    Syntax(#[from] toml::de::Error),
+    /// Well-formed but wrong values; one line per problem.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The semantic problems, empty for other errors.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(problems) => problems,
+            _ => &[],
+        }
+    }
+}
+
+fn lines(problems: &[Problem]) -> String {
+    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// One wrong value: which field, what it holds, why that is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Path of the field, 0-based indices, the name when the file gives one:
+    /// `vip[1] (web).backend[0].weight`.
+    pub field: String,
+    /// The value as written (strings quoted), or as resolved for defaults.
+    pub value: String,
+    pub reason: String,
+    /// Where the value is in the file; `None` for defaults and counts.
+    pub location: Option<Location>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}: {}", self.field, self.value, self.reason)?;
+        if let Some(at) = self.location {
+            write!(f, " (at {at})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A position in the file, both 1-based; the column counts characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The position of byte `offset` of `text`.
+    fn of(text: &str, offset: usize) -> Location {
+        let before = &text[..offset.min(text.len())];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}

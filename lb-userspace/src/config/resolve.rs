@@ -1,0 +1,224 @@
+//! Checks the raw file and builds the resolved config. Checks that compare
+//! values (duplicates, counts, DSR rules) skip values that are themselves
+//! invalid: those are reported once, where they are written.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+};
+
+use lb_common::sizes::{
+    DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, MAX_RING_ENTRIES,
+};
+use toml::Spanned;
+
+use super::{
+    problems::{labelled, Problems},
+    raw::{RawBackend, RawConfig, RawGlobal, RawVip},
+    repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
+    values::{
+        self, choice, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE, DEFAULT_WEIGHT,
+        MAX_BACKENDS, MAX_VIPS, PROTOCOLS, WEIGHT, XDP_MODES,
+    },
+    Backend, Config, Global, Mode, Problem, Protocol, Vip, XdpMode, DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
+};
+
+pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
+    let mut p = Problems::new(text);
+    let (global, limits) = global(&raw.global, &mut p);
+    limits.check_counts(&raw.global, &raw.vip, &mut p);
+    let vips: Vec<Option<Vip>> =
+        raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, &mut p)).collect();
+    let entries: Vec<Entry<VipId>> = raw.vip.iter().enumerate().map(|(i, vip)| vip_entry(i, vip)).collect();
+    no_repeats(&entries, "duplicate VIP: same address, port and protocol as", &mut p);
+    p.finish(|| Some(Config { global: global?, vips: vips.into_iter().collect::<Option<_>>()? }))
+}
+
+/// The sizes that VIP and backend counts are compared with; `None` when invalid.
+struct Limits {
+    ring_size: Option<u32>,
+    max_vips: Option<u32>,
+    max_backends: Option<u32>,
+}
+
+fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
+    let field = |name: &str| format!("global.{name}");
+    let interface = p.check(field("interface"), &raw.interface, |s| interface_name(s));
+    let xdp_mode =
+        p.check_or(field("xdp_mode"), raw.xdp_mode.as_ref(), XdpMode::Auto, |s| choice(s, XDP_MODES));
+    let hash_seed = p.check_or(
+        field("hash_seed"),
+        raw.hash_seed.as_ref(),
+        DEFAULT_HASH_SEED,
+        in_range(0..=u32::MAX.into()),
+    );
+    let ring_size =
+        p.check_or(field("ring_size"), raw.ring_size.as_ref(), DEFAULT_RING_SIZE, values::ring_size);
+    let max_vips = p.check_or(field("max_vips"), raw.max_vips.as_ref(), DEFAULT_MAX_VIPS, in_range(MAX_VIPS));
+    let max_backends = p.check_or(
+        field("max_backends"),
+        raw.max_backends.as_ref(),
+        DEFAULT_MAX_BACKENDS,
+        in_range(MAX_BACKENDS),
+    );
+    let conn_table_size = p.check_or(
+        field("conn_table_size"),
+        raw.conn_table_size.as_ref(),
+        DEFAULT_CONN_TABLE_SIZE,
+        in_range(CONN_TABLE_SIZE),
+    );
+    let pin_path = match &raw.pin_path {
+        Some(path) => p.check(field("pin_path"), path, |s| values::pin_path(s)),
+        None => interface.as_ref().map(|name| Path::new(DEFAULT_PIN_ROOT).join(name)),
+    };
+    check_ring_entries(raw, max_vips, ring_size, p);
+    let global = (|| {
+        Some(Global {
+            interface: interface?,
+            xdp_mode: xdp_mode?,
+            hash_seed: hash_seed?,
+            ring_size: ring_size?,
+            max_vips: max_vips?,
+            max_backends: max_backends?,
+            conn_table_size: conn_table_size?,
+            pin_path: pin_path?,
+            set_forwarding: raw.set_forwarding.unwrap_or(true),
+        })
+    })();
+    (global, Limits { ring_size, max_vips, max_backends })
+}
+
+/// Every VIP's ring lives in one array map of `max_vips × ring_size` slots.
+fn check_ring_entries(raw: &RawGlobal, max_vips: Option<u32>, ring_size: Option<u32>, p: &mut Problems) {
+    let (Some(vips), Some(size)) = (max_vips, ring_size) else { return };
+    let slots = u64::from(vips) * u64::from(size);
+    if slots > MAX_RING_ENTRIES {
+        let span = raw.max_vips.as_ref().or(raw.ring_size.as_ref()).map(Spanned::span);
+        p.add(
+            "global.max_vips × global.ring_size".into(),
+            format!("{vips} × {size} = {slots}"),
+            format!("more ring slots than the ring map can hold ({MAX_RING_ENTRIES}): lower max_vips or ring_size"),
+            span,
+        );
+    }
+}
+
+impl Limits {
+    /// The file must fit the maps: VIP slots and backend slots over all VIPs.
+    fn check_counts(&self, global: &RawGlobal, vips: &[RawVip], p: &mut Problems) {
+        let span = |raw: &Option<Spanned<i64>>| raw.as_ref().map(Spanned::span);
+        if let Some(max) = self.max_vips.filter(|&max| vips.len() > max as usize) {
+            let reason = format!("more VIPs than global.max_vips = {max}");
+            p.add("vip".into(), format!("{} VIPs", vips.len()), reason, span(&global.max_vips));
+        }
+        let backends: usize = vips.iter().map(|vip| vip.backend.len()).sum();
+        if let Some(max) = self.max_backends.filter(|&max| backends > max as usize) {
+            let reason = format!("more backends over all VIPs than global.max_backends = {max}");
+            p.add(
+                "vip[*].backend".into(),
+                format!("{backends} backends"),
+                reason,
+                span(&global.max_backends),
+            );
+        }
+    }
+}
+
+fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems) -> Option<Vip> {
+    let at = labelled(format!("vip[{i}]"), raw.name.as_ref());
+    let name = raw.name.as_ref().map(|name| p.check(format!("{at}.name"), name, |s| entry_name(s)));
+    let address = p.check(format!("{at}.address"), &raw.address, |s| ip(s));
+    let port = p.check(format!("{at}.port"), &raw.port, in_range(0..=u16::MAX.into()));
+    let protocol =
+        p.check_or(format!("{at}.protocol"), raw.protocol.as_ref(), Protocol::Tcp, |s| choice(s, PROTOCOLS));
+    let mode = p.check_or(format!("{at}.mode"), raw.mode.as_ref(), Mode::Dsr, |s| values::mode(s));
+    if let Some(size) = ring_size.filter(|&size| raw.backend.len() > size as usize) {
+        let reason = format!("more backends than global.ring_size = {size}: each needs a ring slot");
+        p.add(format!("{at}.backend"), format!("{} backends", raw.backend.len()), reason, None);
+    }
+    let front = Front { address, port, mode };
+    let backends: Vec<Option<Backend>> = raw
+        .backend
+        .iter()
+        .enumerate()
+        .map(|(j, backend)| resolve_backend(&format!("{at}.backend[{j}]"), backend, &front, p))
+        .collect();
+    let entries: Vec<Entry<SocketAddr>> =
+        raw.backend.iter().enumerate().map(|(j, backend)| backend_entry(&at, j, backend, port)).collect();
+    no_repeats(&entries, "listed twice: same address and port as", p);
+
+    let address = address?;
+    let (port, protocol) = (port?, protocol?);
+    Some(Vip {
+        name: name.unwrap_or_else(|| {
+            Some(VipId { socket: SocketAddr::new(address, port), protocol }.to_string())
+        })?,
+        address,
+        port,
+        protocol,
+        mode: mode?,
+        backends: backends.into_iter().collect::<Option<_>>()?,
+    })
+}
+
+/// What a backend's checks need from its VIP; `None` where the VIP's own
+/// value is invalid (reported there).
+struct Front {
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    mode: Option<Mode>,
+}
+
+fn resolve_backend(at: &str, raw: &RawBackend, front: &Front, p: &mut Problems) -> Option<Backend> {
+    let at = labelled(at.to_owned(), raw.name.as_ref());
+    let name = raw.name.as_ref().map(|name| p.check(format!("{at}.name"), name, |s| entry_name(s)));
+    let address = p.check(format!("{at}.address"), &raw.address, |s| backend_address(s, front));
+    let port = match &raw.port {
+        Some(port) => p.check(format!("{at}.port"), port, |&port| backend_port(port, front)),
+        None => front.port,
+    };
+    let weight = p.check_or(format!("{at}.weight"), raw.weight.as_ref(), DEFAULT_WEIGHT, in_range(WEIGHT));
+
+    let socket = SocketAddr::new(address?, port?);
+    Some(Backend {
+        name: name.unwrap_or_else(|| Some(socket.to_string()))?,
+        address: socket.ip(),
+        port: socket.port(),
+        weight: weight?,
+        backup: raw.backup.unwrap_or(false),
+    })
+}
+
+/// DSR only rewrites MAC addresses: the backend receives the client's packet
+/// to the VIP as is, so it must speak the VIP's IP family.
+fn backend_address(s: &str, front: &Front) -> Result<IpAddr, String> {
+    let address = ip(s)?;
+    match (front.mode, front.address) {
+        (Some(Mode::Dsr), Some(vip)) if address.is_ipv4() != vip.is_ipv4() => Err(format!(
+            "DSR does not change the IP header: an {} backend cannot serve the {} VIP {vip}",
+            family(address),
+            family(vip)
+        )),
+        _ => Ok(address),
+    }
+}
+
+/// Port 0 means "every port" and only makes sense behind a port-0 VIP; DSR
+/// leaves the destination port alone, so it must be the VIP's.
+fn backend_port(port: i64, front: &Front) -> Result<u16, String> {
+    let every_port = front.port == Some(0);
+    if port == 0 && !every_port {
+        return Err("0 (every port) is only allowed when the VIP port is 0".into());
+    }
+    let lowest = if every_port { 0 } else { 1 };
+    let port: u16 = in_range(lowest..=u16::MAX.into())(&port)?;
+    match (front.mode, front.port) {
+        (Some(Mode::Dsr), Some(0)) if port != 0 => {
+            Err("DSR cannot translate ports: behind a port-0 VIP the port must be 0 or omitted".into())
+        }
+        (Some(Mode::Dsr), Some(vip)) if port != vip => {
+            Err(format!("DSR cannot translate ports: must be the VIP's port {vip}, or omitted"))
+        }
+        _ => Ok(port),
+    }
+}

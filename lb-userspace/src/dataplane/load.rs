@@ -1,0 +1,302 @@
+//! Getting a data plane: loaded fresh (tests), or pinned under bpffs and
+//! attached to an interface — adopting what a previous agent left running, so a
+//! restart keeps the connection table and never stops forwarding.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, Map, MapData},
+    programs::{
+        links::{FdLink, PinnedLink},
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    maps::{self as names, SIZED_MAPS},
+    sizes::MAX_RING_ENTRIES,
+    types::LAYOUT_VERSION,
+    DataplaneConfig,
+};
+
+use super::{Dataplane, DataplaneError, LoadSettings, BALANCER_OBJECT};
+
+/// `statfs` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// The pinned XDP link, beside the maps.
+const LINK_PIN: &str = "link";
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver; fails where the driver has no XDP support.
+    Native,
+    /// In the kernel's generic path (slower, works everywhere).
+    Generic,
+    /// Native, falling back to generic (with a warning) where native fails.
+    Auto,
+}
+
+/// Where and how to run a pinned, attached data plane.
+#[derive(Clone, Debug)]
+pub struct PinnedOptions {
+    pub settings: LoadSettings,
+    /// Directory on bpffs holding the maps and the link.
+    pub pin_dir: PathBuf,
+    pub interface: String,
+    pub mode: AttachMode,
+    /// Swap this build's program in (atomically) even if one is running.
+    pub replace: bool,
+    /// Start from empty maps even if pinned ones exist (drops the connection table).
+    pub fresh: bool,
+}
+
+/// What `open` found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// Nothing was running: loaded, attached and pinned.
+    Attached { generic_fallback: bool },
+    /// A data plane was running: its maps and program were adopted as they are.
+    Adopted,
+    /// A data plane was running: its maps were adopted and this build's program swapped in.
+    Replaced,
+}
+
+impl LoadSettings {
+    pub(super) fn config(&self) -> DataplaneConfig {
+        DataplaneConfig {
+            ring_size: self.ring_size,
+            hash_seed: self.hash_seed,
+            max_vips: self.max_vips,
+            max_backends: self.max_backends,
+            conn_table_size: self.conn_table_size,
+            layout: LAYOUT_VERSION,
+        }
+    }
+
+    /// The first setting in which a running data plane differs from this one.
+    fn difference(&self, running: &DataplaneConfig) -> Option<(&'static str, u64, u64)> {
+        let wanted = self.config();
+        [
+            ("layout version", running.layout, wanted.layout),
+            ("ring_size", running.ring_size, wanted.ring_size),
+            ("hash_seed", running.hash_seed, wanted.hash_seed),
+            ("max_vips", running.max_vips, wanted.max_vips),
+            ("max_backends", running.max_backends, wanted.max_backends),
+            ("conn_table_size", running.conn_table_size, wanted.conn_table_size),
+        ]
+        .into_iter()
+        .find(|(_, r, w)| r != w)
+        .map(|(field, r, w)| (field, u64::from(r), u64::from(w)))
+    }
+}
+
+fn loader(settings: &LoadSettings, pin_dir: Option<&Path>) -> Result<Ebpf, DataplaneError> {
+    let ring_slots = u64::from(settings.max_vips) * u64::from(settings.ring_size);
+    if ring_slots > MAX_RING_ENTRIES {
+        return Err(DataplaneError::RingTooLarge {
+            max_vips: settings.max_vips,
+            ring_size: settings.ring_size,
+            limit: MAX_RING_ENTRIES,
+        });
+    }
+    let mut loader = EbpfLoader::new();
+    for (name, sized_by) in SIZED_MAPS {
+        loader.map_max_entries(name, settings.entries(sized_by));
+    }
+    if let Some(dir) = pin_dir {
+        for name in names::ALL {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(BALANCER_OBJECT)?;
+    let program = balancer_mut(&mut ebpf)?;
+    program.load().map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+    Ok(ebpf)
+}
+
+pub(super) fn balancer_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(names::PROGRAM)
+        .ok_or(DataplaneError::MissingProgram(names::PROGRAM))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })
+}
+
+impl Dataplane {
+    /// Loads the balancer with fresh, unpinned maps, attached nowhere (for
+    /// `BPF_PROG_TEST_RUN` and benchmarks).
+    pub fn load(settings: LoadSettings) -> Result<Self, DataplaneError> {
+        let ebpf = loader(&settings, None)?;
+        Self::from_ebpf(ebpf, settings, None)
+    }
+
+    /// Runs the balancer on `options.interface` with maps pinned in
+    /// `options.pin_dir`. A data plane already pinned there is adopted: its maps
+    /// (connection table included) stay, and its program keeps running unless
+    /// `replace` asks for this build's program, which is swapped in atomically.
+    pub fn open(options: &PinnedOptions) -> Result<(Self, Opened), DataplaneError> {
+        let dir = options.pin_dir.as_path();
+        ensure_bpffs(dir)?;
+        if options.fresh {
+            remove_pins(dir)?;
+        }
+        if let Some(running) = running_config(dir)? {
+            if let Some((field, running, wanted)) = options.settings.difference(&running) {
+                return Err(DataplaneError::SettingsChanged {
+                    field,
+                    running,
+                    wanted,
+                    pin_dir: dir.to_owned(),
+                });
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|source| DataplaneError::PinDir { path: dir.to_owned(), source })?;
+
+        let mut ebpf = loader(&options.settings, Some(dir))?;
+        let link_path = dir.join(LINK_PIN);
+        let opened = if link_path.exists() {
+            if options.replace {
+                swap_program(&mut ebpf, &link_path)?;
+                Opened::Replaced
+            } else {
+                Opened::Adopted
+            }
+        } else {
+            let generic_fallback = attach(&mut ebpf, &options.interface, options.mode, &link_path)?;
+            Opened::Attached { generic_fallback }
+        };
+        let dataplane = Self::from_ebpf(ebpf, options.settings, Some(dir.to_owned()))?;
+        Ok((dataplane, opened))
+    }
+
+    /// Stops managing the data plane. `keep_running`: leave the program attached
+    /// and the maps pinned, so traffic flows on and the next agent adopts them.
+    /// Otherwise detach the program and remove every pin.
+    pub fn close(self, keep_running: bool) -> Result<(), DataplaneError> {
+        let Some(dir) = self.pin_dir.clone() else { return Ok(()) };
+        drop(self);
+        if keep_running {
+            return Ok(());
+        }
+        remove_pins(&dir)
+    }
+}
+
+/// The `CONFIG` entry of a pinned data plane, if there is one.
+fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError> {
+    let path = dir.join(names::CONFIG);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |source| DataplaneError::Map { name: names::CONFIG, source };
+    let data = MapData::from_pin(&path).map_err(err)?;
+    let config: Array<MapData, DataplaneConfig> = Array::try_from(Map::Array(data)).map_err(err)?;
+    let running = config.get(&0, 0).map_err(err)?;
+    // An agent that died between creating the maps and writing CONFIG left zeros: nothing to keep.
+    Ok((running.ring_size != 0).then_some(running))
+}
+
+/// Attaches and pins the link. Returns whether `Auto` fell back to generic mode.
+fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: AttachMode,
+    link_path: &Path,
+) -> Result<bool, DataplaneError> {
+    let program = balancer_mut(ebpf)?;
+    let try_attach = |program: &mut Xdp, xdp_mode: XdpMode| {
+        program.attach(interface, xdp_mode).map_err(|source| DataplaneError::Attach {
+            interface: interface.to_owned(),
+            mode: if xdp_mode == XdpMode::Skb { "generic" } else { "native" },
+            source,
+        })
+    };
+    let (id, fallback) = match mode {
+        AttachMode::Native => (try_attach(program, XdpMode::Driver)?, false),
+        AttachMode::Generic => (try_attach(program, XdpMode::Skb)?, false),
+        AttachMode::Auto => match try_attach(program, XdpMode::Driver) {
+            Ok(id) => (id, false),
+            Err(native) => {
+                tracing::warn!("native XDP attach failed ({native}); falling back to generic mode");
+                (try_attach(program, XdpMode::Skb)?, true)
+            }
+        },
+    };
+    let link =
+        program.take_link(id).map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+    let link = FdLink::try_from(link)
+        .map_err(|source| DataplaneError::Link { path: link_path.to_owned(), source })?;
+    link.pin(link_path)
+        .map_err(|e| DataplaneError::Pin { path: link_path.to_owned(), message: e.to_string() })?;
+    Ok(fallback)
+}
+
+/// Swaps this build's program into the pinned link (`bpf_link_update`: no packet sees no program).
+fn swap_program(ebpf: &mut Ebpf, link_path: &Path) -> Result<(), DataplaneError> {
+    let link_err = |source| DataplaneError::Link { path: link_path.to_owned(), source };
+    let pinned = PinnedLink::from_pin(link_path).map_err(link_err)?;
+    let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(link_err)?;
+    let program = balancer_mut(ebpf)?;
+    // The program now holds an fd of the link; dropping it only closes that fd,
+    // the pin keeps the link (and the program) attached.
+    program
+        .attach_to_link(link)
+        .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed statfs buffer.
+    unsafe { libc::statfs(c.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Pins need bpffs: mount it at /sys/fs/bpf if the pin directory is not on one.
+fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if is_bpffs(existing) {
+        return Ok(());
+    }
+    if !dir.starts_with(BPFFS_ROOT) {
+        return Err(DataplaneError::Bpffs {
+            path: dir.to_owned(),
+            source: io::Error::other(format!("{} is not on a bpf filesystem", existing.display())),
+        });
+    }
+    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    // SAFETY: static C strings; no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(DataplaneError::Bpffs { path: dir.to_owned(), source: io::Error::last_os_error() });
+    }
+    tracing::info!("mounted bpffs at {BPFFS_ROOT}");
+    Ok(())
+}
+
+/// Detaches (by unpinning the link, whose last reference it holds) and removes
+/// every pinned map and the directory.
+fn remove_pins(dir: &Path) -> Result<(), DataplaneError> {
+    let err = |source| DataplaneError::PinDir { path: dir.to_owned(), source };
+    let link_path = dir.join(LINK_PIN);
+    if link_path.exists() {
+        std::fs::remove_file(&link_path).map_err(err)?;
+    }
+    for name in names::ALL {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}

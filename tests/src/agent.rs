@@ -1,0 +1,172 @@
+//! The real `alwayson` binary on a test bed: its config written from a short
+//! description, started in the LB namespace, reloaded, killed and restarted.
+
+use std::{
+    fmt::Write as _,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use lb_userspace::dataplane::PinnedStats;
+
+use crate::{
+    bed::TestBed,
+    process::{bin_path, Process},
+};
+
+const STARTUP: Duration = Duration::from_secs(15);
+/// The agent's log line once a config (first or reloaded) is in the maps.
+pub const APPLIED: &str = "config applied";
+pub const RELOADED: &str = "reloaded config applied";
+pub const REFUSED: &str = "refused";
+
+/// A VIP of the config: backends are bed backend indices, addressed in the VIP's family.
+#[derive(Clone, Debug)]
+pub struct VipConf {
+    pub address: IpAddr,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub backends: Vec<BackendConf>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BackendConf {
+    pub index: usize,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+impl VipConf {
+    pub fn new(address: &str, port: u16, protocol: &'static str) -> Self {
+        Self { address: address.parse().expect("VIP address"), port, protocol, backends: Vec::new() }
+    }
+
+    /// Backends `indices`, weight 1 each.
+    pub fn backends(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+        self.backends.extend(indices.into_iter().map(|index| BackendConf {
+            index,
+            weight: 1,
+            backup: false,
+        }));
+        self
+    }
+
+    pub fn backend(mut self, index: usize, weight: u32, backup: bool) -> Self {
+        self.backends.push(BackendConf { index, weight, backup });
+        self
+    }
+}
+
+/// A config for `bed`: the LB's eth0, native XDP, pins in the bed's pin dir.
+pub fn config_toml(bed: &TestBed, vips: &[VipConf]) -> String {
+    let mut out = String::new();
+    let pin = bed.pin_dir().display();
+    let _ = writeln!(out, "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{pin}\"\n");
+    for vip in vips {
+        let _ = writeln!(
+            out,
+            "[[vip]]\naddress = \"{}\"\nport = {}\nprotocol = \"{}\"\n",
+            vip.address, vip.port, vip.protocol
+        );
+        for b in &vip.backends {
+            let addr = if vip.address.is_ipv6() { bed.backend_v6(b.index) } else { bed.backend_v4(b.index) };
+            let _ = writeln!(
+                out,
+                "  [[vip.backend]]\n  name = \"{}\"\n  address = \"{addr}\"\n  weight = {}\n  backup = {}\n",
+                bed.backend_name(b.index),
+                b.weight,
+                b.backup
+            );
+        }
+    }
+    out
+}
+
+/// `alwayson run` in the bed's LB namespace.
+pub struct Agent<'b> {
+    bed: &'b TestBed,
+    process: Process,
+    config: PathBuf,
+    args: Vec<String>,
+}
+
+impl<'b> Agent<'b> {
+    /// Writes the config and starts the agent; returns once the config is applied.
+    pub fn start(bed: &'b TestBed, config: &str, args: &[&str]) -> Result<Self> {
+        let path = bed.temp_dir().join("alwayson.toml");
+        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let process = spawn(bed, &path, &args)?;
+        let mut agent = Self { bed, process, config: path, args };
+        agent.wait_for(APPLIED, 1, STARTUP)?;
+        Ok(agent)
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `needle` has appeared `n` times in this run's log.
+    fn wait_for(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.count(needle) < n {
+            if !self.process.running() {
+                bail!("alwayson exited before logging {needle:?}; log:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!("alwayson did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the config, sends SIGHUP and waits for the agent to say it applied it.
+    pub fn reload(&mut self, config: &str) -> Result<()> {
+        self.reload_expecting(config, RELOADED)
+    }
+
+    /// Like `reload`, but waits for the agent to log `needle` (e.g. `REFUSED`).
+    pub fn reload_expecting(&mut self, config: &str, needle: &str) -> Result<()> {
+        let before = self.count(needle);
+        std::fs::write(&self.config, config).with_context(|| format!("writing {}", self.config.display()))?;
+        self.process.signal(libc::SIGHUP)?;
+        self.wait_for(needle, before + 1, Duration::from_secs(10))
+    }
+
+    /// SIGKILL: the agent gets no chance to clean up (the data plane stays pinned).
+    pub fn kill(&mut self) -> Result<()> {
+        self.process.signal(libc::SIGKILL)?;
+        self.process.wait(Duration::from_secs(5)).context("alwayson did not die on SIGKILL")?;
+        Ok(())
+    }
+
+    /// Starts the agent again with the same config and arguments.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process = spawn(self.bed, &self.config, &self.args)?;
+        self.wait_for(APPLIED, 1, STARTUP)
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        self.process.signal(libc::SIGTERM)?;
+        self.process.wait(Duration::from_secs(10)).context("alwayson did not stop on SIGTERM")
+    }
+
+    /// The pinned maps, read directly.
+    pub fn stats(&self) -> Result<PinnedStats> {
+        Ok(PinnedStats::open(self.bed.pin_dir())?)
+    }
+}
+
+fn spawn(bed: &TestBed, config: &std::path::Path, args: &[String]) -> Result<Process> {
+    let mut all = vec!["run".to_string(), "--config".into(), config.display().to_string()];
+    all.extend(args.iter().cloned());
+    bed.spawn(bed.lb_ns(), bin_path("alwayson")?, &all, "alwayson")
+}
