@@ -2,10 +2,7 @@
 //! the reconcile loop — the one task that owns the maps. Signals, and later
 //! health checks and the API, reach it as events over a channel.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use tokio::{
@@ -210,8 +207,10 @@ fn preflight(global: &Global) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("alwayson run needs root (CAP_BPF and CAP_NET_ADMIN, to load and attach XDP programs)");
     }
-    let iface = Path::new("/sys/class/net").join(&global.interface);
-    if !iface.exists() {
+    // if_nametoindex asks this process's network namespace (sysfs may show another one).
+    let name = std::ffi::CString::new(global.interface.as_str())?;
+    // SAFETY: a valid C string.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
         bail!("global.interface: interface {:?} does not exist on this host", global.interface);
     }
     Ok(())

@@ -7,6 +7,7 @@ pub mod fixture;
 pub mod netns;
 pub mod packet;
 pub mod process;
+pub mod traffic;
 
 /// Whether this process may do what the test needs (root: namespaces, BPF).
 /// Under `CI=true` a missing privilege fails the test; on a developer's

@@ -57,14 +57,10 @@ impl Netns {
     /// Runs `f` on a thread that has entered the namespace, so sockets it opens
     /// and `BPF_PROG_TEST_RUN` calls it makes see this namespace's devices.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
+        let name = self.name.as_str();
         std::thread::scope(|scope| {
             let thread = scope.spawn(move || {
-                let ns = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-                // SAFETY: setns on this thread only; it ends with the scope.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    panic!("setns({path}): {}", std::io::Error::last_os_error());
-                }
+                enter(name);
                 f()
             });
             match thread.join() {
@@ -72,6 +68,17 @@ impl Netns {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+}
+
+/// Moves the calling thread into namespace `name` (for threads of their own;
+/// [`Netns::run`] is the scoped way).
+pub fn enter(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let ns = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    // SAFETY: setns affects only the calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        panic!("setns({path}): {}", std::io::Error::last_os_error());
     }
 }
 

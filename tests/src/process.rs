@@ -17,8 +17,10 @@ use crate::netns::Netns;
 /// How often `wait_for_line` and `wait` look.
 const POLL: Duration = Duration::from_millis(10);
 
-/// A program run as `ip netns exec NS PROGRAM ARGS…`. `ip` execs the program,
-/// so the child's pid is the program's. Stdout and stderr go to one log file
+/// A program run as `nsenter --net=/run/netns/NS PROGRAM ARGS…`: only the
+/// network namespace changes. (`ip netns exec` would also remount /sys, hiding
+/// the host's bpffs at /sys/fs/bpf, so an agent's pins would vanish with it.)
+/// nsenter execs the program, so the child's pid is the program's. Stdout and stderr go to one log file
 /// (appended to: a restarted server keeps its history; `log()` shows only this
 /// run's part). Killed with SIGKILL and reaped on drop.
 pub struct Process {
@@ -45,8 +47,9 @@ impl Process {
             .with_context(|| format!("opening log {}", log.display()))?;
         let log_start = out.metadata()?.len();
         let err = out.try_clone()?;
-        let child = Command::new("ip")
-            .args([OsStr::new("netns"), OsStr::new("exec"), OsStr::new(ns.name()), program])
+        let net = format!("--net=/run/netns/{}", ns.name());
+        let child = Command::new("nsenter")
+            .args([OsStr::new(&net), OsStr::new("--"), program])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

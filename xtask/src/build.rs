@@ -62,14 +62,11 @@ pub fn ebpf_objects() -> Result<()> {
 /// Without arguments, the demo; otherwise `alwayson run ARGS`.
 pub fn run(args: &[String]) -> Result<()> {
     if args.is_empty() {
-        return run_status(cargo().args([
-            "run",
-            "--release",
-            "--package",
-            "alwayson-tests",
-            "--bin",
-            "alwayson-demo",
-        ]));
+        // The demo runs the real agent and test servers; it finds them beside itself.
+        run_status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
+        run_status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
+        let demo = target_dir()?.join("release/alwayson-demo");
+        return run_status(&mut Command::new(demo));
     }
     run_status(
         cargo()

@@ -65,6 +65,18 @@ impl PinnedStats {
         self.backends.get(&slot, 0).map_err(|source| DataplaneError::Map { name: names::BACKENDS, source })
     }
 
+    /// Every backend slot in use, with its contents.
+    pub fn backends(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
+        let mut used = Vec::new();
+        for (slot, backend) in self.backends.iter().enumerate() {
+            let backend = backend.map_err(|source| DataplaneError::Map { name: names::BACKENDS, source })?;
+            if backend.state != lb_common::BackendState::Unused as u8 {
+                used.push((slot as u32, backend));
+            }
+        }
+        Ok(used)
+    }
+
     /// Entries in the connection table (walks it: for tests and occasional stats).
     pub fn connections(&self) -> usize {
         self.conns.keys().filter(|k| k.is_ok()).count()

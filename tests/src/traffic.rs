@@ -1,0 +1,186 @@
+//! Traffic that tests judge the balancer by: long-lived streaming connections
+//! (did any reset or stall?) and a steady trickle of new connections (did any
+//! fail?).
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use crate::bed::TestBed;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the streams saw.
+#[derive(Debug, Default)]
+pub struct StreamReport {
+    /// Every failure: resets, early EOFs, timeouts, wrong echoes.
+    pub errors: Vec<String>,
+    /// The longest wait for an echo on any stream.
+    pub max_gap: Duration,
+    /// Round trips completed, over all streams.
+    pub round_trips: u64,
+    /// Which backend each stream is on, by its banner.
+    pub backends: Vec<String>,
+}
+
+/// `n` TCP connections to `vip`, each sending a chunk every `period` and
+/// checking its echo, until stopped.
+pub struct Streams {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<(u64, Duration, Option<String>)>>,
+    backends: Vec<String>,
+}
+
+impl Streams {
+    pub fn open(
+        bed: &TestBed,
+        client: usize,
+        vip: SocketAddr,
+        n: usize,
+        period: Duration,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut backends = Vec::new();
+        for id in 0..n {
+            let stream = bed.tcp_connect(client, vip, IO_TIMEOUT)?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let mut banner = String::new();
+            reader.read_line(&mut banner)?;
+            backends.push(banner.trim().to_string());
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || stream_loop(id, stream, reader, period, &stop)));
+        }
+        Ok(Self { stop, threads, backends })
+    }
+
+    pub fn backends(&self) -> &[String] {
+        &self.backends
+    }
+
+    pub fn stop(self) -> StreamReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut report = StreamReport { backends: self.backends, ..Default::default() };
+        for t in self.threads {
+            let (trips, gap, error) = t.join().expect("stream thread");
+            report.round_trips += trips;
+            report.max_gap = report.max_gap.max(gap);
+            report.errors.extend(error);
+        }
+        report
+    }
+}
+
+fn stream_loop(
+    id: usize,
+    mut stream: TcpStream,
+    mut reader: BufReader<TcpStream>,
+    period: Duration,
+    stop: &AtomicBool,
+) -> (u64, Duration, Option<String>) {
+    let mut trips = 0u64;
+    let mut max_gap = Duration::ZERO;
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let chunk = format!("stream {id} chunk {trips:08}\n");
+        let mut echo = vec![0u8; chunk.len()];
+        let result = stream.write_all(chunk.as_bytes()).and_then(|()| reader.read_exact(&mut echo));
+        if let Err(e) = result {
+            return (
+                trips,
+                max_gap.max(last.elapsed()),
+                Some(format!("stream {id} after {trips} round trips: {e}")),
+            );
+        }
+        if echo != chunk.as_bytes() {
+            return (
+                trips,
+                max_gap,
+                Some(format!("stream {id}: echo {:?} for {chunk:?}", String::from_utf8_lossy(&echo))),
+            );
+        }
+        trips += 1;
+        max_gap = max_gap.max(last.elapsed());
+        last = Instant::now();
+        std::thread::sleep(period);
+    }
+    (trips, max_gap, None)
+}
+
+/// What the opener saw.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub ok: u64,
+    pub failed: Vec<String>,
+    /// Successful connections by backend.
+    pub by_backend: BTreeMap<String, u64>,
+    /// (time since start, backend) of every successful connection.
+    pub timeline: Vec<(Duration, String)>,
+}
+
+/// Opens a new connection to `vip` every `period` (reads the banner, closes),
+/// on its own thread, until stopped.
+pub struct Opener {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<OpenReport>,
+    report: Arc<Mutex<u64>>,
+}
+
+impl Opener {
+    pub fn start(bed: &TestBed, client: usize, vip: SocketAddr, period: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(Mutex::new(0u64));
+        let ns = bed.client_ns(client).name().to_string();
+        let (stop2, ok2) = (stop.clone(), ok.clone());
+        let thread = std::thread::spawn(move || {
+            crate::netns::enter(&ns);
+            let start = Instant::now();
+            let mut report = OpenReport::default();
+            while !stop2.load(Ordering::Relaxed) {
+                let at = start.elapsed();
+                match banner(vip) {
+                    Ok(name) => {
+                        report.ok += 1;
+                        *ok2.lock().unwrap() += 1;
+                        *report.by_backend.entry(name.clone()).or_default() += 1;
+                        report.timeline.push((at, name));
+                    }
+                    Err(e) => report.failed.push(format!("at {at:?}: {e}")),
+                }
+                std::thread::sleep(period.saturating_sub(start.elapsed() - at));
+            }
+            report
+        });
+        Self { stop, thread, report: ok }
+    }
+
+    /// Successful connections so far.
+    pub fn ok_so_far(&self) -> u64 {
+        *self.report.lock().unwrap()
+    }
+
+    pub fn stop(self) -> OpenReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("opener thread")
+    }
+}
+
+fn banner(vip: SocketAddr) -> std::io::Result<String> {
+    let stream = TcpStream::connect_timeout(&vip, IO_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut name = String::new();
+    BufReader::new(stream).read_line(&mut name)?;
+    if name.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before the banner"));
+    }
+    Ok(name.trim().to_string())
+}

@@ -1,0 +1,111 @@
+//! `alwayson` as an operator meets it: `check-config` on good and bad files,
+//! and `run` refusing clearly when it cannot work.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use alwayson_tests::{
+    agent::{config_toml, VipConf},
+    bed::TestBed,
+    process::bin_path,
+    require_root,
+};
+
+fn alwayson(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_path("alwayson").expect("alwayson binary"))
+        .args(args)
+        .output()
+        .expect("run alwayson");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("alwayson-cli-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn check_config_prints_the_resolved_config() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/alwayson.toml");
+    let (code, out, err) = alwayson(&["check-config", &example.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    for expected in
+        ["interface = \"eth0\"", "ring_size = 65537", "conn_table_size = 262144", "[[vip.backend]]"]
+    {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn check_config_names_field_value_and_reason_for_every_problem() {
+    let dir = temp_dir("bad");
+    let cases = [
+        ("[global]\ninterface = \"eth0\"\nbogus = 1\n", &["bogus", "line 3"][..]),
+        (
+            "[global]\ninterface = \"eth0\"\nring_size = 65536\n[[vip]]\naddress = \"10.77.100.1\"\nport = 70000\n\
+             [[vip.backend]]\naddress = \"fd77::1\"\nweight = 300\n",
+            &["global.ring_size", "65536", "prime", "vip[0].port", "70000", "weight", "300", "IPv6"][..],
+        ),
+        (
+            "[global]\ninterface = \"eth0\"\n[[vip]]\naddress = \"10.77.100.1\"\nport = 80\n\
+             [[vip.backend]]\naddress = \"10.77.1.10\"\n[[vip.backend]]\naddress = \"10.77.1.10\"\n",
+            &["backend[1]", "10.77.1.10", "twice"][..],
+        ),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let path = write(&dir, &format!("bad{i}.toml"), text);
+        let (code, out, err) = alwayson(&["check-config", &path]);
+        assert_ne!(code, 0, "case {i} accepted:\n{out}");
+        for needle in *needles {
+            assert!(err.contains(needle), "case {i}: {needle:?} missing from:\n{err}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn run_refuses_clearly_without_root_a_missing_interface_or_bpffs() {
+    if !require_root("run_refuses_clearly_without_root_a_missing_interface_or_bpffs") {
+        return;
+    }
+    let bed = TestBed::builder().backends(1).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..1)]);
+    let in_lb = |config: &str, tag: &str, user: Option<&str>| {
+        let path = write(bed.temp_dir(), &format!("{tag}.toml"), config);
+        let bin = bin_path("alwayson").expect("alwayson binary").display().to_string();
+        let mut args = vec!["run", "--config", &path];
+        let mut argv: Vec<&str> = vec![];
+        if let Some(user) = user {
+            argv.extend(["setpriv", "--reuid", user, "--regid", "nogroup", "--clear-groups", "--"]);
+        }
+        argv.push(&bin);
+        argv.append(&mut args);
+        let mut process = bed.spawn(bed.lb_ns(), argv[0], &argv[1..], tag).expect("spawn");
+        let status = process.wait(Duration::from_secs(10)).expect("alwayson should exit");
+        (status.success(), process.log())
+    };
+
+    let (ok, log) = in_lb(&config, "nobody", Some("nobody"));
+    assert!(!ok && log.contains("needs root"), "{log}");
+
+    let (ok, log) = in_lb(&config.replace("interface = \"eth0\"", "interface = \"nosuch0\""), "noif", None);
+    assert!(!ok && log.contains("global.interface") && log.contains("nosuch0"), "{log}");
+
+    let elsewhere = bed.temp_dir().join("not-bpffs").display().to_string();
+    let (ok, log) = in_lb(&config.replace(&bed.pin_dir().display().to_string(), &elsewhere), "nobpffs", None);
+    assert!(!ok && log.contains("bpffs") && log.contains("not-bpffs"), "{log}");
+
+    // None of them left anything attached.
+    let link = bed.lb_ns().ip(&["link", "show", "dev", "eth0"]).expect("ip link");
+    assert!(!link.contains("xdp"), "{link}");
+}

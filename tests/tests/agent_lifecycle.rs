@@ -1,0 +1,179 @@
+//! The agent's life: reloads under traffic, SIGKILL and restart, a bad config,
+//! clean stops that detach or keep the data plane running, program replacement.
+
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+
+use alwayson_tests::{
+    agent::{config_toml, Agent, VipConf, REFUSED},
+    bed::TestBed,
+    require_root,
+    traffic::{Opener, Streams},
+};
+use lb_common::{types::PROTO_TCP, VipKey};
+
+const VIP: &str = "10.77.100.1";
+const STREAMS: usize = 50;
+const STREAM_PERIOD: Duration = Duration::from_millis(10);
+const OPEN_PERIOD: Duration = Duration::from_millis(10);
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(VIP.parse().unwrap(), 80)
+}
+
+fn new_flows(agent: &Agent) -> u64 {
+    let stats = agent.stats().expect("pinned maps");
+    let key = VipKey::new(vip().ip(), 80, PROTO_TCP);
+    let index = stats.vip(&key).expect("VIPS").expect("the VIP").index;
+    stats.vip_stats(index).expect("VIP_STATS").new_flows
+}
+
+fn names_seen(bed: &TestBed, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| bed.tcp_name(0, vip(), Duration::from_secs(3)).expect("connection through the VIP"))
+        .collect()
+}
+
+#[test]
+fn adding_a_backend_by_sighup_moves_no_established_flow() {
+    root_or_skip!("adding_a_backend_by_sighup_moves_no_established_flow");
+    let bed = TestBed::builder().backends(4).build().expect("bed");
+    let three = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]);
+    let four = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..4)]);
+    let mut agent = Agent::start(&bed, &three, &[]).expect("agent");
+
+    let streams = Streams::open(&bed, 0, vip(), STREAMS, STREAM_PERIOD).expect("streams");
+    std::thread::sleep(Duration::from_secs(1));
+    agent.reload(&four).expect("reload");
+    std::thread::sleep(Duration::from_millis(1500));
+    // New connections now reach the fourth backend too.
+    let seen = names_seen(&bed, 200);
+    let report = streams.stop();
+
+    assert!(report.errors.is_empty(), "streams broke: {:#?}", report.errors);
+    assert!(report.max_gap < Duration::from_secs(1), "a stream stalled for {:?}", report.max_gap);
+    assert!(report.round_trips > STREAMS as u64 * 100, "too little traffic: {}", report.round_trips);
+    assert!(seen.contains(&bed.backend_name(3)), "new flows never reached the new backend: {seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}
+
+#[test]
+fn sigkill_and_restart_lose_no_connection_and_keep_the_connection_table() {
+    root_or_skip!("sigkill_and_restart_lose_no_connection_and_keep_the_connection_table");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]);
+    let mut agent = Agent::start(&bed, &config, &[]).expect("agent");
+
+    let streams = Streams::open(&bed, 0, vip(), STREAMS, STREAM_PERIOD).expect("streams");
+    let opener = Opener::start(&bed, 0, vip(), OPEN_PERIOD);
+    std::thread::sleep(Duration::from_secs(1));
+    let (opened_before, flows_before) = (opener.ok_so_far(), new_flows(&agent));
+    let table_before = agent.stats().unwrap().connections();
+
+    agent.kill().expect("SIGKILL");
+    std::thread::sleep(Duration::from_millis(500));
+    agent.restart().expect("restart");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let opened = opener.stop();
+    let report = streams.stop();
+    let flows_after = new_flows(&agent);
+    let log = agent.log();
+
+    assert!(report.errors.is_empty(), "streams broke: {:#?}", report.errors);
+    assert!(report.max_gap < Duration::from_secs(1), "a stream stalled for {:?}", report.max_gap);
+    assert!(opened.failed.is_empty(), "new connections failed: {:#?}", opened.failed);
+    assert!(log.contains("adopted the running data plane"), "restart did not adopt:\n{log}");
+    assert!(
+        log.contains("vips_added: 0")
+            && log.contains("backends_added: 0")
+            && log.contains("ring_slots_written: 0"),
+        "the restarted agent rewrote state it should have adopted:\n{log}"
+    );
+    assert!(table_before >= STREAMS, "connection table held {table_before} flows");
+    // Every new flow the kernel counted is a connection the opener made: the
+    // 50 streams were not seen as new after the restart (that would add 50).
+    let counted = flows_after - flows_before;
+    let made = opened.ok - opened_before;
+    assert!(
+        counted >= made.saturating_sub(1) && counted <= made + 3,
+        "kernel counted {counted} new flows while {made} connections were opened"
+    );
+}
+
+#[test]
+fn a_bad_config_on_reload_changes_nothing_and_is_logged() {
+    root_or_skip!("a_bad_config_on_reload_changes_nothing_and_is_logged");
+    let bed = TestBed::builder().backends(4).build().expect("bed");
+    let good = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]);
+    let mut agent = Agent::start(&bed, &good, &[]).expect("agent");
+
+    // Adds backend 3 but with an invalid weight: nothing of it may apply.
+    let bad = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3).backend(3, 999, false)]);
+    agent.reload_expecting(&bad, REFUSED).expect("refusal logged");
+    let log = agent.log();
+    assert!(log.contains("backend[3]") && log.contains("weight") && log.contains("999"), "{log}");
+    // Sizes cannot change under a running data plane.
+    let resized = good.replace("[global]\n", "[global]\nring_size = 4099\n");
+    agent.reload_expecting(&resized, "global.ring_size changed").expect("refusal logged");
+
+    let seen = names_seen(&bed, 300);
+    let want: BTreeSet<String> = (0..3).map(|i| bed.backend_name(i)).collect();
+    assert_eq!(seen, want, "traffic must still follow the old config");
+    assert!(agent.stop().expect("stop").success());
+}
+
+#[test]
+fn a_clean_stop_detaches_unless_told_to_keep_running() {
+    root_or_skip!("a_clean_stop_detaches_unless_told_to_keep_running");
+    let bed = TestBed::builder().backends(2).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..2)]);
+    let xdp_attached = || bed.lb_ns().ip(&["link", "show", "dev", "eth0"]).expect("ip link").contains("xdp");
+
+    let mut agent = Agent::start(&bed, &config, &["--keep-running-on-exit"]).expect("agent");
+    assert!(xdp_attached());
+    assert!(agent.stop().expect("stop").success());
+    assert!(agent.log().contains("keeps running"), "{}", agent.log());
+    assert!(xdp_attached() && bed.pin_dir().exists(), "kept data plane is gone");
+    // With no agent at all, the VIP still answers.
+    assert_eq!(names_seen(&bed, 50).len(), 2);
+
+    // The next agent adopts it; stopped without the flag, it detaches and unpins.
+    let mut agent = Agent::start(&bed, &config, &[]).expect("agent");
+    assert!(agent.log().contains("adopted the running data plane"), "{}", agent.log());
+    assert!(agent.stop().expect("stop").success());
+    assert!(agent.log().contains("detached"), "{}", agent.log());
+    assert!(!xdp_attached(), "XDP program still attached");
+    assert!(!bed.pin_dir().exists(), "pins left behind in {}", bed.pin_dir().display());
+}
+
+#[test]
+fn replace_swaps_the_program_without_dropping_flows() {
+    root_or_skip!("replace_swaps_the_program_without_dropping_flows");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]);
+    let mut agent = Agent::start(&bed, &config, &[]).expect("agent");
+    let prog_id = || {
+        let link = bed.lb_ns().ip(&["-d", "link", "show", "dev", "eth0"]).expect("ip link");
+        link.split_whitespace().skip_while(|w| *w != "prog/xdp").nth(2).map(str::to_string)
+    };
+    let before = prog_id();
+
+    let streams = Streams::open(&bed, 0, vip(), 20, STREAM_PERIOD).expect("streams");
+    agent.kill().expect("SIGKILL");
+    let mut replaced = Agent::start(&bed, &config, &["--replace"]).expect("agent with --replace");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = streams.stop();
+
+    assert!(replaced.log().contains("swapped in this build's program"), "{}", replaced.log());
+    assert_ne!(prog_id(), before, "the XDP program id did not change");
+    assert!(report.errors.is_empty(), "streams broke: {:#?}", report.errors);
+    assert!(replaced.stop().expect("stop").success());
+}
