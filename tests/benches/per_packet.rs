@@ -24,7 +24,9 @@ fn main() {
     }
     let bed = FixtureBed::standard();
     let baseline = Baseline::load().expect("baseline programs");
-    let cases: Vec<(&str, Vec<u8>, Option<Vec<u8>>)> = vec![
+    // (name, the frame measured, a frame sent once before to open its flow)
+    type Case = (&'static str, Vec<u8>, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
         ("non-VIP packet (XDP_PASS)", Frame::tcp(CLIENT4, "10.77.1.1:22").bytes(), None),
         (
             "established IPv4 TCP flow",

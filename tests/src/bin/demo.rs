@@ -84,10 +84,10 @@ fn demo() -> Result<()> {
             stats.counters()?.verdict(lb_common::Verdict::Drop),
         );
         last = opened;
-        for i in 0..3 {
+        for (i, weight) in WEIGHTS.iter().enumerate() {
             let s = by_backend.get(&bed.backend_v4(i)).copied().unwrap_or_default();
             let share = if total_flows == 0 { 0.0 } else { 100.0 * s.new_flows as f64 / total_flows as f64 };
-            let want = 100.0 * f64::from(WEIGHTS[i]) / f64::from(WEIGHTS.iter().sum::<u32>());
+            let want = 100.0 * f64::from(*weight) / f64::from(WEIGHTS.iter().sum::<u32>());
             let bar = "#".repeat((share / 2.0).round() as usize);
             println!(
                 "    {} {:<12} new flows {:>6} {share:>5.1}% (weight share {want:>4.1}%) {bar}",
