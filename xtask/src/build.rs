@@ -76,6 +76,9 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 pub fn test(args: &[String]) -> Result<()> {
+    // End-to-end tests run the real binaries (alwayson, the test servers); cargo
+    // test builds a package's binaries only for that package's own tests.
+    run_status(cargo().args(["build", "--workspace", "--exclude", "lb-ebpf", "--bins"]))?;
     run_status(cargo().args(["test", "--workspace", "--exclude", "lb-ebpf"]).args(args))
 }
 
