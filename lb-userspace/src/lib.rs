@@ -3,6 +3,8 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod desired;
+pub mod health;
 pub mod maglev;
 pub mod neighbours;
 pub mod reconcile;

@@ -21,6 +21,8 @@ use crate::{
 pub struct DesiredVip {
     pub key: VipKey,
     pub mode: Mode,
+    /// With no primary usable: all usable backups take flows, not just the first.
+    pub allbackups: bool,
     pub backends: Vec<DesiredBackend>,
 }
 
@@ -183,6 +185,11 @@ impl Reconciler {
         self.vips.get(key)?.backends.get(&backend).map(|s| s.slot)
     }
 
+    /// The state the kernel holds for a backend (a restarted agent starts health from it).
+    pub fn backend_state(&self, key: &VipKey, backend: SocketAddr) -> Option<u8> {
+        self.vips.get(key)?.backends.get(&backend).map(|s| s.written.state)
+    }
+
     /// Makes the kernel hold exactly `desired`.
     pub fn apply(&mut self, desired: &[DesiredVip]) -> Result<ApplyReport, ReconcileError> {
         let mut report = ApplyReport::default();
@@ -260,7 +267,7 @@ impl Reconciler {
         // 2. Rings, writing only the slots that change.
         for vip in desired {
             let state = self.vips.get_mut(&vip.key).expect("allocated above");
-            report.ring_slots_written += write_ring(&mut self.dp, state, &vip.backends)?;
+            report.ring_slots_written += write_ring(&mut self.dp, state, vip)?;
         }
 
         // 3. VIPs become visible only now that their rings are complete.
@@ -301,23 +308,26 @@ impl Reconciler {
     }
 }
 
-/// Who may take new flows: the primaries that can, or, when none can, the backups.
-pub fn ring_members(backends: &[DesiredBackend]) -> Vec<&DesiredBackend> {
-    let primaries: Vec<&DesiredBackend> =
-        backends.iter().filter(|b| !b.backup && b.takes_new_flows()).collect();
+/// Who takes new flows (HAProxy's rules): the usable primaries; when none is
+/// usable, the first usable backup by identity, or all of them with `allbackups`.
+pub fn ring_members(vip: &DesiredVip) -> Vec<&DesiredBackend> {
+    let usable =
+        |backup: bool| vip.backends.iter().filter(move |b| b.backup == backup && b.takes_new_flows());
+    let primaries: Vec<&DesiredBackend> = usable(false).collect();
     if !primaries.is_empty() {
         return primaries;
     }
-    backends.iter().filter(|b| b.backup && b.takes_new_flows()).collect()
+    let mut backups: Vec<&DesiredBackend> = usable(true).collect();
+    backups.sort_by_key(|b| b.addr);
+    if !vip.allbackups {
+        backups.truncate(1);
+    }
+    backups
 }
 
 /// Rebuilds one VIP's ring if its members changed; returns the slots written.
-fn write_ring(
-    dp: &mut Dataplane,
-    state: &mut VipState,
-    backends: &[DesiredBackend],
-) -> Result<usize, ReconcileError> {
-    let chosen = ring_members(backends);
+fn write_ring(dp: &mut Dataplane, state: &mut VipState, vip: &DesiredVip) -> Result<usize, ReconcileError> {
+    let chosen = ring_members(vip);
     let members: Vec<Member> = chosen.iter().map(|b| Member { id: b.addr, weight: b.weight }).collect();
     if state.members.as_ref() == Some(&members) {
         return Ok(0);
@@ -336,4 +346,62 @@ fn write_ring(
     }
     state.members = Some(members);
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(allbackups: bool, backends: &[(&str, bool, bool, u32)]) -> DesiredVip {
+        DesiredVip {
+            key: VipKey::new("10.77.100.1".parse().unwrap(), 80, 6),
+            mode: Mode::Dsr,
+            allbackups,
+            backends: backends
+                .iter()
+                .map(|&(addr, backup, up, weight)| DesiredBackend {
+                    addr: addr.parse().unwrap(),
+                    weight,
+                    backup,
+                    up,
+                })
+                .collect(),
+        }
+    }
+
+    fn members(vip: &DesiredVip) -> Vec<String> {
+        ring_members(vip).iter().map(|b| b.addr.to_string()).collect()
+    }
+
+    #[test]
+    fn usable_primaries_take_all_new_flows() {
+        let v = vip(
+            false,
+            &[
+                ("10.0.0.1:80", false, true, 1),
+                ("10.0.0.2:80", false, false, 1),
+                ("10.0.0.3:80", true, true, 1),
+            ],
+        );
+        assert_eq!(members(&v), ["10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn without_primaries_the_first_backup_by_identity_serves() {
+        let backends = [
+            ("10.0.0.1:80", false, false, 1),
+            ("10.0.0.9:80", true, true, 1),
+            ("10.0.0.5:80", true, true, 1),
+            ("10.0.0.3:80", true, false, 1),
+        ];
+        assert_eq!(members(&vip(false, &backends)), ["10.0.0.5:80"]);
+        assert_eq!(members(&vip(true, &backends)), ["10.0.0.5:80", "10.0.0.9:80"]);
+    }
+
+    #[test]
+    fn drained_primaries_do_not_count_as_usable() {
+        let v = vip(false, &[("10.0.0.1:80", false, true, 0), ("10.0.0.2:80", true, true, 1)]);
+        assert_eq!(members(&v), ["10.0.0.2:80"]);
+        assert_eq!(v.backends[0].state(), BackendState::Draining);
+    }
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bed;
 pub mod fixture;
+pub mod mariadb;
 pub mod netns;
 pub mod packet;
 pub mod process;

@@ -29,6 +29,37 @@ pub struct StreamReport {
     pub round_trips: u64,
     /// Which backend each stream is on, by its banner.
     pub backends: Vec<String>,
+    /// Each stream's own outcome, in opening order.
+    pub streams: Vec<StreamOutcome>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamOutcome {
+    pub backend: String,
+    pub round_trips: u64,
+    pub max_gap: Duration,
+    pub error: Option<String>,
+}
+
+impl StreamReport {
+    /// Failures of the streams that were not on any of `backends`.
+    pub fn errors_except_on(&self, backends: &[&str]) -> Vec<String> {
+        self.streams
+            .iter()
+            .filter(|s| !backends.contains(&s.backend.as_str()))
+            .filter_map(|s| s.error.clone())
+            .collect()
+    }
+
+    /// The longest stall of the streams that were not on any of `backends`.
+    pub fn max_gap_except_on(&self, backends: &[&str]) -> Duration {
+        self.streams
+            .iter()
+            .filter(|s| !backends.contains(&s.backend.as_str()))
+            .map(|s| s.max_gap)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// `n` TCP connections to `vip`, each sending a chunk every `period` and
@@ -69,12 +100,13 @@ impl Streams {
 
     pub fn stop(self) -> StreamReport {
         self.stop.store(true, Ordering::Relaxed);
-        let mut report = StreamReport { backends: self.backends, ..Default::default() };
-        for t in self.threads {
+        let mut report = StreamReport { backends: self.backends.clone(), ..Default::default() };
+        for (t, backend) in self.threads.into_iter().zip(self.backends) {
             let (trips, gap, error) = t.join().expect("stream thread");
             report.round_trips += trips;
             report.max_gap = report.max_gap.max(gap);
-            report.errors.extend(error);
+            report.errors.extend(error.clone());
+            report.streams.push(StreamOutcome { backend, round_trips: trips, max_gap: gap, error });
         }
         report
     }
@@ -121,6 +153,8 @@ fn stream_loop(
 pub struct OpenReport {
     pub ok: u64,
     pub failed: Vec<String>,
+    /// When each failure happened (since the opener started).
+    pub failed_at: Vec<Duration>,
     /// Successful connections by backend.
     pub by_backend: BTreeMap<String, u64>,
     /// (time since start, backend) of every successful connection.
@@ -133,6 +167,7 @@ pub struct Opener {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<OpenReport>,
     report: Arc<Mutex<u64>>,
+    started: Instant,
 }
 
 impl Opener {
@@ -141,9 +176,10 @@ impl Opener {
         let ok = Arc::new(Mutex::new(0u64));
         let ns = bed.client_ns(client).name().to_string();
         let (stop2, ok2) = (stop.clone(), ok.clone());
+        let started = Instant::now();
         let thread = std::thread::spawn(move || {
             crate::netns::enter(&ns);
-            let start = Instant::now();
+            let start = started;
             let mut report = OpenReport::default();
             while !stop2.load(Ordering::Relaxed) {
                 let at = start.elapsed();
@@ -154,13 +190,21 @@ impl Opener {
                         *report.by_backend.entry(name.clone()).or_default() += 1;
                         report.timeline.push((at, name));
                     }
-                    Err(e) => report.failed.push(format!("at {at:?}: {e}")),
+                    Err(e) => {
+                        report.failed.push(format!("at {at:?}: {e}"));
+                        report.failed_at.push(at);
+                    }
                 }
                 std::thread::sleep(period.saturating_sub(start.elapsed() - at));
             }
             report
         });
-        Self { stop, thread, report: ok }
+        Self { stop, thread, report: ok, started }
+    }
+
+    /// The instant the timeline's durations count from.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Successful connections so far.

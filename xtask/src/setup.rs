@@ -10,7 +10,13 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 
 /// Debian packages the tests use, each with a command that proves it is there.
-const PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("procps", "sysctl"), ("ethtool", "ethtool")];
+const PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("procps", "sysctl"),
+    ("ethtool", "ethtool"),
+    ("mariadb-server", "mariadbd"),
+    ("mariadb-client", "mariadb"),
+];
 const BPF_LINKER_VERSION: &str = "0.13";
 
 /// Everything: build tools, then what running and testing need.
@@ -26,7 +32,8 @@ pub fn all() -> Result<()> {
         return Ok(());
     }
     step("bpffs at /sys/fs/bpf", "mount it: mount -t bpf bpf /sys/fs/bpf", bpffs)?;
-    step("Debian packages", "install them: apt-get install iproute2 procps ethtool", packages)
+    let names: Vec<&str> = PACKAGES.iter().map(|(p, _)| *p).collect();
+    step("Debian packages", &format!("install them: apt-get install {}", names.join(" ")), packages)
 }
 
 /// What building the eBPF program needs: nightly with rust-src, and bpf-linker.

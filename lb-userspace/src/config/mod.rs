@@ -7,11 +7,13 @@
 //! everything else is a [`Problem`], and all of them are reported at once
 //! ([`ConfigError::Invalid`]) so an operator fixes a file in one pass.
 //!
-//! Adding a setting (health checks next): a field in the raw struct, a check
-//! in `resolve` that returns `Option<T>` and records a problem, a field here.
-//! Per-VIP / per-backend checks go in an optional nested table (`[vip.check]`,
-//! `[vip.backend.check]`) with their own raw struct and resolve function.
+//! Adding a setting: a field in the raw struct, a check in `resolve` that
+//! returns `Option<T>` and records a problem, a field here. Health-check and
+//! slow-start keys (HAProxy's `check`, `inter`, `rise`, ...) sit flat in
+//! `[[vip]]` (defaults for its backends) and `[[vip.backend]]` (overrides);
+//! [`health`] layers them: backend, else VIP, else built-in default.
 
+mod health;
 mod problems;
 mod raw;
 mod repeats;
@@ -24,6 +26,7 @@ use std::{
     fmt, io,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use lb_common::{
@@ -77,6 +80,12 @@ pub struct Vip {
     pub port: u16,
     pub protocol: Protocol,
     pub mode: Mode,
+    /// With no primary backend up: `false` = only the first usable backup (by
+    /// address:port) takes traffic, `true` = all usable backups (HAProxy's
+    /// `option allbackups`).
+    pub allbackups: bool,
+    /// What to do when no backend of the VIP is up.
+    pub on_all_down: OnAllDown,
     /// `[[vip.backend]]` tables, in file order (the ring orders them itself).
     #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
@@ -93,6 +102,73 @@ pub struct Backend {
     pub weight: u32,
     /// Only takes traffic when no primary backend of the VIP is up.
     pub backup: bool,
+    /// This backend's health check: its own keys, else its VIP's, else the
+    /// defaults. Written flat into the backend's table (`check = "tcp"`,
+    /// `inter = "250ms"`, ...), as the file spells the keys.
+    #[serde(flatten)]
+    pub check: HealthCheck,
+    /// After coming back UP the weight ramps from 1 to `weight` over this
+    /// time; zero = off.
+    #[serde(serialize_with = "values::serialize_duration")]
+    pub slowstart: Duration,
+}
+
+/// How a backend is checked, HAProxy-style: every `inter` a check that must
+/// succeed within `timeout`; `rise` successes in a row make a DOWN backend UP,
+/// `fall` failures in a row make an UP backend DOWN.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthCheck {
+    #[serde(rename = "check")]
+    pub kind: CheckKind,
+    #[serde(serialize_with = "values::serialize_duration")]
+    pub inter: Duration,
+    #[serde(serialize_with = "values::serialize_duration")]
+    pub timeout: Duration,
+    /// 1..=100.
+    pub rise: u32,
+    /// 1..=100.
+    pub fall: u32,
+    /// Where checks go: check_address/check_port, defaulted from the backend.
+    #[serde(rename = "check_address")]
+    pub address: IpAddr,
+    /// 0 only for a port-0 backend whose check uses no port (exec, none);
+    /// then left out of `to_toml`, which defaults it back to 0.
+    #[serde(rename = "check_port", skip_serializing_if = "is_zero")]
+    pub port: u16,
+    /// Request target of an HTTP check: starts with '/', no whitespace.
+    pub http_path: String,
+    /// Status codes an HTTP check accepts; empty = any 2xx or 3xx.
+    pub http_status: Vec<u16>,
+    /// Host header of an HTTP check; `None` = the check address and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_host: Option<String>,
+    /// Run with `/bin/sh -c`; exit status 0 = success. Always `Some` when
+    /// `kind` is [`CheckKind::Exec`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_command: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connect to the check address and port.
+    Tcp,
+    /// An HTTP/1.1 GET of `http_path`; the status must be in `http_status`.
+    Http,
+    /// `exec_command`; exit status 0 = up.
+    Exec,
+    /// No check: the backend is always considered up.
+    None,
+}
+
+/// What a VIP does when none of its backends is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAllDown {
+    /// Drop its new flows (counted as no_backend).
+    Drop,
+    /// Keep sending to the backends it had, as if they were up.
+    Keep,
 }
 
 /// How the XDP program is attached.
@@ -171,6 +247,17 @@ impl Backend {
     pub fn socket(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
     }
+}
+
+impl HealthCheck {
+    /// Where TCP and HTTP checks connect.
+    pub fn target(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+fn is_zero(port: &u16) -> bool {
+    *port == 0
 }
 
 impl Config {

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{Config, Location, Problem};
+use super::{raw::RawDuration, Config, Location, Problem};
 
 /// The problems found so far, and the text they point into.
 pub(super) struct Problems<'t> {
@@ -85,6 +85,15 @@ impl Shown for String {
 impl Shown for i64 {
     fn shown(&self) -> String {
         self.to_string()
+    }
+}
+
+impl Shown for RawDuration {
+    fn shown(&self) -> String {
+        match self {
+            RawDuration::Millis(ms) => ms.shown(),
+            RawDuration::Text(s) => s.shown(),
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! serde type error; `Spanned` keeps where each value sits in the file.
 //! Unknown keys are rejected here (a typo must not silently mean "default").
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{de, Deserialize, Deserializer};
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +31,10 @@ pub(super) struct RawGlobal {
     pub set_forwarding: Option<bool>,
 }
 
+// The check keys are written out in both `RawVip` and `RawBackend`: serde's
+// `flatten` works with neither `deny_unknown_fields` nor `Spanned`.
+// `check_keys!` gives the same view of either.
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVip {
@@ -37,6 +43,21 @@ pub(super) struct RawVip {
     pub port: Spanned<i64>,
     pub protocol: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
+    pub allbackups: Option<bool>,
+    pub on_all_down: Option<Spanned<String>>,
+    // Check keys: defaults for the VIP's backends.
+    pub check: Option<Spanned<String>>,
+    pub inter: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub check_port: Option<Spanned<i64>>,
+    pub check_address: Option<Spanned<String>>,
+    pub http_path: Option<Spanned<String>>,
+    pub http_status: Option<Vec<Spanned<i64>>>,
+    pub http_host: Option<Spanned<String>>,
+    pub exec_command: Option<Spanned<String>>,
+    pub slowstart: Option<Spanned<RawDuration>>,
     /// A VIP without backends is valid: its traffic is dropped (no_backend).
     #[serde(default)]
     pub backend: Vec<RawBackend>,
@@ -51,4 +72,104 @@ pub(super) struct RawBackend {
     pub port: Option<Spanned<i64>>,
     pub weight: Option<Spanned<i64>>,
     pub backup: Option<bool>,
+    // Check keys: override the VIP's.
+    pub check: Option<Spanned<String>>,
+    pub inter: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub check_port: Option<Spanned<i64>>,
+    pub check_address: Option<Spanned<String>>,
+    pub http_path: Option<Spanned<String>>,
+    pub http_status: Option<Vec<Spanned<i64>>>,
+    pub http_host: Option<Spanned<String>>,
+    pub exec_command: Option<Spanned<String>>,
+    pub slowstart: Option<Spanned<RawDuration>>,
+}
+
+/// The health-check and slow-start keys of one `[[vip]]` or `[[vip.backend]]`.
+#[derive(Clone, Copy)]
+pub(super) struct RawCheck<'r> {
+    pub check: Option<&'r Spanned<String>>,
+    pub inter: Option<&'r Spanned<RawDuration>>,
+    pub timeout: Option<&'r Spanned<RawDuration>>,
+    pub rise: Option<&'r Spanned<i64>>,
+    pub fall: Option<&'r Spanned<i64>>,
+    pub check_port: Option<&'r Spanned<i64>>,
+    pub check_address: Option<&'r Spanned<String>>,
+    pub http_path: Option<&'r Spanned<String>>,
+    pub http_status: Option<&'r [Spanned<i64>]>,
+    pub http_host: Option<&'r Spanned<String>>,
+    pub exec_command: Option<&'r Spanned<String>>,
+    pub slowstart: Option<&'r Spanned<RawDuration>>,
+}
+
+macro_rules! check_keys {
+    ($raw:expr) => {
+        RawCheck {
+            check: $raw.check.as_ref(),
+            inter: $raw.inter.as_ref(),
+            timeout: $raw.timeout.as_ref(),
+            rise: $raw.rise.as_ref(),
+            fall: $raw.fall.as_ref(),
+            check_port: $raw.check_port.as_ref(),
+            check_address: $raw.check_address.as_ref(),
+            http_path: $raw.http_path.as_ref(),
+            http_status: $raw.http_status.as_deref(),
+            http_host: $raw.http_host.as_ref(),
+            exec_command: $raw.exec_command.as_ref(),
+            slowstart: $raw.slowstart.as_ref(),
+        }
+    };
+}
+
+impl RawVip {
+    pub fn check_keys(&self) -> RawCheck<'_> {
+        check_keys!(self)
+    }
+}
+
+impl RawBackend {
+    pub fn check_keys(&self) -> RawCheck<'_> {
+        check_keys!(self)
+    }
+}
+
+/// A duration as written: a string with a unit (`"250ms"`), or an integer of
+/// milliseconds. Checked and converted in `values::duration`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum RawDuration {
+    Millis(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration: a string like \"250ms\", \"2s\" or \"1m\", or an integer of milliseconds",
+                )
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Millis(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawDuration, E> {
+                // Out of i64 range is out of every duration range too.
+                Ok(RawDuration::Millis(i64::try_from(value).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(value.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }

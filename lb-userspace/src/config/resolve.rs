@@ -13,14 +13,16 @@ use lb_common::sizes::{
 use toml::Spanned;
 
 use super::{
+    health::VipChecks,
     problems::{labelled, Problems},
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
     repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
     values::{
         self, choice, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE, DEFAULT_WEIGHT,
-        MAX_BACKENDS, MAX_VIPS, PROTOCOLS, WEIGHT, XDP_MODES,
+        MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, WEIGHT, XDP_MODES,
     },
-    Backend, Config, Global, Mode, Problem, Protocol, Vip, XdpMode, DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
+    Backend, CheckKind, Config, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode, DEFAULT_HASH_SEED,
+    DEFAULT_PIN_ROOT,
 };
 
 pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
@@ -132,6 +134,12 @@ fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems)
     let protocol =
         p.check_or(format!("{at}.protocol"), raw.protocol.as_ref(), Protocol::Tcp, |s| choice(s, PROTOCOLS));
     let mode = p.check_or(format!("{at}.mode"), raw.mode.as_ref(), Mode::Dsr, |s| values::mode(s));
+    let on_all_down =
+        p.check_or(format!("{at}.on_all_down"), raw.on_all_down.as_ref(), OnAllDown::Drop, |s| {
+            choice(s, ON_ALL_DOWN)
+        });
+    let default_check = if protocol == Some(Protocol::Udp) { CheckKind::None } else { CheckKind::Tcp };
+    let mut checks = VipChecks::new(&at, raw.check_keys(), default_check, p);
     if let Some(size) = ring_size.filter(|&size| raw.backend.len() > size as usize) {
         let reason = format!("more backends than global.ring_size = {size}: each needs a ring slot");
         p.add(format!("{at}.backend"), format!("{} backends", raw.backend.len()), reason, None);
@@ -141,7 +149,7 @@ fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems)
         .backend
         .iter()
         .enumerate()
-        .map(|(j, backend)| resolve_backend(&format!("{at}.backend[{j}]"), backend, &front, p))
+        .map(|(j, backend)| resolve_backend(&format!("{at}.backend[{j}]"), backend, &front, &mut checks, p))
         .collect();
     let entries: Vec<Entry<SocketAddr>> =
         raw.backend.iter().enumerate().map(|(j, backend)| backend_entry(&at, j, backend, port)).collect();
@@ -157,6 +165,8 @@ fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems)
         port,
         protocol,
         mode: mode?,
+        allbackups: raw.allbackups.unwrap_or(false),
+        on_all_down: on_all_down?,
         backends: backends.into_iter().collect::<Option<_>>()?,
     })
 }
@@ -169,7 +179,13 @@ struct Front {
     mode: Option<Mode>,
 }
 
-fn resolve_backend(at: &str, raw: &RawBackend, front: &Front, p: &mut Problems) -> Option<Backend> {
+fn resolve_backend(
+    at: &str,
+    raw: &RawBackend,
+    front: &Front,
+    checks: &mut VipChecks,
+    p: &mut Problems,
+) -> Option<Backend> {
     let at = labelled(at.to_owned(), raw.name.as_ref());
     let name = raw.name.as_ref().map(|name| p.check(format!("{at}.name"), name, |s| entry_name(s)));
     let address = p.check(format!("{at}.address"), &raw.address, |s| backend_address(s, front));
@@ -178,14 +194,18 @@ fn resolve_backend(at: &str, raw: &RawBackend, front: &Front, p: &mut Problems) 
         None => front.port,
     };
     let weight = p.check_or(format!("{at}.weight"), raw.weight.as_ref(), DEFAULT_WEIGHT, in_range(WEIGHT));
+    let check = checks.backend(&at, raw.check_keys(), address, port, p);
 
     let socket = SocketAddr::new(address?, port?);
+    let (check, slowstart) = check?;
     Some(Backend {
         name: name.unwrap_or_else(|| Some(socket.to_string()))?,
         address: socket.ip(),
         port: socket.port(),
         weight: weight?,
         backup: raw.backup.unwrap_or(false),
+        check,
+        slowstart,
     })
 }
 

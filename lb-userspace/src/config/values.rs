@@ -1,10 +1,11 @@
 //! Checks of single values, pure: `Ok(resolved)` or `Err(reason)`.
 
-use std::{net::IpAddr, ops::RangeInclusive, path::PathBuf};
+use std::{net::IpAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 
 use lb_common::sizes::MAX_RING_SIZE;
+use serde::Serializer;
 
-use super::{Mode, Protocol, XdpMode, DEFAULT_PIN_ROOT};
+use super::{raw::RawDuration, CheckKind, Mode, OnAllDown, Protocol, XdpMode, DEFAULT_PIN_ROOT};
 use crate::maglev::is_prime;
 
 /// The smallest ring worth having; Maglev needs a prime.
@@ -21,6 +22,29 @@ pub(super) const XDP_MODES: &[(&str, XdpMode)] =
     &[("native", XdpMode::Native), ("generic", XdpMode::Generic), ("auto", XdpMode::Auto)];
 pub(super) const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
 const MODES: &[(&str, Mode)] = &[("dsr", Mode::Dsr), ("tunnel", Mode::Tunnel), ("nat", Mode::Nat)];
+pub(super) const CHECK_KINDS: &[(&str, CheckKind)] = &[
+    ("tcp", CheckKind::Tcp),
+    ("http", CheckKind::Http),
+    ("exec", CheckKind::Exec),
+    ("none", CheckKind::None),
+];
+pub(super) const ON_ALL_DOWN: &[(&str, OnAllDown)] = &[("drop", OnAllDown::Drop), ("keep", OnAllDown::Keep)];
+
+// Health checks, in HAProxy's vocabulary; defaults as in the example config.
+pub(super) const DEFAULT_INTER: Duration = Duration::from_millis(250);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+pub(super) const DEFAULT_RISE: u32 = 2;
+pub(super) const DEFAULT_FALL: u32 = 2;
+pub(super) const DEFAULT_HTTP_PATH: &str = "/";
+pub(super) const INTER: RangeInclusive<Duration> = Duration::from_millis(10)..=HOUR;
+pub(super) const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=HOUR;
+pub(super) const SLOWSTART: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
+pub(super) const RISE_FALL: RangeInclusive<i64> = 1..=100;
+pub(super) const CHECK_PORT: RangeInclusive<i64> = 1..=65_535;
+pub(super) const HTTP_STATUS: RangeInclusive<i64> = 100..=599;
+const HOUR: Duration = Duration::from_secs(3600);
+/// Duration units, largest last; a value is written with the largest that fits exactly.
+const UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)];
 
 pub(super) fn in_range<T: TryFrom<i64>>(
     range: RangeInclusive<i64>,
@@ -101,5 +125,129 @@ pub(super) fn family(address: IpAddr) -> &'static str {
         "IPv4"
     } else {
         "IPv6"
+    }
+}
+
+/// A duration within `range`: a string with a unit, or an integer of milliseconds.
+pub(super) fn duration(
+    range: RangeInclusive<Duration>,
+) -> impl FnOnce(&RawDuration) -> Result<Duration, String> {
+    move |raw| {
+        let value = match raw {
+            RawDuration::Millis(ms) => {
+                Duration::from_millis(u64::try_from(*ms).map_err(|_| "must not be negative".to_string())?)
+            }
+            RawDuration::Text(s) => duration_text(s)?,
+        };
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!(
+                "out of range, must be {}..={}",
+                show_duration(*range.start()),
+                show_duration(*range.end())
+            ))
+        }
+    }
+}
+
+/// `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"`: a decimal number and a unit,
+/// nothing between them, a whole number of milliseconds in all.
+fn duration_text(s: &str) -> Result<Duration, String> {
+    const UNIT_NAMES: &str = "\"ms\", \"s\", \"m\" or \"h\"";
+    if s.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    if number.is_empty() {
+        return Err(
+            "not a duration: write a number and a unit, e.g. \"250ms\", \"2s\", \"1.5s\" or \"1m\"".into()
+        );
+    }
+    let known = |unit: &str| UNITS.iter().find(|(name, _)| *name == unit).map(|&(_, ms)| ms);
+    let Some(unit_ms) = known(unit) else {
+        let trimmed = unit.trim();
+        return Err(if trimmed.is_empty() {
+            format!("needs a unit: {UNIT_NAMES} (an integer without quotes means milliseconds)")
+        } else if known(trimmed).is_some() {
+            format!("no space allowed: write {:?}", format!("{number}{trimmed}"))
+        } else {
+            format!("unknown unit {trimmed:?}: use {UNIT_NAMES}")
+        });
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || (number.contains('.') && fraction.is_empty()) {
+        return Err(format!("{number:?} is not a number"));
+    }
+    // Digits only from here on; too many of them saturate and fail the range check.
+    let whole: u128 = whole.parse().unwrap_or(u128::MAX);
+    let fraction = fraction.trim_end_matches('0');
+    let mut ms = whole.saturating_mul(unit_ms.into());
+    if !fraction.is_empty() {
+        let scale = u32::try_from(fraction.len()).ok().and_then(|n| 10u128.checked_pow(n));
+        let parts = fraction.parse::<u128>().ok().and_then(|f| f.checked_mul(unit_ms.into()));
+        match scale.zip(parts) {
+            Some((scale, parts)) if parts.is_multiple_of(scale) => ms = ms.saturating_add(parts / scale),
+            _ => return Err("finer than a millisecond".into()),
+        }
+    }
+    Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
+}
+
+/// A duration as the config writes it: `"0s"`, `"250ms"`, `"1500ms"`, `"2s"`,
+/// `"1m"`: the largest unit that holds it exactly. Whole milliseconds only,
+/// which every resolved duration is.
+pub(super) fn show_duration(value: Duration) -> String {
+    let ms = value.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let &(unit, size) = UNITS
+        .iter()
+        .rev()
+        .find(|&&(_, size)| ms.is_multiple_of(u128::from(size)))
+        .expect("every whole ms fits \"ms\"");
+    format!("{}{unit}", ms / u128::from(size))
+}
+
+/// Serializes a duration the way the config writes it, so `to_toml` round-trips.
+pub(super) fn serialize_duration<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&show_duration(*value))
+}
+
+/// The request target of an HTTP check: an absolute path, as sent.
+pub(super) fn http_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err("must start with '/', e.g. \"/health\"".into());
+    }
+    header_safe(s)
+}
+
+/// The Host header of an HTTP check.
+pub(super) fn http_host(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty (leave the key out to send the check address)".into());
+    }
+    header_safe(s)
+}
+
+/// Goes into the request as is: ASCII without spaces, so it cannot end or
+/// split the request line or a header.
+fn header_safe(s: &str) -> Result<String, String> {
+    match s.chars().find(|&c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        Some(c) if c.is_ascii() => {
+            Err(format!("contains {c:?}: no whitespace or control characters allowed"))
+        }
+        Some(c) => Err(format!("contains {c:?}: only ASCII is allowed (percent-encode, or punycode a host)")),
+        None => Ok(s.to_owned()),
+    }
+}
+
+/// The command of an exec check, run with `/bin/sh -c`.
+pub(super) fn exec_command(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
     }
 }

@@ -1,0 +1,94 @@
+//! What the data plane should hold right now: the config, with each backend's
+//! health, its slow-start ramp and the VIP's all-down policy applied.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    config::{CheckKind, Config, OnAllDown},
+    health::BackendRef,
+    reconcile::{DesiredBackend, DesiredVip},
+};
+
+/// What health checking has said about one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendHealth {
+    pub up: bool,
+    /// When it last came UP by a transition (slow start ramps from here).
+    pub came_up: Option<Instant>,
+    /// UP↔DOWN transitions so far.
+    pub transitions: u64,
+    /// Why it is in its state.
+    pub reason: String,
+}
+
+/// The data plane's desired state, and whether a weight is still ramping up
+/// (then it must be recomputed soon).
+pub struct Desired {
+    pub vips: Vec<DesiredVip>,
+    pub ramping: bool,
+}
+
+/// A backend's weight `elapsed` into a slow start of `period`: proportional, at least 1.
+pub fn ramped_weight(weight: u32, elapsed: Duration, period: Duration) -> u32 {
+    if period.is_zero() || elapsed >= period || weight == 0 {
+        return weight;
+    }
+    let share = elapsed.as_secs_f64() / period.as_secs_f64();
+    ((f64::from(weight) * share).ceil() as u32).clamp(1, weight)
+}
+
+pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now: Instant) -> Desired {
+    let mut ramping = false;
+    let vips = config
+        .vips
+        .iter()
+        .map(|vip| {
+            let key = vip.key();
+            let mut backends: Vec<DesiredBackend> = vip
+                .backends
+                .iter()
+                .map(|b| {
+                    let known = health.get(&BackendRef { vip: key, addr: b.socket() });
+                    // Unchecked backends are always up; checked ones only once a check said so.
+                    let up = b.check.kind == CheckKind::None || known.is_some_and(|h| h.up);
+                    let mut weight = b.weight;
+                    if let Some(since) = known.and_then(|h| h.came_up) {
+                        let elapsed = now.saturating_duration_since(since);
+                        weight = ramped_weight(b.weight, elapsed, b.slowstart);
+                        ramping |= up && weight < b.weight;
+                    }
+                    DesiredBackend { addr: b.socket(), weight, backup: b.backup, up }
+                })
+                .collect();
+            let none_usable = !backends.iter().any(|b| b.up && b.weight > 0);
+            if none_usable && vip.on_all_down == OnAllDown::Keep {
+                // Serving from backends that fail their checks beats serving nothing.
+                for b in &mut backends {
+                    b.up = true;
+                }
+            }
+            DesiredVip { key, mode: vip.mode.into(), allbackups: vip.allbackups, backends }
+        })
+        .collect();
+    Desired { vips, ramping }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_ramps_proportionally_from_at_least_one() {
+        let p = Duration::from_secs(10);
+        assert_eq!(ramped_weight(100, Duration::ZERO, p), 1);
+        assert_eq!(ramped_weight(100, Duration::from_secs(1), p), 10);
+        assert_eq!(ramped_weight(100, Duration::from_secs(5), p), 50);
+        assert_eq!(ramped_weight(100, Duration::from_secs(10), p), 100);
+        assert_eq!(ramped_weight(3, Duration::from_millis(100), p), 1);
+        assert_eq!(ramped_weight(0, Duration::ZERO, p), 0, "a drained backend stays drained");
+        assert_eq!(ramped_weight(7, Duration::ZERO, Duration::ZERO), 7, "no slow start");
+    }
+}

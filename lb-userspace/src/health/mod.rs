@@ -1,0 +1,148 @@
+//! Health checking, like HAProxy's: every checked backend has its own tokio
+//! task probing it every `inter`; the rise/fall tracker turns results into
+//! UP/DOWN transitions, which are logged once with their reason and sent to
+//! the reconcile loop. Checks never touch the maps themselves.
+
+pub mod check;
+mod state;
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use lb_common::VipKey;
+use tokio::{
+    sync::mpsc,
+    task::{JoinHandle, JoinSet},
+    time::MissedTickBehavior,
+};
+use tracing::{info, warn};
+
+pub use self::state::Tracker;
+use crate::config::{CheckKind, Config, HealthCheck};
+
+/// A backend as health checking knows it: the same server behind two VIPs is
+/// checked twice, with each VIP's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendRef {
+    pub vip: VipKey,
+    pub addr: SocketAddr,
+}
+
+/// A backend to check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub backend: BackendRef,
+    /// For the log: `VIP web backend web1 (10.77.1.10:80)`.
+    pub label: String,
+    pub check: HealthCheck,
+}
+
+/// A backend changed state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub backend: BackendRef,
+    pub up: bool,
+    pub reason: String,
+}
+
+/// Every backend of `config` that has a check (`check = "none"` means always up).
+pub fn targets(config: &Config) -> Vec<Target> {
+    config
+        .vips
+        .iter()
+        .flat_map(|vip| {
+            vip.backends.iter().filter(|b| b.check.kind != CheckKind::None).map(move |b| Target {
+                backend: BackendRef { vip: vip.key(), addr: b.socket() },
+                label: format!("VIP {} backend {} ({})", vip.name, b.name, b.socket()),
+                check: b.check.clone(),
+            })
+        })
+        .collect()
+}
+
+/// One check of each target, all at once: the state a backend nobody has
+/// judged yet starts in (it takes traffic once it has answered a check).
+pub async fn first_results(targets: &[Target]) -> HashMap<BackendRef, Result<(), String>> {
+    let mut set = JoinSet::new();
+    for t in targets {
+        let (backend, check) = (t.backend, t.check.clone());
+        set.spawn(async move { (backend, check::probe(&check, backend.addr).await) });
+    }
+    let mut results = HashMap::new();
+    while let Some(done) = set.join_next().await {
+        if let Ok((backend, result)) = done {
+            results.insert(backend, result);
+        }
+    }
+    results
+}
+
+struct Running {
+    target: Target,
+    task: JoinHandle<()>,
+}
+
+/// The checker tasks: one per target, restarted when its settings change.
+pub struct Supervisor {
+    running: HashMap<BackendRef, Running>,
+    transitions: mpsc::Sender<Transition>,
+}
+
+impl Supervisor {
+    pub fn new(transitions: mpsc::Sender<Transition>) -> Self {
+        Self { running: HashMap::new(), transitions }
+    }
+
+    /// Makes exactly `targets` checked. New or changed ones start from `is_up`.
+    pub fn sync(&mut self, targets: &[Target], is_up: impl Fn(&BackendRef) -> bool) {
+        let wanted: HashMap<BackendRef, &Target> = targets.iter().map(|t| (t.backend, t)).collect();
+        self.running.retain(|backend, running| {
+            let keep = wanted.get(backend).is_some_and(|t| **t == running.target);
+            if !keep {
+                running.task.abort();
+            }
+            keep
+        });
+        for (backend, target) in wanted {
+            if self.running.contains_key(&backend) {
+                continue;
+            }
+            let task = tokio::spawn(watch(target.clone(), is_up(&backend), self.transitions.clone()));
+            self.running.insert(backend, Running { target: target.clone(), task });
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            running.task.abort();
+        }
+    }
+}
+
+async fn watch(target: Target, up: bool, transitions: mpsc::Sender<Transition>) {
+    let check = &target.check;
+    let mut tracker = Tracker::new(up, check.rise, check.fall);
+    let mut ticker = tokio::time::interval(check.inter);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first tick is immediate; the state we start from was just judged.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let result = check::probe(check, target.backend.addr).await;
+        let Some(now_up) = tracker.record(result.is_ok()) else { continue };
+        let reason = match result {
+            Ok(()) => format!("{} consecutive checks passed", check.rise),
+            Err(why) => format!("{why} ({} consecutive checks failed)", check.fall),
+        };
+        if now_up {
+            info!("health: {} DOWN -> UP: {reason}", target.label);
+        } else {
+            warn!("health: {} UP -> DOWN: {reason}", target.label);
+        }
+        let transition = Transition { backend: target.backend, up: now_up, reason };
+        if transitions.send(transition).await.is_err() {
+            return;
+        }
+    }
+}

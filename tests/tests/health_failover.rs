@@ -1,0 +1,292 @@
+//! Health checks and failover with real servers: dead backends stop getting
+//! new flows fast, come back after `rise` checks, and healthy flows never move.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use alwayson_tests::{
+    agent::{config_toml, Agent, VipConf},
+    bed::{TestBed, HTTP_PORT},
+    require_root,
+    traffic::{Opener, Streams},
+};
+use lb_common::{types::PROTO_TCP, BackendState, VipKey};
+
+const VIP: &str = "10.77.100.1";
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+fn vip() -> SocketAddr {
+    SocketAddr::new(VIP.parse().unwrap(), 80)
+}
+
+/// The VIP section with `extra` TOML lines (health keys) inserted after its protocol.
+fn config_with(bed: &TestBed, vip: VipConf, extra: &str) -> String {
+    config_toml(bed, &[vip]).replacen("protocol = \"tcp\"\n", &format!("protocol = \"tcp\"\n{extra}\n"), 1)
+}
+
+fn names_seen(bed: &TestBed, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| bed.tcp_name(0, vip(), Duration::from_secs(3)).expect("connection through the VIP"))
+        .collect()
+}
+
+/// The kernel's state of backend `i` (by its address), from the pinned maps.
+fn kernel_state(agent: &Agent, bed: &TestBed, i: usize) -> u8 {
+    let stats = agent.stats().expect("pinned maps");
+    let addr = lb_common::types::addr_words(bed.backend_v4(i)).0;
+    stats
+        .backends()
+        .expect("backends")
+        .into_iter()
+        .find(|(_, b)| b.addr == addr)
+        .expect("backend slot")
+        .1
+        .state
+}
+
+/// Waits until `cond` holds, up to `limit`; returns how long it took.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+#[test]
+fn a_dead_backend_stops_getting_new_flows_within_a_second_and_rejoins() {
+    root_or_skip!("a_dead_backend_stops_getting_new_flows_within_a_second_and_rejoins");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let agent = Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]), &[])
+        .expect("agent");
+    let streams = Streams::open(&bed, 0, vip(), 30, Duration::from_millis(10)).expect("streams");
+    let opener = Opener::start(&bed, 0, vip(), Duration::from_millis(5));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let killed_at = opener.started().elapsed();
+    bed.stop_servers(1).expect("stop backend1");
+    let down =
+        wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 1) == BackendState::Down as u8);
+    std::thread::sleep(Duration::from_secs(1));
+    let restarted_at = opener.started().elapsed();
+    bed.start_servers(1).expect("start backend1");
+    std::thread::sleep(Duration::from_secs(2));
+    let opened = opener.stop();
+    let report = streams.stop();
+
+    let down = down.expect("backend1 never marked DOWN in the kernel");
+    assert!(down < Duration::from_secs(1), "marked DOWN {down:?} after its death");
+    assert!(
+        agent.log().contains("backend backend1") && agent.log().contains("UP -> DOWN: connection refused")
+    );
+    // The only failures: connections that reached the dead backend before detection.
+    let last_failure = opened.failed_at.iter().max().copied().unwrap_or(killed_at);
+    assert!(
+        last_failure.saturating_sub(killed_at) < Duration::from_secs(1),
+        "new connections still failed {:?} after the kill: {:#?}",
+        last_failure - killed_at,
+        opened.failed
+    );
+    assert!(
+        opened.failed.iter().all(|f| f.contains("refused") || f.contains("reset")),
+        "{:#?}",
+        opened.failed
+    );
+    let failed_after_restart = opened.failed_at.iter().filter(|t| **t > restarted_at).count();
+    assert_eq!(failed_after_restart, 0, "{:#?}", opened.failed);
+    // Long-lived connections to the other two backends never noticed.
+    assert!(
+        report.errors_except_on(&["backend1"]).is_empty(),
+        "{:#?}",
+        report.errors_except_on(&["backend1"])
+    );
+    assert!(report.max_gap_except_on(&["backend1"]) < Duration::from_secs(1));
+    // It rejoined after rise checks: new connections reach it again.
+    let rejoined = opened.timeline.iter().find(|(at, name)| *at > restarted_at && name == "backend1");
+    let (at, _) = rejoined.expect("backend1 never got new flows after it came back");
+    assert!(*at - restarted_at < Duration::from_secs(2), "rejoined only after {:?}", *at - restarted_at);
+    assert!(agent.log().contains("DOWN -> UP: 2 consecutive checks passed"), "{}", agent.log());
+}
+
+#[test]
+fn http_and_exec_checks_detect_failure_and_recovery() {
+    root_or_skip!("http_and_exec_checks_detect_failure_and_recovery");
+    let bed = TestBed::builder().backends(2).build().expect("bed");
+    let flag = bed.temp_dir().join("down");
+    let exec = format!(
+        "check = \"exec\"\nexec_command = \"test ! -e {}-$ALWAYSON_BACKEND_ADDR\"\ninter = \"100ms\"",
+        flag.display()
+    );
+    let http =
+        format!("check = \"http\"\ncheck_port = {HTTP_PORT}\nhttp_path = \"/health\"\ninter = \"100ms\"");
+    for (kind, extra) in [("http", http), ("exec", exec)] {
+        let mut agent =
+            Agent::start(&bed, &config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..2), &extra), &[])
+                .expect("agent");
+        assert_eq!(names_seen(&bed, 40).len(), 2, "{kind}: both backends serve at first");
+        let marker = format!("{}-{}", flag.display(), bed.backend_v4(0));
+        // Fail backend0's check.
+        match kind {
+            "http" => bed.set_http_status(0, Some(503)).unwrap(),
+            _ => std::fs::write(&marker, "").unwrap(),
+        }
+        let down =
+            wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8);
+        assert!(down.is_some(), "{kind}: backend0 not marked DOWN:\n{}", agent.log());
+        let reason = if kind == "http" { "UP -> DOWN: status 503" } else { "UP -> DOWN: exit 1" };
+        assert!(agent.log().contains(reason), "{kind}: {reason:?} not logged:\n{}", agent.log());
+        assert_eq!(
+            names_seen(&bed, 40),
+            BTreeSet::from([bed.backend_name(1)]),
+            "{kind}: traffic avoids backend0"
+        );
+        // Recover.
+        match kind {
+            "http" => bed.set_http_status(0, None).unwrap(),
+            _ => std::fs::remove_file(&marker).unwrap(),
+        }
+        let up =
+            wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Up as u8);
+        assert!(up.is_some(), "{kind}: backend0 not back UP:\n{}", agent.log());
+        let back = wait_until(Duration::from_secs(2), || names_seen(&bed, 1).contains(&bed.backend_name(0)));
+        assert!(back.is_some(), "{kind}: backend0 gets no new flows after recovery");
+        assert!(agent.stop().unwrap().success());
+    }
+}
+
+#[test]
+fn backups_serve_only_while_no_primary_is_up() {
+    root_or_skip!("backups_serve_only_while_no_primary_is_up");
+    let bed = TestBed::builder().backends(4).build().expect("bed");
+    let vip_conf = VipConf::new(VIP, 80, "tcp").backends(0..2).backend(2, 1, true).backend(3, 1, true);
+    let mut agent = Agent::start(&bed, &config_toml(&bed, &[vip_conf]), &[]).expect("agent");
+    let primaries = BTreeSet::from([bed.backend_name(0), bed.backend_name(1)]);
+    assert_eq!(names_seen(&bed, 60), primaries);
+
+    bed.stop_servers(0).unwrap();
+    bed.stop_servers(1).unwrap();
+    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 1) == BackendState::Down as u8)
+        .expect("primaries marked DOWN");
+    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8)
+        .expect("primaries marked DOWN");
+    // Only the first backup by address serves (HAProxy's default).
+    assert_eq!(names_seen(&bed, 60), BTreeSet::from([bed.backend_name(2)]));
+    let on_backup = Streams::open(&bed, 0, vip(), 5, Duration::from_millis(10)).expect("streams");
+
+    bed.start_servers(0).unwrap();
+    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Up as u8)
+        .expect("primary back UP");
+    // The state is written just before the ring is rebuilt; once one new flow
+    // reaches the primary, all must.
+    wait_until(Duration::from_secs(2), || names_seen(&bed, 1).contains(&bed.backend_name(0)))
+        .expect("no new flow reached the primary");
+    assert_eq!(names_seen(&bed, 60), BTreeSet::from([bed.backend_name(0)]), "new flows go to the primary");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = on_backup.stop();
+    assert!(report.backends.iter().all(|b| *b == bed.backend_name(2)));
+    assert!(report.errors.is_empty(), "flows on the backup broke: {:#?}", report.errors);
+    assert!(agent.stop().unwrap().success());
+}
+
+#[test]
+fn all_backups_serve_together_with_allbackups() {
+    root_or_skip!("all_backups_serve_together_with_allbackups");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let vip_conf = VipConf::new(VIP, 80, "tcp").backends(0..1).backend(1, 1, true).backend(2, 1, true);
+    let agent = Agent::start(&bed, &config_with(&bed, vip_conf, "allbackups = true"), &[]).expect("agent");
+    bed.stop_servers(0).unwrap();
+    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8)
+        .expect("primary marked DOWN");
+    assert_eq!(names_seen(&bed, 80), BTreeSet::from([bed.backend_name(1), bed.backend_name(2)]));
+}
+
+#[test]
+fn weight_zero_drains_a_backend() {
+    root_or_skip!("weight_zero_drains_a_backend");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let mut agent =
+        Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]), &[])
+            .expect("agent");
+    let streams = Streams::open(&bed, 0, vip(), 30, Duration::from_millis(10)).expect("streams");
+    assert!(streams.backends().contains(&bed.backend_name(0)), "no stream landed on backend0");
+    let drained = config_toml(
+        &bed,
+        &[VipConf::new(VIP, 80, "tcp").backend(0, 0, false).backend(1, 1, false).backend(2, 1, false)],
+    );
+    agent.reload(&drained).expect("reload");
+    let seen = names_seen(&bed, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    let report = streams.stop();
+    assert!(!seen.contains(&bed.backend_name(0)), "a new flow went to the drained backend: {seen:?}");
+    assert!(report.errors.is_empty(), "established flows broke: {:#?}", report.errors);
+    assert!(kernel_state(&agent, &bed, 0) == BackendState::Draining as u8);
+}
+
+#[test]
+fn a_flapping_backend_does_not_move_the_other_backends_flows() {
+    root_or_skip!("a_flapping_backend_does_not_move_the_other_backends_flows");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let checks = format!("check = \"http\"\ncheck_port = {HTTP_PORT}\ninter = \"50ms\"\nrise = 1\nfall = 1");
+    let agent =
+        Agent::start(&bed, &config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..3), &checks), &[])
+            .expect("agent");
+    let streams = Streams::open(&bed, 0, vip(), 40, Duration::from_millis(10)).expect("streams");
+    let opener = Opener::start(&bed, 0, vip(), Duration::from_millis(5));
+    for i in 0..10 {
+        bed.set_http_status(2, if i % 2 == 0 { Some(503) } else { None }).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bed.set_http_status(2, None).unwrap();
+    let opened = opener.stop();
+    let report = streams.stop();
+    let flaps = agent.log().matches("backend backend2 (10.77.1.12:80) UP -> DOWN").count();
+    assert!(flaps >= 4, "backend2 flapped only {flaps} times:\n{}", agent.log());
+    let others = report.streams.iter().filter(|s| s.backend != bed.backend_name(2));
+    for s in others {
+        assert!(s.error.is_none(), "a flow on {} broke: {:?}", s.backend, s.error);
+    }
+    // Its own flows: an HTTP 503 does not kill the TCP service, so they live too;
+    // new connections never failed (a DOWN backend's server still answers).
+    assert!(opened.failed.is_empty(), "{:#?}", opened.failed);
+}
+
+#[test]
+fn no_false_down_under_sixty_seconds_of_load() {
+    root_or_skip!("no_false_down_under_sixty_seconds_of_load");
+    let bed = TestBed::builder().clients(2).backends(3).build().expect("bed");
+    let agent = Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]), &[])
+        .expect("agent");
+    let streams = Streams::open(&bed, 1, vip(), 50, Duration::from_millis(1)).expect("streams");
+    // As fast as the bed goes: openers with no pause, from two clients.
+    let openers: Vec<Opener> = (0..4).map(|i| Opener::start(&bed, i % 2, vip(), Duration::ZERO)).collect();
+    std::thread::sleep(Duration::from_secs(60));
+    let reports: Vec<_> = openers.into_iter().map(Opener::stop).collect();
+    let streamed = streams.stop();
+    let opened: u64 = reports.iter().map(|r| r.ok).sum();
+    let failed: usize = reports.iter().map(|r| r.failed.len()).sum();
+    eprintln!(
+        "60 s of load: {opened} connections ({:.0}/s), {} stream round trips",
+        opened as f64 / 60.0,
+        streamed.round_trips
+    );
+    assert!(!agent.log().contains("UP -> DOWN"), "spurious DOWN under load:\n{}", agent.log());
+    assert!(!agent.log().contains("starts DOWN"), "{}", agent.log());
+    assert_eq!(failed, 0, "connections failed under load");
+    assert!(streamed.errors.is_empty(), "{:#?}", streamed.errors);
+    let key = VipKey::new(vip().ip(), 80, PROTO_TCP);
+    let stats = agent.stats().unwrap();
+    assert!(stats.vip(&key).unwrap().is_some());
+}
