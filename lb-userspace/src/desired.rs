@@ -29,7 +29,13 @@ pub struct BackendHealth {
 pub struct Desired {
     pub vips: Vec<DesiredVip>,
     pub ramping: bool,
+    /// VIPs with no backend up that keep serving from all of them (`on_all_down = "keep"`).
+    pub kept: Vec<String>,
 }
+
+/// Ring weights are config weights in finer units, so a slow start can ramp
+/// even a weight of 1 smoothly (Maglev only cares about proportions).
+pub const WEIGHT_UNITS: u32 = 64;
 
 /// A backend's weight `elapsed` into a slow start of `period`: proportional, at least 1.
 pub fn ramped_weight(weight: u32, elapsed: Duration, period: Duration) -> u32 {
@@ -42,6 +48,7 @@ pub fn ramped_weight(weight: u32, elapsed: Duration, period: Duration) -> u32 {
 
 pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now: Instant) -> Desired {
     let mut ramping = false;
+    let mut kept = Vec::new();
     let vips = config
         .vips
         .iter()
@@ -54,11 +61,12 @@ pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now
                     let known = health.get(&BackendRef { vip: key, addr: b.socket() });
                     // Unchecked backends are always up; checked ones only once a check said so.
                     let up = b.check.kind == CheckKind::None || known.is_some_and(|h| h.up);
-                    let mut weight = b.weight;
+                    let full = b.weight * WEIGHT_UNITS;
+                    let mut weight = full;
                     if let Some(since) = known.and_then(|h| h.came_up) {
                         let elapsed = now.saturating_duration_since(since);
-                        weight = ramped_weight(b.weight, elapsed, b.slowstart);
-                        ramping |= up && weight < b.weight;
+                        weight = ramped_weight(full, elapsed, b.slowstart);
+                        ramping |= up && weight < full;
                     }
                     DesiredBackend { addr: b.socket(), weight, backup: b.backup, up }
                 })
@@ -69,11 +77,12 @@ pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now
                 for b in &mut backends {
                     b.up = true;
                 }
+                kept.push(vip.name.clone());
             }
             DesiredVip { key, mode: vip.mode.into(), allbackups: vip.allbackups, backends }
         })
         .collect();
-    Desired { vips, ramping }
+    Desired { vips, ramping, kept }
 }
 
 #[cfg(test)]

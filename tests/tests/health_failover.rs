@@ -290,3 +290,69 @@ fn no_false_down_under_sixty_seconds_of_load() {
     let stats = agent.stats().unwrap();
     assert!(stats.vip(&key).unwrap().is_some());
 }
+
+#[test]
+fn slowstart_ramps_a_recovered_backend_in() {
+    root_or_skip!("slowstart_ramps_a_recovered_backend_in");
+    let bed = TestBed::builder().backends(3).build().expect("bed");
+    let config = config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..3), "slowstart = \"4s\"");
+    let agent = Agent::start(&bed, &config, &[]).expect("agent");
+    bed.stop_servers(0).unwrap();
+    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8)
+        .expect("backend0 marked DOWN");
+    bed.start_servers(0).unwrap();
+    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Up as u8)
+        .expect("backend0 back UP");
+    let share = |n: usize| {
+        let hits = (0..n)
+            .filter(|_| {
+                bed.tcp_name(0, vip(), Duration::from_secs(3)).expect("connection") == bed.backend_name(0)
+            })
+            .count();
+        hits as f64 / n as f64
+    };
+    let early = share(150);
+    std::thread::sleep(Duration::from_millis(4500));
+    let late = share(600);
+    assert!(early < 0.15, "right after recovery backend0 already took {:.0}% of new flows", early * 100.0);
+    assert!((0.25..0.42).contains(&late), "after the slow start backend0 took {:.0}%", late * 100.0);
+}
+
+#[test]
+fn with_every_backend_down_the_vip_drops_or_keeps_them_as_configured() {
+    root_or_skip!("with_every_backend_down_the_vip_drops_or_keeps_them_as_configured");
+    let bed = TestBed::builder().backends(2).build().expect("bed");
+    // HTTP checks fail (503) while the TCP service itself still answers.
+    let checks = format!("check = \"http\"\ncheck_port = {HTTP_PORT}\ninter = \"100ms\"");
+    for policy in ["drop", "keep"] {
+        let extra = format!("{checks}\non_all_down = \"{policy}\"");
+        let mut agent =
+            Agent::start(&bed, &config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..2), &extra), &[])
+                .expect("agent");
+        bed.set_http_status(0, Some(503)).unwrap();
+        bed.set_http_status(1, Some(503)).unwrap();
+        let both_down = || (0..2).all(|i| kernel_state(&agent, &bed, i) == BackendState::Down as u8);
+        let settled = wait_until(Duration::from_secs(3), || agent.log().matches("UP -> DOWN").count() == 2);
+        assert!(settled.is_some(), "{policy}: both backends should fail their checks:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+        let before = agent.stats().unwrap().counters().unwrap();
+        let answered = (0..20).filter(|_| bed.tcp_name(0, vip(), Duration::from_millis(300)).is_ok()).count();
+        let dropped =
+            agent.stats().unwrap().counters().unwrap().since(&before).drop(lb_common::DropReason::NoBackend);
+        match policy {
+            "drop" => {
+                assert!(both_down(), "drop: kernel states should be DOWN");
+                assert_eq!(answered, 0, "drop: the VIP should serve nothing");
+                assert!(dropped > 0, "drop: SYNs should be counted as no_backend");
+            }
+            _ => {
+                assert_eq!(answered, 20, "keep: the VIP should keep serving from its last backends");
+                assert_eq!(dropped, 0);
+                assert!(agent.log().contains("on_all_down = keep"), "{}", agent.log());
+            }
+        }
+        bed.set_http_status(0, None).unwrap();
+        bed.set_http_status(1, None).unwrap();
+        assert!(agent.stop().unwrap().success());
+    }
+}

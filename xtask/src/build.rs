@@ -112,5 +112,8 @@ pub fn lint() -> Result<()> {
 }
 
 pub fn bench() -> Result<()> {
+    // End-to-end benchmarks run the release agent and test servers.
+    run_status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
+    run_status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
     run_status(cargo().args(["bench", "--package", "alwayson-tests"]))
 }

@@ -67,6 +67,8 @@ struct Agent {
     checks: Supervisor,
     /// A weight is still in slow start: recompute soon.
     ramping: bool,
+    /// VIPs serving from DOWN backends because of `on_all_down = "keep"`.
+    kept: Vec<String>,
     last_report: ApplyReport,
 }
 
@@ -86,6 +88,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         health: HashMap::new(),
         checks: Supervisor::new(transitions_tx),
         ramping: false,
+        kept: Vec::new(),
         last_report: ApplyReport::default(),
     };
     agent.switch_to(config).await?;
@@ -224,6 +227,12 @@ impl Agent {
     fn try_apply(&mut self) -> Result<()> {
         let want = desired(&self.config, &self.health, Instant::now());
         self.ramping = want.ramping;
+        if want.kept != self.kept {
+            for vip in want.kept.iter().filter(|v| !self.kept.contains(v)) {
+                warn!("VIP {vip}: every backend is DOWN; on_all_down = keep, so they all stay in service");
+            }
+            self.kept = want.kept.clone();
+        }
         self.last_report = self.reconciler.apply(&want.vips)?;
         Ok(())
     }

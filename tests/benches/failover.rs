@@ -1,0 +1,103 @@
+//! Failover time at default health-check settings: a backend's server is
+//! killed under a steady stream of new connections; the figure is the time from
+//! its death to the last new flow the kernel sent it (its per-backend
+//! `new_flows` counter, polled every millisecond). Ten kills, median and worst.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use alwayson_tests::{
+    agent::{config_toml, Agent, VipConf},
+    bed::TestBed,
+    traffic::Opener,
+};
+use lb_common::BackendState;
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+
+const KILLS: usize = 10;
+const BACKENDS: usize = 3;
+
+fn slot_of(agent: &Agent, bed: &TestBed, i: usize) -> u32 {
+    let addr = lb_common::types::addr_words(bed.backend_v4(i)).0;
+    let stats = agent.stats().expect("pinned maps");
+    stats.backends().expect("backends").into_iter().find(|(_, b)| b.addr == addr).expect("slot").0
+}
+
+fn main() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("failover: needs root (namespaces, XDP); skipped");
+        return;
+    }
+    let bed = TestBed::builder().backends(BACKENDS).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..BACKENDS)]);
+    let agent = Agent::start(&bed, &config, &[]).expect("agent");
+    let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
+    let opener = Opener::start(&bed, 0, vip, Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut rng = StdRng::seed_from_u64(0xfa11);
+    let mut last_flow = Vec::new();
+    let mut detected = Vec::new();
+    for kill in 0..KILLS {
+        let victim = kill % BACKENDS;
+        let slot = slot_of(&agent, &bed, victim);
+        let stats = agent.stats().expect("pinned maps");
+        let flows = || stats.backend_stats(slot).expect("BACKEND_STATS").new_flows;
+        let state = || stats.backend(slot).expect("BACKENDS").state;
+
+        // Kill at a random phase of the check interval, or every kill lands at the same phase.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..250)));
+        bed.stop_servers(victim).expect("kill");
+        let died = Instant::now();
+        let mut seen = flows();
+        let mut last = Duration::ZERO;
+        let mut down = None;
+        // Watch for 2 s: far past any detection at default settings.
+        while died.elapsed() < Duration::from_secs(2) {
+            let now = flows();
+            if now != seen {
+                seen = now;
+                last = died.elapsed();
+            }
+            if down.is_none() && state() == BackendState::Down as u8 {
+                down = Some(died.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        last_flow.push(last);
+        detected.push(down.expect("never marked DOWN"));
+        eprintln!(
+            "kill {kill} (backend{victim}): last new flow after {last:?}, DOWN in the kernel after {:?}",
+            down.unwrap()
+        );
+
+        bed.start_servers(victim).expect("restart");
+        let back = Instant::now();
+        while state() != BackendState::Up as u8 && back.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let report = opener.stop();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let summary = |v: &mut Vec<Duration>| {
+        v.sort();
+        (ms(&v[v.len() / 2]), ms(&v[0]), ms(&v[v.len() - 1]))
+    };
+    let (lm, lmin, lmax) = summary(&mut last_flow);
+    let (dm, dmin, dmax) = summary(&mut detected);
+    println!(
+        "\nFailover at default settings (tcp check, inter 250ms, timeout 200ms, fall 2), {KILLS} kills\n"
+    );
+    println!("| figure | median | best | worst |");
+    println!("|---|---:|---:|---:|");
+    println!("| death → last new flow to the dead backend | {lm:.0} ms | {lmin:.0} ms | {lmax:.0} ms |");
+    println!("| death → DOWN in the kernel map | {dm:.0} ms | {dmin:.0} ms | {dmax:.0} ms |");
+    println!(
+        "\n({} connections opened, {} refused by dead backends before detection)",
+        report.ok,
+        report.failed.len()
+    );
+}
