@@ -15,7 +15,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "sysctl"),
     ("ethtool", "ethtool"),
     ("mariadb-server", "mariadbd"),
-    ("mariadb-client", "mariadb"),
+    ("mariadb-client", "mariadb-admin"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 
