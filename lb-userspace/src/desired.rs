@@ -10,6 +10,8 @@ use crate::{
     config::{CheckKind, Config, OnAllDown},
     health::BackendRef,
     reconcile::{DesiredBackend, DesiredVip},
+    runtime::AdminStates,
+    stats::Admin,
 };
 
 /// What health checking has said about one backend.
@@ -46,7 +48,12 @@ pub fn ramped_weight(weight: u32, elapsed: Duration, period: Duration) -> u32 {
     ((f64::from(weight) * share).ceil() as u32).clamp(1, weight)
 }
 
-pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now: Instant) -> Desired {
+pub fn desired(
+    config: &Config,
+    health: &HashMap<BackendRef, BackendHealth>,
+    admin: &AdminStates,
+    now: Instant,
+) -> Desired {
     let mut ramping = false;
     let mut kept = Vec::new();
     let vips = config
@@ -54,14 +61,19 @@ pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now
         .iter()
         .map(|vip| {
             let key = vip.key();
+            let in_maint =
+                |name: &str| admin.get(&(vip.name.clone(), name.to_owned())) == Some(&Admin::Maint);
             let mut backends: Vec<DesiredBackend> = vip
                 .backends
                 .iter()
                 .map(|b| {
                     let known = health.get(&BackendRef { vip: key, addr: b.socket() });
+                    let said = admin.get(&(vip.name.clone(), b.name.clone())).copied().unwrap_or_default();
                     // Unchecked backends are always up; checked ones only once a check said so.
-                    let up = b.check.kind == CheckKind::None || known.is_some_and(|h| h.up);
-                    let full = b.weight * WEIGHT_UNITS;
+                    // Maintenance counts as down (flows leave), drain as weight 0 (flows stay).
+                    let up = said != Admin::Maint
+                        && (b.check.kind == CheckKind::None || known.is_some_and(|h| h.up));
+                    let full = if said == Admin::Drain { 0 } else { b.weight * WEIGHT_UNITS };
                     let mut weight = full;
                     if let Some(since) = known.and_then(|h| h.came_up) {
                         let elapsed = now.saturating_duration_since(since);
@@ -73,9 +85,10 @@ pub fn desired(config: &Config, health: &HashMap<BackendRef, BackendHealth>, now
                 .collect();
             let none_usable = !backends.iter().any(|b| b.up && b.weight > 0);
             if none_usable && vip.on_all_down == OnAllDown::Keep {
-                // Serving from backends that fail their checks beats serving nothing.
-                for b in &mut backends {
-                    b.up = true;
+                // Serving from backends that fail their checks beats serving nothing;
+                // the operator's maintenance still stands.
+                for (b, conf) in backends.iter_mut().zip(&vip.backends) {
+                    b.up = !in_maint(&conf.name);
                 }
                 kept.push(vip.name.clone());
             }

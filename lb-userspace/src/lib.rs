@@ -1,6 +1,8 @@
 //! The Always On agent as a library: everything `alwayson` does, testable.
 
 pub mod agent;
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
@@ -8,3 +10,5 @@ pub mod health;
 pub mod maglev;
 pub mod neighbours;
 pub mod reconcile;
+pub mod runtime;
+pub mod stats;

@@ -1,13 +1,18 @@
-//! `alwayson`: the Always On agent.
+//! `alwayson`: the Always On agent, and the commands that talk to it.
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use lb_userspace::{
     agent::{self, RunOptions},
+    api::client::Client,
+    cli,
     config::Config,
 };
+use serde_json::json;
 use tracing_subscriber::EnvFilter;
+
+const DEFAULT_CONFIG: &str = "/etc/alwayson/alwayson.toml";
 
 #[derive(Parser)]
 #[command(name = "alwayson", version, about = "XDP layer-4 load balancer agent")]
@@ -19,11 +24,22 @@ struct Cli {
     command: Command,
 }
 
+/// Where a running agent listens.
+#[derive(Args)]
+struct Target {
+    /// The agent's control socket (default: the one its config names).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// The agent's config file, to find its socket.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Load and attach the balancer, apply the config, keep it applied.
     Run {
-        #[arg(long, short)]
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Swap this build's XDP program in atomically, even if one is running.
         #[arg(long)]
@@ -37,6 +53,91 @@ enum Command {
     },
     /// Validate a config file and print it with every default filled in.
     CheckConfig { file: PathBuf },
+    /// Counters and rates per VIP and backend, and drop reasons.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        /// Print the JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<u64>,
+    },
+    /// List, add or remove VIPs.
+    Vip {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: VipAction,
+    },
+    /// Add, remove or change backends.
+    Backend {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: BackendAction,
+    },
+    /// Re-read the config file and replay the runtime changes on it.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Forget the changes made through the API; apply the file alone.
+        #[arg(long)]
+        discard_runtime: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum VipAction {
+    List,
+    /// Add a VIP (backends come with `alwayson backend add`).
+    Add {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendAction {
+    Add {
+        #[arg(long)]
+        vip: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long)]
+        backup: bool,
+    },
+    Remove {
+        #[arg(long)]
+        vip: String,
+        name: String,
+    },
+    /// Change a backend's weight and/or admin state (ready, drain, maint).
+    Set {
+        #[arg(long)]
+        vip: String,
+        name: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long, value_parser = ["ready", "drain", "maint"])]
+        state: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,34 +145,90 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
-    match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
+    if let Command::CheckConfig { file } = &cli.command {
+        return match Config::load(file) {
             Ok(config) => {
                 print!("{}", config.to_toml());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: {e}", file.display());
+                let count = e.problems().len();
+                if count > 1 {
+                    eprintln!("{}: {count} problems:\n{e}", file.display());
+                } else {
+                    eprintln!("{}: {e}", file.display());
+                }
                 ExitCode::FAILURE
             }
-        },
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("alwayson: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let is_run = matches!(cli.command, Command::Run { .. });
+    match runtime.block_on(command(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_run => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("alwayson: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    let client = |t: &Target| -> anyhow::Result<Client> {
+        Ok(Client::new(&cli::socket(t.socket.clone(), &t.config)?))
+    };
+    match command {
         Command::Run { config, replace, fresh, keep_running_on_exit } => {
-            let options = RunOptions { config_path: config, replace, fresh, keep_running_on_exit };
-            let runtime =
-                match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        eprintln!("alwayson: starting the runtime: {e}");
-                        return ExitCode::FAILURE;
+            agent::run(RunOptions { config_path: config, replace, fresh, keep_running_on_exit }).await
+        }
+        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::Stats { target, json, watch } => cli::stats(&client(&target)?, json, watch).await,
+        Command::Vip { target, action } => {
+            let client = client(&target)?;
+            match action {
+                VipAction::List => cli::vip_list(&client).await,
+                VipAction::Add { name, address, port, protocol } => {
+                    let mut vip = json!({ "address": address, "port": port, "protocol": protocol });
+                    if let Some(n) = name {
+                        vip["name"] = json!(n);
                     }
-                };
-            match runtime.block_on(agent::run(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
+                    cli::vip_add(&client, vip).await
+                }
+                VipAction::Remove { name } => cli::vip_remove(&client, &name).await,
+            }
+        }
+        Command::Backend { target, action } => {
+            let client = client(&target)?;
+            match action {
+                BackendAction::Add { vip, name, address, port, weight, backup } => {
+                    let mut backend = json!({ "address": address, "backup": backup });
+                    if let Some(n) = name {
+                        backend["name"] = json!(n);
+                    }
+                    if let Some(p) = port {
+                        backend["port"] = json!(p);
+                    }
+                    if let Some(w) = weight {
+                        backend["weight"] = json!(w);
+                    }
+                    cli::backend_add(&client, &vip, backend).await
+                }
+                BackendAction::Remove { vip, name } => cli::backend_remove(&client, &vip, &name).await,
+                BackendAction::Set { vip, name, weight, state } => {
+                    cli::backend_set(&client, &vip, &name, weight, state).await
                 }
             }
         }
+        Command::Reload { target, discard_runtime } => cli::reload(&client(&target)?, discard_runtime).await,
     }
 }

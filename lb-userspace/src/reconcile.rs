@@ -185,6 +185,14 @@ impl Reconciler {
         self.vips.get(key)?.backends.get(&backend).map(|s| s.slot)
     }
 
+    /// Whether a backend is one of its VIP's ring members (takes new flows).
+    pub fn in_ring(&self, key: &VipKey, backend: SocketAddr) -> bool {
+        self.vips
+            .get(key)
+            .and_then(|v| v.members.as_ref())
+            .is_some_and(|members| members.iter().any(|m| m.id == backend))
+    }
+
     /// The state the kernel holds for a backend (a restarted agent starts health from it).
     pub fn backend_state(&self, key: &VipKey, backend: SocketAddr) -> Option<u8> {
         self.vips.get(key)?.backends.get(&backend).map(|s| s.written.state)

@@ -21,6 +21,8 @@ const STARTUP: Duration = Duration::from_secs(15);
 pub const APPLIED: &str = "config applied";
 pub const RELOADED: &str = "reloaded config applied";
 pub const REFUSED: &str = "refused";
+/// The agent's read-only web listener inside the LB namespace.
+pub const WEB_LISTEN: &str = "127.0.0.1:9180";
 
 /// A VIP of the config: backends are bed backend indices, addressed in the VIP's family.
 #[derive(Clone, Debug)]
@@ -64,6 +66,9 @@ pub fn config_toml(bed: &TestBed, vips: &[VipConf]) -> String {
     let mut out = String::new();
     let pin = bed.pin_dir().display();
     let _ = writeln!(out, "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{pin}\"\n");
+    let tmp = bed.temp_dir().display();
+    let _ = writeln!(out, "[api]\nsocket = \"{tmp}/api.sock\"\nruntime_file = \"{tmp}/runtime.json\"\n");
+    let _ = writeln!(out, "[web]\nlisten = \"{WEB_LISTEN}\"\n");
     for vip in vips {
         let _ = writeln!(
             out,
@@ -157,6 +162,11 @@ impl<'b> Agent<'b> {
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         self.process.signal(libc::SIGTERM)?;
         self.process.wait(Duration::from_secs(10)).context("alwayson did not stop on SIGTERM")
+    }
+
+    /// The control API's unix socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.bed.temp_dir().join("api.sock")
     }
 
     /// The pinned maps, read directly.

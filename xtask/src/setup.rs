@@ -16,6 +16,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("mariadb-server", "mariadbd"),
     ("mariadb-client", "mariadb-admin"),
+    ("chromium", "chromium"),
+    ("chromium-driver", "chromedriver"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

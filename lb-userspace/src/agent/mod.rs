@@ -1,34 +1,37 @@
 //! `alwayson run`: open (or adopt) the data plane, judge every backend's
 //! health, apply, then run the reconcile loop — the one task that owns the
-//! maps. Signals and health transitions reach it as events over channels.
+//! maps. Signals, health transitions and API requests reach it as events over
+//! channels; the API and the stats sampler read what it publishes.
 
 mod host;
+mod requests;
 mod signals;
+mod state;
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use lb_common::BackendState;
-use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
 
+use self::state::Agent;
 use crate::{
+    api::{self, Shared},
     config::{Config, Global, XdpMode},
     dataplane::{AttachMode, Dataplane, LoadSettings, Opened, PinnedOptions},
-    desired::{desired, BackendHealth},
-    health::{self, BackendRef, Supervisor, Target, Transition},
+    health::Supervisor,
     neighbours,
     reconcile::{ApplyReport, Reconciler},
+    runtime,
+    stats::{Sampler, Stats, Timings, Topology},
 };
 
 /// How often every backend's neighbour entry is refreshed.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(10);
 /// How often weights in slow start are recomputed.
 const SLOWSTART_STEP: Duration = Duration::from_millis(250);
+/// How often the kernel's counters are sampled for stats and rates.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -41,11 +44,11 @@ pub struct RunOptions {
     pub keep_running_on_exit: bool,
 }
 
-/// What the reconcile loop is told, besides health transitions.
+/// What signals tell the reconcile loop.
 #[derive(Debug)]
 pub enum Event {
-    /// A new, already validated config.
-    Reload(Box<Config>),
+    /// Re-read the config file.
+    Reload,
     Shutdown,
 }
 
@@ -59,53 +62,64 @@ pub fn load_settings(global: &Global) -> LoadSettings {
     }
 }
 
-/// The reconcile loop's state: the one owner of the data plane.
-struct Agent {
-    reconciler: Reconciler,
-    config: Config,
-    health: HashMap<BackendRef, BackendHealth>,
-    checks: Supervisor,
-    /// A weight is still in slow start: recompute soon.
-    ramping: bool,
-    /// VIPs serving from DOWN backends because of `on_all_down = "keep"`.
-    kept: Vec<String>,
-    last_report: ApplyReport,
-}
-
 pub async fn run(options: RunOptions) -> Result<()> {
-    let config = Config::load(&options.config_path)?;
-    host::preflight(&config.global)?;
-    if config.global.set_forwarding {
-        host::enable_forwarding(&config.global.interface)?;
+    let file = Config::load(&options.config_path)?;
+    host::preflight(&file.global)?;
+    if file.global.set_forwarding {
+        host::enable_forwarding(&file.global.interface)?;
     }
-    let dp = open(&config, &options)?;
-    let pin = config.global.pin_path.display().to_string();
+    let saved = runtime::load(&file.api.runtime_file).unwrap_or_else(|e| {
+        warn!("ignoring runtime changes in {}: {e}", file.api.runtime_file.display());
+        Vec::new()
+    });
+    let effective = runtime::replay(&file, &saved);
+    for (op, why) in &effective.dropped {
+        warn!("saved runtime change no longer applies and is dropped: {op:?}: {why}");
+    }
+    let dp = open(&file, &options)?;
+    let pin = file.global.pin_path.clone();
 
+    let timings = Arc::new(Timings::default());
     let (transitions_tx, mut transitions) = mpsc::channel(256);
+    let (published_config, config_rx) = watch::channel(Arc::new(effective.config.clone()));
+    let (published_topology, topology_rx) = watch::channel(Arc::new(Topology::default()));
     let mut agent = Agent {
         reconciler: Reconciler::adopt(dp)?,
-        config: Config { vips: Vec::new(), ..config.clone() },
+        config_path: options.config_path.clone(),
+        file: file.clone(),
+        config: Config { vips: Vec::new(), ..file.clone() },
+        ops: effective.ops,
+        admin: effective.admin,
         health: HashMap::new(),
-        checks: Supervisor::new(transitions_tx),
+        checks: Supervisor::new(transitions_tx, timings.clone()),
         ramping: false,
         kept: Vec::new(),
         last_report: ApplyReport::default(),
+        timings: timings.clone(),
+        published_config,
+        published_topology,
     };
-    agent.switch_to(config).await?;
+    agent.switch_to(effective.config).await?;
     info!(vips = agent.config.vips.len(), "config applied: {:?}", agent.last_report);
 
+    let stats_rx = sample_forever(&pin, topology_rx)?;
+    let (requests_tx, mut requests) = mpsc::channel(16);
+    let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx, timings };
+    api::serve(&file, shared).await?;
+
     let (events_tx, mut events) = mpsc::channel(16);
-    tokio::spawn(signals::forward(options.config_path.clone(), events_tx));
+    tokio::spawn(signals::forward(events_tx));
     let mut neighbour_refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
     neighbour_refresh.reset();
     let mut slowstart = tokio::time::interval(SLOWSTART_STEP);
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Reload(next)) => agent.reload(*next).await,
+                Some(Event::Reload) => { let _ = agent.reload(false).await; }
                 Some(Event::Shutdown) | None => break,
             },
             Some(transition) = transitions.recv() => agent.transition(transition),
+            Some(request) = requests.recv() => agent.request(request).await,
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
             _ = neighbour_refresh.tick() => {
                 neighbours::probe(backend_addresses(&agent.config)).await;
@@ -114,14 +128,40 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
 
     drop(agent.checks);
+    let _ = std::fs::remove_file(&agent.file.api.socket);
     let keep = options.keep_running_on_exit;
     agent.reconciler.into_dataplane().close(keep).context("closing the data plane")?;
     if keep {
-        info!("stopped; the data plane keeps running, pinned at {pin} (the next agent adopts it)");
+        info!(
+            "stopped; the data plane keeps running, pinned at {} (the next agent adopts it)",
+            pin.display()
+        );
     } else {
         info!("stopped; the XDP program is detached and its pins removed");
     }
     Ok(())
+}
+
+/// Samples the pinned counters every second on a thread of its own (map reads
+/// are system calls), publishing the stats the API and `/metrics` serve.
+fn sample_forever(
+    pin: &std::path::Path,
+    topology: watch::Receiver<Arc<Topology>>,
+) -> Result<watch::Receiver<Arc<Stats>>> {
+    let mut sampler = Sampler::open(pin).context("opening the pinned maps for stats")?;
+    let first = sampler.sample(&topology.borrow()).context("reading the counters")?;
+    let (tx, rx) = watch::channel(Arc::new(first));
+    std::thread::Builder::new().name("stats".into()).spawn(move || loop {
+        std::thread::sleep(SAMPLE_EVERY);
+        let current = topology.borrow().clone();
+        match sampler.sample(&current) {
+            Ok(stats) => {
+                tx.send_replace(Arc::new(stats));
+            }
+            Err(e) => warn!("sampling the counters failed: {e}"),
+        }
+    })?;
+    Ok(rx)
 }
 
 fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
@@ -154,86 +194,4 @@ fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
 
 fn backend_addresses(config: &Config) -> impl Iterator<Item = std::net::IpAddr> + '_ {
     config.vips.iter().flat_map(|v| v.backends.iter().map(|b| b.address))
-}
-
-impl Agent {
-    /// Moves to `next`: backends nobody has judged yet get one check first (the
-    /// kernel's state counts as a judgement for adopted ones), so nothing enters
-    /// a ring before it has answered; then the maps, then the checker tasks.
-    async fn switch_to(&mut self, next: Config) -> Result<()> {
-        let targets = health::targets(&next);
-        let unjudged: Vec<Target> =
-            targets.iter().filter(|t| !self.health.contains_key(&t.backend)).cloned().collect();
-        let mut first = health::first_results(&unjudged).await;
-        for t in &unjudged {
-            let adopted = self.reconciler.backend_state(&t.backend.vip, t.backend.addr);
-            let (up, reason) = match adopted {
-                Some(state) => {
-                    (state != BackendState::Down as u8, "state kept from the running data plane".into())
-                }
-                None => match first.remove(&t.backend) {
-                    Some(Ok(())) => (true, "first check passed".to_string()),
-                    Some(Err(why)) => (false, why),
-                    None => (false, "first check did not finish".to_string()),
-                },
-            };
-            if !up {
-                warn!("health: {} starts DOWN: {reason}", t.label);
-            }
-            self.health.insert(t.backend, BackendHealth { up, came_up: None, transitions: 0, reason });
-        }
-        let wanted: std::collections::HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
-        self.health.retain(|b, _| wanted.contains(b));
-
-        let known: Vec<_> = backend_addresses(&self.config).collect();
-        let new: Vec<_> = backend_addresses(&next).filter(|a| !known.contains(a)).collect();
-        if neighbours::probe(new).await > 0 {
-            // Give the kernel a moment to resolve them before rings point at them.
-            tokio::time::sleep(neighbours::SETTLE).await;
-        }
-        self.config = next;
-        self.try_apply()?;
-        let health = &self.health;
-        self.checks.sync(&targets, |b| health.get(b).is_some_and(|h| h.up));
-        Ok(())
-    }
-
-    async fn reload(&mut self, next: Config) {
-        if let Some(why) = host::needs_restart(&self.config.global, &next.global) {
-            error!("reload refused: {why}; the running config stays");
-            return;
-        }
-        match self.switch_to(next).await {
-            Ok(()) => info!(vips = self.config.vips.len(), "reloaded config applied: {:?}", self.last_report),
-            Err(e) => error!("applying the reloaded config failed: {e:#}"),
-        }
-    }
-
-    fn transition(&mut self, t: Transition) {
-        let Some(h) = self.health.get_mut(&t.backend) else { return };
-        h.up = t.up;
-        h.came_up = t.up.then(Instant::now);
-        h.transitions += 1;
-        h.reason = t.reason;
-        self.apply("health");
-    }
-
-    fn apply(&mut self, why: &str) {
-        if let Err(e) = self.try_apply() {
-            error!("applying the desired state ({why}) failed: {e:#}");
-        }
-    }
-
-    fn try_apply(&mut self) -> Result<()> {
-        let want = desired(&self.config, &self.health, Instant::now());
-        self.ramping = want.ramping;
-        if want.kept != self.kept {
-            for vip in want.kept.iter().filter(|v| !self.kept.contains(v)) {
-                warn!("VIP {vip}: every backend is DOWN; on_all_down = keep, so they all stay in service");
-            }
-            self.kept = want.kept.clone();
-        }
-        self.last_report = self.reconciler.apply(&want.vips)?;
-        Ok(())
-    }
 }

@@ -1,8 +1,5 @@
-//! Signals as events: SIGHUP becomes a validated `Reload` (a bad file is
-//! logged and dropped here, so the reconcile loop only ever sees good configs),
-//! SIGTERM/SIGINT become `Shutdown`.
-
-use std::path::PathBuf;
+//! Signals as events: SIGHUP asks for a reload (the loop re-reads and
+//! validates the file), SIGTERM/SIGINT for a shutdown.
 
 use tokio::{
     signal::unix::{signal, SignalKind},
@@ -11,9 +8,8 @@ use tokio::{
 use tracing::error;
 
 use super::Event;
-use crate::config::Config;
 
-pub async fn forward(path: PathBuf, events: mpsc::Sender<Event>) {
+pub async fn forward(events: mpsc::Sender<Event>) {
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
         (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
@@ -23,13 +19,7 @@ pub async fn forward(path: PathBuf, events: mpsc::Sender<Event>) {
     };
     loop {
         let event = tokio::select! {
-            _ = hup.recv() => match Config::load(&path) {
-                Ok(config) => Event::Reload(Box::new(config)),
-                Err(e) => {
-                    error!("reload of {} refused, the running config stays:\n{e}", path.display());
-                    continue;
-                }
-            },
+            _ = hup.recv() => Event::Reload,
             _ = term.recv() => Event::Shutdown,
             _ = int.recv() => Event::Shutdown,
         };

@@ -14,6 +14,7 @@
 //! [`health`] layers them: backend, else VIP, else built-in default.
 
 mod health;
+pub mod listeners;
 mod problems;
 mod raw;
 mod repeats;
@@ -45,9 +46,50 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/alwayson";
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     pub global: Global,
+    pub api: Api,
+    pub web: Web,
     /// `[[vip]]` tables, in file order.
     #[serde(rename = "vip", skip_serializing_if = "Vec::is_empty")]
     pub vips: Vec<Vip>,
+}
+
+/// `[api]`: the control API (read/write).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Api {
+    /// Unix socket, mode 0600: only root may connect.
+    pub socket: PathBuf,
+    /// Optional TCP listener; requires the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<SocketAddr>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
+    /// Where changes made through the API are kept across agent restarts.
+    pub runtime_file: PathBuf,
+}
+
+/// The TCP listener's bearer token: given in the file, or read from another one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Token {
+    #[serde(rename = "token")]
+    Value(String),
+    #[serde(rename = "token_file")]
+    File(PathBuf),
+}
+
+/// `[web]`: the read-only listener (dashboard, `/metrics`, `/api/stats`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Web {
+    /// `None` = off.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Serialize for Web {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("Web", 1)?;
+        st.serialize_field("listen", &self.listen.map_or_else(|| "off".to_string(), |a| a.to_string()))?;
+        st.end()
+    }
 }
 
 /// `[global]`: the node, its data plane sizes and the flow hash.

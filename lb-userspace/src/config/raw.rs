@@ -12,6 +12,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub global: RawGlobal,
+    pub api: Option<RawApi>,
+    pub web: Option<RawWeb>,
     /// No VIPs is valid: the agent attaches and passes everything.
     #[serde(default)]
     pub vip: Vec<RawVip>,
@@ -29,6 +31,22 @@ pub(super) struct RawGlobal {
     pub conn_table_size: Option<Spanned<i64>>,
     pub pin_path: Option<Spanned<String>>,
     pub set_forwarding: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub socket: Option<Spanned<String>>,
+    pub tcp: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub runtime_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub listen: Option<Spanned<String>>,
 }
 
 // The check keys are written out in both `RawVip` and `RawBackend`: serde's

@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use super::{
     health::VipChecks,
+    listeners,
     problems::{labelled, Problems},
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
     repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
@@ -28,12 +29,17 @@ use super::{
 pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::new(text);
     let (global, limits) = global(&raw.global, &mut p);
+    let interface = global.as_ref().map(|g| g.interface.clone());
+    let api = listeners::api(raw.api.as_ref(), interface.as_deref(), &mut p);
+    let web = listeners::web(raw.web.as_ref(), &mut p);
     limits.check_counts(&raw.global, &raw.vip, &mut p);
     let vips: Vec<Option<Vip>> =
         raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, &mut p)).collect();
     let entries: Vec<Entry<VipId>> = raw.vip.iter().enumerate().map(|(i, vip)| vip_entry(i, vip)).collect();
     no_repeats(&entries, "duplicate VIP: same address, port and protocol as", &mut p);
-    p.finish(|| Some(Config { global: global?, vips: vips.into_iter().collect::<Option<_>>()? }))
+    p.finish(|| {
+        Some(Config { global: global?, api: api?, web: web?, vips: vips.into_iter().collect::<Option<_>>()? })
+    })
 }
 
 /// The sizes that VIP and backend counts are compared with; `None` when invalid.

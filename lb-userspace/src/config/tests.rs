@@ -85,9 +85,41 @@ fn minimal_config_gets_every_default() {
                 pin_path: "/sys/fs/bpf/alwayson/eth0".into(),
                 set_forwarding: true,
             },
+            api: Api {
+                socket: "/run/alwayson/eth0.sock".into(),
+                tcp: None,
+                token: None,
+                runtime_file: "/run/alwayson/eth0.runtime.json".into(),
+            },
+            web: Web { listen: Some("127.0.0.1:9180".parse().unwrap()) },
             vips: vec![],
         }
     );
+}
+
+#[test]
+fn api_and_web_listeners_parse_validate_and_round_trip() {
+    let text = format!(
+        "{GLOBAL}[api]\nsocket = \"/tmp/a.sock\"\ntcp = \"127.0.0.1:9181\"\ntoken = \"0123456789abcdef\"\n\
+         runtime_file = \"/tmp/rt.json\"\n[web]\nlisten = \"off\"\n"
+    );
+    let config = Config::from_toml(&text).unwrap();
+    assert_eq!(config.api.tcp, Some("127.0.0.1:9181".parse().unwrap()));
+    assert_eq!(config.api.token, Some(Token::Value("0123456789abcdef".into())));
+    assert_eq!(config.web.listen, None);
+    assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+
+    let bad = |extra: &str, field: &str, reason: &str| {
+        let err = Config::from_toml(&format!("{GLOBAL}{extra}")).unwrap_err();
+        let p = err.problems().iter().find(|p| p.field == field).unwrap_or_else(|| panic!("{field}: {err}"));
+        assert!(p.reason.contains(reason), "{field}: {}", p.reason);
+    };
+    bad("[api]\ntcp = \"127.0.0.1:9181\"\n", "api.tcp", "needs api.token");
+    bad("[api]\ntcp = \"localhost\"\ntoken = \"0123456789abcdef\"\n", "api.tcp", "address:port");
+    bad("[api]\ntoken = \"short\"\n", "api.token", "at least 16");
+    bad("[api]\nsocket = \"api.sock\"\n", "api.socket", "absolute");
+    bad("[api]\ntoken = \"0123456789abcdef\"\ntoken_file = \"/etc/t\"\n", "api.token_file", "either");
+    bad("[web]\nlisten = \"everywhere\"\n", "web.listen", "address:port");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 pub mod check;
 mod state;
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use lb_common::VipKey;
 use tokio::{
@@ -17,7 +17,10 @@ use tokio::{
 use tracing::{info, warn};
 
 pub use self::state::Tracker;
-use crate::config::{CheckKind, Config, HealthCheck};
+use crate::{
+    config::{CheckKind, Config, HealthCheck},
+    stats::Timings,
+};
 
 /// A backend as health checking knows it: the same server behind two VIPs is
 /// checked twice, with each VIP's settings.
@@ -31,6 +34,8 @@ pub struct BackendRef {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
     pub backend: BackendRef,
+    pub vip_name: String,
+    pub backend_name: String,
     /// For the log: `VIP web backend web1 (10.77.1.10:80)`.
     pub label: String,
     pub check: HealthCheck,
@@ -52,6 +57,8 @@ pub fn targets(config: &Config) -> Vec<Target> {
         .flat_map(|vip| {
             vip.backends.iter().filter(|b| b.check.kind != CheckKind::None).map(move |b| Target {
                 backend: BackendRef { vip: vip.key(), addr: b.socket() },
+                vip_name: vip.name.clone(),
+                backend_name: b.name.clone(),
                 label: format!("VIP {} backend {} ({})", vip.name, b.name, b.socket()),
                 check: b.check.clone(),
             })
@@ -85,11 +92,12 @@ struct Running {
 pub struct Supervisor {
     running: HashMap<BackendRef, Running>,
     transitions: mpsc::Sender<Transition>,
+    timings: Arc<Timings>,
 }
 
 impl Supervisor {
-    pub fn new(transitions: mpsc::Sender<Transition>) -> Self {
-        Self { running: HashMap::new(), transitions }
+    pub fn new(transitions: mpsc::Sender<Transition>, timings: Arc<Timings>) -> Self {
+        Self { running: HashMap::new(), transitions, timings }
     }
 
     /// Makes exactly `targets` checked. New or changed ones start from `is_up`.
@@ -106,7 +114,12 @@ impl Supervisor {
             if self.running.contains_key(&backend) {
                 continue;
             }
-            let task = tokio::spawn(watch(target.clone(), is_up(&backend), self.transitions.clone()));
+            let task = tokio::spawn(watch(
+                target.clone(),
+                is_up(&backend),
+                self.transitions.clone(),
+                self.timings.clone(),
+            ));
             self.running.insert(backend, Running { target: target.clone(), task });
         }
     }
@@ -120,7 +133,7 @@ impl Drop for Supervisor {
     }
 }
 
-async fn watch(target: Target, up: bool, transitions: mpsc::Sender<Transition>) {
+async fn watch(target: Target, up: bool, transitions: mpsc::Sender<Transition>, timings: Arc<Timings>) {
     let check = &target.check;
     let mut tracker = Tracker::new(up, check.rise, check.fall);
     let mut ticker = tokio::time::interval(check.inter);
@@ -129,7 +142,9 @@ async fn watch(target: Target, up: bool, transitions: mpsc::Sender<Transition>) 
     ticker.tick().await;
     loop {
         ticker.tick().await;
+        let started = std::time::Instant::now();
         let result = check::probe(check, target.backend.addr).await;
+        timings.health_check(&target.vip_name, &target.backend_name, started.elapsed());
         let Some(now_up) = tracker.record(result.is_ok()) else { continue };
         let reason = match result {
             Ok(()) => format!("{} consecutive checks passed", check.rise),

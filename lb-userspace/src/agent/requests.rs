@@ -1,0 +1,96 @@
+//! Changes asked for by the API and by SIGHUP: validated against the running
+//! config, applied by the reconcile loop, remembered as runtime operations.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use tracing::{error, info, warn};
+
+use super::{host, state::Agent};
+use crate::{
+    api::{ApiError, Applied, Reloaded, Request},
+    config::{Config, ConfigError},
+    runtime,
+};
+
+impl Agent {
+    pub async fn request(&mut self, request: Request) {
+        match request {
+            Request::Apply { ops, reply } => {
+                let _ = reply.send(self.apply_ops(ops).await);
+            }
+            Request::Reload { discard_runtime, reply } => {
+                let _ = reply.send(self.reload(discard_runtime).await);
+            }
+        }
+    }
+
+    async fn apply_ops(&mut self, ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
+        let (mut config, mut admin) = (self.config.clone(), self.admin.clone());
+        for op in &ops {
+            (config, admin) = runtime::apply(&config, &admin, op)?;
+        }
+        self.admin = admin;
+        if let Err(e) = self.switch_to(config).await {
+            error!("applying an API change failed: {e:#}");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("applying the change failed: {e:#}"),
+            ));
+        }
+        for op in &ops {
+            info!(?op, "API change applied");
+        }
+        self.ops.extend(ops);
+        self.save_ops();
+        Ok(Applied { config: Arc::new(self.config.clone()), admin: self.admin.clone() })
+    }
+
+    /// Re-reads the file and replays the runtime operations on it (or not).
+    pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, ApiError> {
+        let file = Config::load(&self.config_path).map_err(|e| {
+            error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
+            match &e {
+                ConfigError::Invalid(problems) => {
+                    ApiError::invalid(format!("the config file is invalid: {e}"), problems)
+                }
+                _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
+            }
+        })?;
+        if let Some(why) = host::needs_restart(&self.file.global, &file.global) {
+            error!("reload refused: {why}; the running config stays");
+            return Err(ApiError::invalid(format!("reload refused: {why}"), &[]));
+        }
+        let ops = if discard_runtime { Vec::new() } else { self.ops.clone() };
+        let effective = runtime::replay(&file, &ops);
+        let dropped: Vec<String> =
+            effective.dropped.iter().map(|(op, why)| format!("{op:?}: {why}")).collect();
+        for d in &dropped {
+            warn!("runtime change no longer applies and is dropped: {d}");
+        }
+        self.admin = effective.admin;
+        if let Err(e) = self.switch_to(effective.config).await {
+            error!("applying the reloaded config failed: {e:#}");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("applying the reload failed: {e:#}"),
+            ));
+        }
+        self.file = file;
+        self.ops = effective.ops;
+        self.save_ops();
+        let report = format!("{:?}", self.last_report);
+        info!(vips = self.config.vips.len(), "reloaded config applied: {report}");
+        Ok(Reloaded { report, dropped })
+    }
+
+    fn save_ops(&self) {
+        let path = &self.file.api.runtime_file;
+        if let Err(e) = runtime::save(path, &self.ops) {
+            warn!(
+                "cannot save runtime changes to {}: {e} (they are lost if the agent restarts)",
+                path.display()
+            );
+        }
+    }
+}

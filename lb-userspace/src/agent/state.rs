@@ -1,0 +1,174 @@
+//! The reconcile loop's state and its one way of changing the data plane:
+//! effective config + health + admin states → desired state → reconciler.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use anyhow::Result;
+use lb_common::BackendState;
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::backend_addresses;
+use crate::{
+    config::{CheckKind, Config},
+    desired::{desired, BackendHealth},
+    health::{self, BackendRef, Supervisor, Target, Transition},
+    neighbours,
+    reconcile::{ApplyReport, Reconciler},
+    runtime::{AdminStates, Op},
+    stats::{BackendInfo, Timings, Topology, VipInfo},
+};
+
+pub(super) struct Agent {
+    pub reconciler: Reconciler,
+    pub config_path: std::path::PathBuf,
+    /// The config file as last loaded.
+    pub file: Config,
+    /// The file with the runtime operations applied: what is in force.
+    pub config: Config,
+    pub ops: Vec<Op>,
+    pub admin: AdminStates,
+    pub health: HashMap<BackendRef, BackendHealth>,
+    pub checks: Supervisor,
+    /// A weight is still in slow start: recompute soon.
+    pub ramping: bool,
+    /// VIPs serving from DOWN backends because of `on_all_down = "keep"`.
+    pub kept: Vec<String>,
+    pub last_report: ApplyReport,
+    pub timings: Arc<Timings>,
+    pub published_config: watch::Sender<Arc<Config>>,
+    pub published_topology: watch::Sender<Arc<Topology>>,
+}
+
+impl Agent {
+    /// Moves to `next`: backends nobody has judged yet get one check first (the
+    /// kernel's state counts as a judgement for adopted ones), so nothing enters
+    /// a ring before it has answered; then the maps, then the checker tasks.
+    pub async fn switch_to(&mut self, next: Config) -> Result<()> {
+        let targets = health::targets(&next);
+        let unjudged: Vec<Target> =
+            targets.iter().filter(|t| !self.health.contains_key(&t.backend)).cloned().collect();
+        let mut first = health::first_results(&unjudged).await;
+        for t in &unjudged {
+            let adopted = self.reconciler.backend_state(&t.backend.vip, t.backend.addr);
+            let (up, reason) = match adopted {
+                Some(state) => {
+                    (state != BackendState::Down as u8, "state kept from the running data plane".into())
+                }
+                None => match first.remove(&t.backend) {
+                    Some(Ok(())) => (true, "first check passed".to_string()),
+                    Some(Err(why)) => (false, why),
+                    None => (false, "first check did not finish".to_string()),
+                },
+            };
+            if !up {
+                warn!("health: {} starts DOWN: {reason}", t.label);
+            }
+            self.health.insert(t.backend, BackendHealth { up, came_up: None, transitions: 0, reason });
+        }
+        let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
+        self.health.retain(|b, _| wanted.contains(b));
+
+        let known: Vec<_> = backend_addresses(&self.config).collect();
+        let new: Vec<_> = backend_addresses(&next).filter(|a| !known.contains(a)).collect();
+        if neighbours::probe(new).await > 0 {
+            // Give the kernel a moment to resolve them before rings point at them.
+            tokio::time::sleep(neighbours::SETTLE).await;
+        }
+        self.config = next;
+        self.try_apply()?;
+        let health = &self.health;
+        self.checks.sync(&targets, |b| health.get(b).is_some_and(|h| h.up));
+        Ok(())
+    }
+
+    pub fn transition(&mut self, t: Transition) {
+        let Some(h) = self.health.get_mut(&t.backend) else { return };
+        h.up = t.up;
+        h.came_up = t.up.then(Instant::now);
+        h.transitions += 1;
+        h.reason = t.reason;
+        self.apply("health");
+    }
+
+    pub fn apply(&mut self, why: &str) {
+        if let Err(e) = self.try_apply() {
+            tracing::error!("applying the desired state ({why}) failed: {e:#}");
+        }
+    }
+
+    pub fn try_apply(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let want = desired(&self.config, &self.health, &self.admin, started);
+        self.ramping = want.ramping;
+        if want.kept != self.kept {
+            for vip in want.kept.iter().filter(|v| !self.kept.contains(v)) {
+                warn!("VIP {vip}: every backend is DOWN; on_all_down = keep, so they all stay in service");
+            }
+            self.kept = want.kept.clone();
+        }
+        self.last_report = self.reconciler.apply(&want.vips)?;
+        self.timings.reconciled(started.elapsed());
+        self.publish();
+        Ok(())
+    }
+
+    /// Tells the API and the stats sampler what is in force now.
+    fn publish(&self) {
+        self.published_config.send_replace(Arc::new(self.config.clone()));
+        let settings = self.reconciler.dataplane().settings();
+        let vips = self
+            .config
+            .vips
+            .iter()
+            .filter_map(|vip| {
+                let key = vip.key();
+                let index = self.reconciler.vip_index(&key)?;
+                let backends = vip
+                    .backends
+                    .iter()
+                    .filter_map(|b| {
+                        let addr = b.socket();
+                        let known = self.health.get(&BackendRef { vip: key, addr });
+                        Some(BackendInfo {
+                            name: b.name.clone(),
+                            address: b.address,
+                            port: b.port,
+                            slot: self.reconciler.backend_slot(&key, addr)?,
+                            weight: b.weight,
+                            backup: b.backup,
+                            admin: self
+                                .admin
+                                .get(&(vip.name.clone(), b.name.clone()))
+                                .copied()
+                                .unwrap_or_default(),
+                            health: (b.check.kind != CheckKind::None).then(|| known.is_some_and(|h| h.up)),
+                            reason: known.map(|h| h.reason.clone()).unwrap_or_else(|| "not checked".into()),
+                            transitions: known.map_or(0, |h| h.transitions),
+                            in_ring: self.reconciler.in_ring(&key, addr),
+                        })
+                    })
+                    .collect();
+                Some(VipInfo {
+                    name: vip.name.clone(),
+                    key,
+                    index,
+                    address: vip.address,
+                    port: vip.port,
+                    protocol: vip.protocol.to_string(),
+                    mode: format!("{:?}", vip.mode).to_lowercase(),
+                    backends,
+                })
+            })
+            .collect();
+        self.published_topology.send_replace(Arc::new(Topology {
+            vips,
+            max_backends: settings.max_backends,
+            conn_table_capacity: settings.conn_table_size,
+        }));
+    }
+}

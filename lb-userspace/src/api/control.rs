@@ -1,0 +1,178 @@
+//! `/v1/*`: reads come from what the agent published; changes are sent to the
+//! reconcile loop as runtime operations, which it validates, applies and
+//! answers.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+use tokio::sync::oneshot;
+
+use super::{error::ApiError, Applied, Request, Shared};
+use crate::{config::Config, runtime::Op, stats::Admin};
+
+type Reply<T> = Result<T, ApiError>;
+
+fn parse_object(body: &Bytes) -> Reply<Json_> {
+    let value: Json_ = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<Reply<T>>) -> Request) -> Reply<T> {
+    let (tx, rx) = oneshot::channel();
+    let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down");
+    shared.requests.send(make(tx)).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
+}
+
+async fn apply(shared: &Shared, ops: Vec<Op>) -> Reply<Applied> {
+    ask(shared, |reply| Request::Apply { ops, reply }).await
+}
+
+fn vip_json(config: &Config, name: &str) -> Reply<Json_> {
+    let vip = config.vips.iter().find(|v| v.name == name);
+    let vip = vip.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no VIP named {name:?}")))?;
+    serde_json::to_value(vip).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub async fn stats(State(shared): State<Shared>) -> Response {
+    Json(shared.stats.borrow().as_ref().clone()).into_response()
+}
+
+pub async fn list_vips(State(shared): State<Shared>) -> Response {
+    Json(&shared.config.borrow().vips).into_response()
+}
+
+pub async fn get_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> Reply<Json<Json_>> {
+    vip_json(&shared.config.borrow(), &vip).map(Json)
+}
+
+pub async fn add_vip(State(shared): State<Shared>, body: Bytes) -> Reply<(StatusCode, Json<Json_>)> {
+    let vip = parse_object(&body)?;
+    let config = apply(&shared, vec![Op::AddVip { vip }]).await?.config;
+    let added = config.vips.last().map(|v| v.name.clone()).unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(vip_json(&config, &added)?)))
+}
+
+pub async fn remove_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> Reply<StatusCode> {
+    apply(&shared, vec![Op::RemoveVip { vip }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn backend_json(config: &Config, vip: &str, backend: &str) -> Reply<Json_> {
+    let vip = config.vips.iter().find(|v| v.name == vip);
+    let found = vip.and_then(|v| v.backends.iter().find(|b| b.name == backend));
+    let found =
+        found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no backend named {backend:?}")))?;
+    serde_json::to_value(found).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub async fn add_backend(
+    State(shared): State<Shared>,
+    Path(vip): Path<String>,
+    body: Bytes,
+) -> Reply<(StatusCode, Json<Json_>)> {
+    let backend = parse_object(&body)?;
+    let config = apply(&shared, vec![Op::AddBackend { vip: vip.clone(), backend }]).await?.config;
+    let added =
+        config.vips.iter().find(|v| v.name == vip).and_then(|v| v.backends.last()).map(|b| b.name.clone());
+    Ok((StatusCode::CREATED, Json(backend_json(&config, &vip, &added.unwrap_or_default())?)))
+}
+
+pub async fn remove_backend(
+    State(shared): State<Shared>,
+    Path((vip, backend)): Path<(String, String)>,
+) -> Reply<StatusCode> {
+    apply(&shared, vec![Op::RemoveBackend { vip, backend }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH` body: either or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    weight: Option<Json_>,
+    admin: Option<Json_>,
+}
+
+pub async fn patch_backend(
+    State(shared): State<Shared>,
+    Path((vip, backend)): Path<(String, String)>,
+    body: Bytes,
+) -> Reply<Json<Json_>> {
+    let value = parse_object(&body)?;
+    let patch: Patch = serde_json::from_value(value).map_err(|e| {
+        let field = e.to_string().split('`').nth(1).unwrap_or("body").to_string();
+        ApiError::invalid(
+            e.to_string(),
+            &[problem(&field, "", "unknown field: only weight and admin can change")],
+        )
+    })?;
+    let mut ops = Vec::new();
+    if let Some(weight) = patch.weight {
+        let weight = weight.as_i64().ok_or_else(|| {
+            ApiError::invalid(
+                "weight must be an integer",
+                &[problem("weight", &weight.to_string(), "must be an integer 0..=256")],
+            )
+        })?;
+        ops.push(Op::SetWeight { vip: vip.clone(), backend: backend.clone(), weight });
+    }
+    if let Some(admin) = patch.admin {
+        let state = serde_json::from_value::<Admin>(admin.clone()).map_err(|_| {
+            ApiError::invalid(
+                "admin must be ready, drain or maint",
+                &[problem("admin", &admin.to_string(), "must be \"ready\", \"drain\" or \"maint\"")],
+            )
+        })?;
+        ops.push(Op::SetAdmin { vip: vip.clone(), backend: backend.clone(), admin: state });
+    }
+    if ops.is_empty() {
+        return Err(ApiError::invalid("nothing to change: give weight and/or admin", &[]));
+    }
+    let applied = apply(&shared, ops).await?;
+    let mut body = backend_json(&applied.config, &vip, &backend)?;
+    let admin = applied.admin.get(&(vip, backend)).copied().unwrap_or_default();
+    body["admin"] = serde_json::to_value(admin).unwrap_or_default();
+    Ok(Json(body))
+}
+
+fn problem(field: &str, value: &str, reason: &str) -> crate::config::Problem {
+    crate::config::Problem { field: field.into(), value: value.into(), reason: reason.into(), location: None }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    #[serde(default)]
+    discard_runtime: bool,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub report: String,
+    /// Runtime operations that no longer applied and were dropped.
+    pub dropped: Vec<String>,
+}
+
+pub async fn reload(State(shared): State<Shared>, body: Bytes) -> Reply<Json<Reloaded>> {
+    let request: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadBody::default()
+    } else {
+        serde_json::from_value(parse_object(&body)?)
+            .map_err(|e| ApiError::invalid(e.to_string(), &[problem("body", "", &e.to_string())]))?
+    };
+    let outcome =
+        ask(&shared, |reply| Request::Reload { discard_runtime: request.discard_runtime, reply }).await?;
+    Ok(Json(outcome))
+}

@@ -1,0 +1,556 @@
+//! A real headless browser for tests: Debian's Chromium driven by
+//! `chromedriver` over the W3C WebDriver protocol (plain HTTP/1.1 + JSON on a
+//! `TcpStream`, one connection per command).
+//!
+//! chromedriver runs inside a namespace of the bed (usually the LB's), so the
+//! Chromium it starts shares that namespace and reaches `127.0.0.1:9180` there;
+//! the test process opens each connection to chromedriver from a thread that
+//! entered the same namespace (a socket keeps the namespace it was made in).
+//!
+//! ```no_run
+//! # fn demo(bed: &alwayson_tests::bed::TestBed) -> anyhow::Result<()> {
+//! use alwayson_tests::browser::ChromeDriver;
+//! let driver = ChromeDriver::start(bed, bed.lb_ns())?;
+//! let browser = driver.session((1280, 900))?;
+//! browser.navigate("http://127.0.0.1:9180/")?;
+//! browser.wait_for("a refresh", std::time::Duration::from_secs(5), "return document.body.dataset.updated >= 1")?;
+//! let rows = browser.find_all("tr[data-backend]")?;
+//! let state = rows[0].attribute("data-state")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Cleanup, also on panic: dropping a [`Session`] deletes it (chromedriver
+//! closes its Chromium); dropping the [`ChromeDriver`] stops chromedriver, then
+//! SIGKILLs whatever is still running with this driver's profile directory on
+//! its command line or below chromedriver in the process tree, so no Chromium
+//! outlives the test.
+
+use std::{
+    cell::Cell,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use serde_json::{json, Value};
+
+use crate::{bed::TestBed, netns::Netns, process::Process};
+
+/// Debian's Chromium (package `chromium`).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's chromedriver (package `chromium-driver`), found on PATH.
+pub const CHROMEDRIVER: &str = "chromedriver";
+/// chromedriver's own default port; free in a test namespace.
+pub const DEFAULT_PORT: u16 = 9515;
+/// How W3C WebDriver marks an element reference in JSON.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One command, page loads and session creation included.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+const STARTUP: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A `chromedriver --port=P` process in a namespace, stopped on drop.
+pub struct ChromeDriver<'b> {
+    ns: &'b Netns,
+    addr: SocketAddr,
+    process: Process,
+    /// Chromium profiles live below here (unique per bed); also the marker
+    /// that finds leftover Chromium processes.
+    profiles: PathBuf,
+    sessions: Cell<u32>,
+}
+
+impl<'b> ChromeDriver<'b> {
+    /// Starts chromedriver in `ns` on [`DEFAULT_PORT`] and waits until it is ready.
+    pub fn start(bed: &TestBed, ns: &'b Netns) -> Result<Self> {
+        Self::start_on(bed, ns, DEFAULT_PORT)
+    }
+
+    pub fn start_on(bed: &TestBed, ns: &'b Netns, port: u16) -> Result<Self> {
+        which(CHROMIUM).context("install Debian's chromium (cargo xtask setup)")?;
+        let profiles = bed.temp_dir().join(format!("chromium-{port}"));
+        std::fs::create_dir_all(&profiles).with_context(|| format!("creating {}", profiles.display()))?;
+        let process = bed
+            .spawn(ns, CHROMEDRIVER, &[format!("--port={port}")], &format!("chromedriver-{port}"))
+            .context("starting chromedriver: install Debian's chromium-driver (cargo xtask setup)")?;
+        let mut driver = Self {
+            ns,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            process,
+            profiles,
+            sessions: Cell::new(0),
+        };
+        driver.wait_ready()?;
+        Ok(driver)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            match self.command("GET", "/status", None) {
+                Ok(status) if status["ready"] == json!(true) => return Ok(()),
+                Ok(_) | Err(_) if !self.process.running() => {
+                    bail!("chromedriver exited before it was ready; log:\n{}", self.process.log())
+                }
+                Ok(status) if Instant::now() >= deadline => {
+                    bail!("chromedriver not ready within {STARTUP:?}: {status}; log:\n{}", self.process.log())
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("chromedriver not ready within {STARTUP:?}: {e:#}; log:\n{}", self.process.log())
+                }
+                _ => std::thread::sleep(POLL),
+            }
+        }
+    }
+
+    /// chromedriver's output so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// The directory that holds this driver's Chromium profiles: every Chromium
+    /// it starts has it on its command line (`pgrep -f` finds them).
+    pub fn profiles_dir(&self) -> &Path {
+        &self.profiles
+    }
+
+    /// A new headless Chromium with a fresh profile and a `width`×`height` window.
+    pub fn session(&self, (width, height): (u32, u32)) -> Result<Session<'_, 'b>> {
+        let n = self.sessions.get() + 1;
+        self.sessions.set(n);
+        let profile = self.profiles.join(format!("profile-{n}"));
+        std::fs::create_dir_all(&profile).with_context(|| format!("creating {}", profile.display()))?;
+        let args = [
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--no-default-browser-check".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-extensions".into(),
+            "--hide-scrollbars".into(),
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "pageLoadStrategy": "normal",
+                    "timeouts": { "script": 10_000, "pageLoad": 20_000, "implicit": 0 },
+                    "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+                }
+            }
+        });
+        let value = self
+            .command("POST", "/session", Some(&caps))
+            .with_context(|| format!("creating a Chromium session; chromedriver log:\n{}", self.log()))?;
+        let id = value["sessionId"].as_str().ok_or_else(|| anyhow!("no sessionId in {value}"))?.to_string();
+        Ok(Session { driver: self, id, profile })
+    }
+
+    /// One WebDriver command: `value` of the answer, or the WebDriver error.
+    pub fn command(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let addr = self.addr;
+        let mut stream = self
+            .ns
+            .run(move || TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT))
+            .with_context(|| format!("connecting to chromedriver at {addr} in {}", self.ns.name()))?;
+        stream.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+        stream.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+        let body = match (method, body) {
+            (_, Some(b)) => b.to_string(),
+            ("POST", None) => "{}".to_string(),
+            _ => String::new(),
+        };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\
+             Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).with_context(|| format!("{method} {path}"))?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).with_context(|| format!("{method} {path}: reading the answer"))?;
+        let (status, body) = parse_response(&raw).with_context(|| format!("{method} {path}"))?;
+        let mut json: Value = serde_json::from_slice(&body).with_context(|| {
+            format!("{method} {path}: answer {status} is not JSON: {}", String::from_utf8_lossy(&body))
+        })?;
+        let value = json["value"].take();
+        if status != 200 {
+            let error = value["error"].as_str().unwrap_or("unknown error");
+            let message = value["message"].as_str().unwrap_or("");
+            bail!("{method} {path}: {status} {error}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+impl Drop for ChromeDriver<'_> {
+    fn drop(&mut self) {
+        let below = descendants(self.process.pid());
+        self.process.stop(Duration::from_secs(2));
+        let marker = self.profiles.display().to_string();
+        let mut pids: Vec<u32> = below.into_iter().filter(|&p| alive(p)).collect();
+        pids.extend(pids_with_arg(|a| a.contains(&marker)));
+        kill_and_wait(&pids, Duration::from_secs(3));
+    }
+}
+
+/// A browser (one Chromium, one window); deleted on drop.
+pub struct Session<'d, 'b> {
+    driver: &'d ChromeDriver<'b>,
+    id: String,
+    profile: PathBuf,
+}
+
+impl Session<'_, '_> {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// This browser's profile directory (`--user-data-dir`).
+    pub fn profile_dir(&self) -> &Path {
+        &self.profile
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.driver.command(method, &format!("/session/{}{path}", self.id), body)
+    }
+
+    /// Loads `url` and returns once the page has loaded.
+    pub fn navigate(&self, url: &str) -> Result<()> {
+        self.cmd("POST", "/url", Some(&json!({ "url": url }))).map(drop)
+    }
+
+    pub fn current_url(&self) -> Result<String> {
+        string(self.cmd("GET", "/url", None)?)
+    }
+
+    pub fn title(&self) -> Result<String> {
+        string(self.cmd("GET", "/title", None)?)
+    }
+
+    /// Runs `script` as a function body (`return …` gives the result) with
+    /// `arguments` = `args`. Elements in `args` are passed as [`Element::to_json`].
+    pub fn execute(&self, script: &str, args: &[Value]) -> Result<Value> {
+        self.cmd("POST", "/execute/sync", Some(&json!({ "script": script, "args": args })))
+    }
+
+    /// Runs `script` (a function body, no arguments) until it returns something
+    /// truthy (not null, false, 0 or ""), at most `timeout`; returns that value.
+    /// `what` names the condition in the error.
+    pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.execute(script, &[]) {
+                Ok(v) if truthy(&v) => return Ok(v),
+                Ok(v) => format!("last result {v}"),
+                Err(e) => format!("last error {e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!("waited {timeout:?} for {what}: {last}");
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The first element matching the CSS selector.
+    pub fn find(&self, css: &str) -> Result<Element<'_>> {
+        let v = self.cmd("POST", "/element", Some(&json!({ "using": "css selector", "value": css })))?;
+        Element::from_json(self, &v).with_context(|| format!("element {css:?}"))
+    }
+
+    /// Every element matching the CSS selector (none is not an error).
+    pub fn find_all(&self, css: &str) -> Result<Vec<Element<'_>>> {
+        let v = self.cmd("POST", "/elements", Some(&json!({ "using": "css selector", "value": css })))?;
+        elements(self, v).with_context(|| format!("elements {css:?}"))
+    }
+
+    /// The viewport as PNG bytes.
+    pub fn screenshot(&self) -> Result<Vec<u8>> {
+        let png = base64_decode(&string(self.cmd("GET", "/screenshot", None)?)?)?;
+        ensure!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is not a PNG");
+        Ok(png)
+    }
+
+    /// Writes [`Self::screenshot`] to `path`.
+    pub fn save_screenshot(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.screenshot()?).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+impl Drop for Session<'_, '_> {
+    fn drop(&mut self) {
+        // chromedriver closes the browser and waits for it.
+        if let Err(e) = self.cmd("DELETE", "", None) {
+            eprintln!("cleanup: deleting WebDriver session {}: {e:#}", self.id);
+        }
+        let arg = format!("--user-data-dir={}", self.profile.display());
+        kill_and_wait(&pids_with_arg(|a| a == arg), Duration::from_secs(3));
+    }
+}
+
+/// An element of the page (a W3C element reference).
+pub struct Element<'s> {
+    session: &'s Session<'s, 's>,
+    id: String,
+}
+
+impl<'s> Element<'s> {
+    fn from_json(session: &'s Session<'s, 's>, v: &Value) -> Result<Self> {
+        let id = v[ELEMENT_KEY].as_str().ok_or_else(|| anyhow!("not an element reference: {v}"))?;
+        Ok(Self { session, id: id.to_string() })
+    }
+
+    /// The reference, for [`Session::execute`]'s `args`.
+    pub fn to_json(&self) -> Value {
+        json!({ ELEMENT_KEY: self.id })
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.session.cmd(method, &format!("/element/{}{path}", self.id), body)
+    }
+
+    /// The attribute's value, `None` when absent.
+    pub fn attribute(&self, name: &str) -> Result<Option<String>> {
+        match self.cmd("GET", &format!("/attribute/{name}"), None)? {
+            Value::Null => Ok(None),
+            v => string(v).map(Some),
+        }
+    }
+
+    /// The rendered text, as a user sees it.
+    pub fn text(&self) -> Result<String> {
+        string(self.cmd("GET", "/text", None)?)
+    }
+
+    pub fn tag_name(&self) -> Result<String> {
+        string(self.cmd("GET", "/name", None)?)
+    }
+
+    pub fn displayed(&self) -> Result<bool> {
+        self.cmd("GET", "/displayed", None)?.as_bool().ok_or_else(|| anyhow!("displayed: not a bool"))
+    }
+
+    pub fn find(&self, css: &str) -> Result<Element<'s>> {
+        let v = self.cmd("POST", "/element", Some(&json!({ "using": "css selector", "value": css })))?;
+        Element::from_json(self.session, &v).with_context(|| format!("element {css:?}"))
+    }
+
+    pub fn find_all(&self, css: &str) -> Result<Vec<Element<'s>>> {
+        let v = self.cmd("POST", "/elements", Some(&json!({ "using": "css selector", "value": css })))?;
+        elements(self.session, v).with_context(|| format!("elements {css:?}"))
+    }
+}
+
+fn elements<'s>(session: &'s Session<'s, 's>, v: Value) -> Result<Vec<Element<'s>>> {
+    match v {
+        Value::Array(items) => items.iter().map(|v| Element::from_json(session, v)).collect(),
+        other => bail!("expected a list of elements, got {other}"),
+    }
+}
+
+fn string(v: Value) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => bail!("expected a string, got {other}"),
+    }
+}
+
+/// JavaScript's truthiness, for the values WebDriver returns.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// Status code and body of an HTTP/1.1 response (`Content-Length`, chunked,
+/// or up to the end of the connection).
+fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no complete HTTP header in {:?}", String::from_utf8_lossy(raw)))?;
+    let head = std::str::from_utf8(&raw[..end]).context("HTTP header is not UTF-8")?;
+    let rest = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        if name == "content-length" {
+            length = Some(value.parse::<usize>().context("bad Content-Length")?);
+        } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        }
+    }
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(n) = length {
+        ensure!(rest.len() >= n, "body cut short: {} of {n} bytes", rest.len());
+        rest[..n].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n").ok_or_else(|| anyhow!("bad chunk header"))?;
+        let size_text = std::str::from_utf8(&data[..eol])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        ensure!(data.len() >= size + 2, "chunk cut short");
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\r' | b'\n' => continue,
+            _ => bail!("not base64: byte {c:#x}"),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+fn which(path: &str) -> Result<()> {
+    ensure!(Path::new(path).is_file(), "{path} not found");
+    Ok(())
+}
+
+/// Pids of running processes (not zombies, not this one) with an argument
+/// that satisfies `matches`.
+pub fn pids_with_arg(matches: impl Fn(&str) -> bool) -> Vec<u32> {
+    let me = std::process::id();
+    proc_pids()
+        .into_iter()
+        .filter(|&pid| pid != me && alive(pid))
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.split(|&b| b == 0).any(|arg| matches(&String::from_utf8_lossy(arg))))
+        })
+        .collect()
+}
+
+fn proc_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// State and parent from /proc/PID/stat (the command name may hold spaces and parentheses).
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// Every process below `root` in the process tree.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> =
+        proc_pids().into_iter().filter_map(|pid| Some((pid, stat(pid)?.1))).collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILLs `pids` (by pid, nothing else) and waits until they are gone.
+fn kill_and_wait(pids: &[u32], timeout: Duration) {
+    for &pid in pids {
+        // SAFETY: kill(2) with a pid we found running our driver's browser.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + timeout;
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    if !left.is_empty() {
+        eprintln!("cleanup: Chromium processes {left:?} survived SIGKILL for {timeout:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_numbers() {
+        assert_eq!(base64_decode("iVBORw0KGgo=").unwrap(), b"\x89PNG\r\n\x1a\n");
+        assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
+        assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
+        assert!(base64_decode("T!").is_err());
+    }
+
+    #[test]
+    fn responses_by_length_chunked_and_to_the_end() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}xx";
+        assert_eq!(parse_response(plain).unwrap(), (200, b"{}xx".to_vec()));
+        let chunked = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), (404, b"{\"a\":1}".to_vec()));
+        let open = b"HTTP/1.1 500 Internal\r\nConnection: close\r\n\r\n{}";
+        assert_eq!(parse_response(open).unwrap(), (500, b"{}".to_vec()));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn truthiness_follows_javascript() {
+        for v in [json!(null), json!(false), json!(0), json!(""), json!(0.0)] {
+            assert!(!truthy(&v), "{v}");
+        }
+        for v in [json!(true), json!(1), json!("x"), json!([]), json!({})] {
+            assert!(truthy(&v), "{v}");
+        }
+    }
+}

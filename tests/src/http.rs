@@ -1,0 +1,386 @@
+//! A small HTTP/1.1 client for tests of the agent's API and web listener: one
+//! request per connection (`Connection: close`), the response read to EOF,
+//! `Content-Length` and `Transfer-Encoding: chunked` bodies both understood.
+//! Nothing clever, so that what a test sees is what the server sent.
+//!
+//! The agent runs in the bed's LB namespace: its TCP listeners on 127.0.0.1
+//! are only reachable from inside it, so [`Client::tcp_in`] opens each
+//! connection on a thread that has entered that namespace (a socket stays in
+//! the namespace it was created in). Unix sockets are just paths.
+//!
+//! ```ignore
+//! let api = Client::unix(agent.api_socket());
+//! let stats = api.get("/v1/stats")?.json()?;
+//! let tcp = Client::tcp_in(bed.lb_ns(), "127.0.0.1:9181".parse()?).bearer(TOKEN);
+//! let response = tcp.patch("/v1/vips/web/backends/web1", r#"{"weight": 0}"#)?;
+//! ```
+
+use std::{
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::netns::{self, Netns};
+
+/// Connect, write and read timeout of a request unless [`Client::timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a [`Client`] connects.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// A unix stream socket (the control API).
+    Unix(PathBuf),
+    /// A TCP listener; `netns`: the namespace to connect from (`None`: the caller's).
+    Tcp { addr: SocketAddr, netns: Option<String> },
+}
+
+/// Sends [`Request`]s to one endpoint, a new connection each.
+#[derive(Clone, Debug)]
+pub struct Client {
+    endpoint: Endpoint,
+    /// Sent with every request (e.g. `Authorization`).
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint, headers: Vec::new(), timeout: DEFAULT_TIMEOUT }
+    }
+
+    /// The control API's unix socket at `path`.
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Self::new(Endpoint::Unix(path.into()))
+    }
+
+    /// A TCP listener reachable from the caller's own namespace.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self::new(Endpoint::Tcp { addr, netns: None })
+    }
+
+    /// A TCP listener inside `ns` (e.g. the agent's, in `bed.lb_ns()`).
+    pub fn tcp_in(ns: &Netns, addr: SocketAddr) -> Self {
+        Self::new(Endpoint::Tcp { addr, netns: Some(ns.name().to_string()) })
+    }
+
+    /// Adds a header to every request of this client.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// `Authorization: Bearer <token>` on every request.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("Authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn get(&self, path: &str) -> io::Result<Response> {
+        self.send(&Request::new("GET", path))
+    }
+
+    pub fn delete(&self, path: &str) -> io::Result<Response> {
+        self.send(&Request::new("DELETE", path))
+    }
+
+    /// POST with a JSON body.
+    pub fn post(&self, path: &str, json: &str) -> io::Result<Response> {
+        self.send(&Request::new("POST", path).json(json))
+    }
+
+    /// PATCH with a JSON body.
+    pub fn patch(&self, path: &str, json: &str) -> io::Result<Response> {
+        self.send(&Request::new("PATCH", path).json(json))
+    }
+
+    /// Opens a connection, sends `request` (with this client's headers added)
+    /// and reads the response until the server closes the connection.
+    pub fn send(&self, request: &Request) -> io::Result<Response> {
+        let mut request = request.clone();
+        for (name, value) in &self.headers {
+            if request.header_value(name).is_none() {
+                request.headers.push((name.clone(), value.clone()));
+            }
+        }
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let mut stream = UnixStream::connect(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display())))?;
+                stream.set_read_timeout(Some(self.timeout))?;
+                stream.set_write_timeout(Some(self.timeout))?;
+                exchange(&mut stream, &request, "localhost")
+            }
+            Endpoint::Tcp { addr, netns } => {
+                let mut stream = tcp_connect(*addr, netns.as_deref(), self.timeout)
+                    .map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
+                stream.set_read_timeout(Some(self.timeout))?;
+                stream.set_write_timeout(Some(self.timeout))?;
+                exchange(&mut stream, &request, &addr.to_string())
+            }
+        }
+    }
+}
+
+fn tcp_connect(addr: SocketAddr, ns: Option<&str>, timeout: Duration) -> io::Result<TcpStream> {
+    match ns {
+        None => TcpStream::connect_timeout(&addr, timeout),
+        Some(name) => std::thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                netns::enter(name);
+                TcpStream::connect_timeout(&addr, timeout)
+            });
+            match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }),
+    }
+}
+
+/// One request: method, target, headers and an optional body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request target as sent: path and query, already percent-encoded.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Request {
+    pub fn new(method: &str, path: &str) -> Self {
+        Self { method: method.to_string(), path: path.to_string(), headers: Vec::new(), body: None }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// A JSON body (sent as given, valid or not) with `Content-Type: application/json`.
+    pub fn json(self, body: &str) -> Self {
+        self.header("Content-Type", "application/json").body(body.as_bytes())
+    }
+
+    /// A body as is, no `Content-Type` added.
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = Some(body.to_vec());
+        self
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The bytes on the wire: request line, `Host`, the headers,
+    /// `Content-Length` when there is a body, `Connection: close`.
+    pub fn to_bytes(&self, host: &str) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        if self.header_value("Host").is_none() {
+            head.push_str(&format!("Host: {host}\r\n"));
+        }
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(body) = &self.body {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(self.body.as_deref().unwrap_or_default());
+        out
+    }
+}
+
+/// Writes `request` to `stream`, reads to EOF and parses the response.
+pub fn exchange<S: Read + Write>(stream: &mut S, request: &Request, host: &str) -> io::Result<Response> {
+    stream.write_all(&request.to_bytes(host))?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Response::parse(&raw)
+}
+
+/// A response: status, headers in order, and the body with any chunked
+/// transfer coding removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Response {
+    /// Parses a whole response as read up to EOF. Interim `1xx` responses
+    /// (other than 101) are skipped.
+    pub fn parse(raw: &[u8]) -> io::Result<Self> {
+        let mut rest = raw;
+        loop {
+            let end = find(rest, b"\r\n\r\n").ok_or_else(|| {
+                invalid(format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))
+            })?;
+            let head = std::str::from_utf8(&rest[..end])
+                .map_err(|_| invalid(format!("headers are not UTF-8: {:?}", String::from_utf8_lossy(raw))))?;
+            let after = &rest[end + 4..];
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap_or_default();
+            let mut parts = status_line.splitn(3, ' ');
+            let (version, status) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            let status: u16 = match status.parse() {
+                Ok(status) if version.starts_with("HTTP/1.") => status,
+                _ => return Err(invalid(format!("status line {status_line:?}"))),
+            };
+            let reason = parts.next().unwrap_or_default().to_string();
+            let mut headers = Vec::new();
+            for line in lines {
+                let (name, value) =
+                    line.split_once(':').ok_or_else(|| invalid(format!("header line {line:?}")))?;
+                headers.push((name.trim().to_string(), value.trim().to_string()));
+            }
+            if (100..200).contains(&status) && status != 101 {
+                rest = after;
+                continue;
+            }
+            let mut response = Self { status, reason, headers, body: Vec::new() };
+            let chunked = response
+                .header("Transfer-Encoding")
+                .is_some_and(|te| te.split(',').any(|c| c.trim().eq_ignore_ascii_case("chunked")));
+            response.body = if chunked {
+                dechunk(after)?
+            } else if let Some(length) = response.header("Content-Length") {
+                let length: usize =
+                    length.parse().map_err(|_| invalid(format!("Content-Length {length:?}")))?;
+                if after.len() < length {
+                    return Err(invalid(format!(
+                        "body cut short: Content-Length {length}, got {} bytes",
+                        after.len()
+                    )));
+                }
+                after[..length].to_vec()
+            } else {
+                after.to_vec()
+            };
+            return Ok(response);
+        }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The media type of the body: `Content-Type` without parameters, lower case.
+    pub fn content_type(&self) -> Option<String> {
+        self.header("Content-Type").map(|ct| ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body)
+    }
+}
+
+/// Removes the chunked transfer coding: `SIZE[;ext]\r\n DATA\r\n … 0\r\n [trailers] \r\n`.
+pub fn dechunk(mut raw: &[u8]) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = find(raw, b"\r\n").ok_or_else(|| invalid("chunk size line without CRLF".into()))?;
+        let line = String::from_utf8_lossy(&raw[..line_end]);
+        let size = line.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size, 16).map_err(|_| invalid(format!("chunk size {size:?}")))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            // Trailers, if any, are ignored.
+            return Ok(body);
+        }
+        if raw.len() < size + 2 || &raw[size..size + 2] != b"\r\n" {
+            return Err(invalid(format!("chunk of {size} bytes cut short or not followed by CRLF")));
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// Percent-encodes one path segment: everything but RFC 3986's unreserved
+/// characters. `percent_encode("10.77.100.1:80/tcp")` is `10.77.100.1%3A80%2Ftcp`.
+pub fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_body() {
+        let raw = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        let r = Response::parse(raw).unwrap();
+        assert_eq!((r.status, r.reason.as_str(), r.body.as_slice()), (201, "Created", &b"{}"[..]));
+        assert_eq!(r.content_type().as_deref(), Some("application/json"));
+        assert!(Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab").is_err());
+    }
+
+    #[test]
+    fn chunked_body_and_interim_responses() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    4;x=y\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
+        let r = Response::parse(raw).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "Wikipedia in \r\n\r\nchunks.");
+        assert!(dechunk(b"5\r\nabc").is_err());
+    }
+
+    #[test]
+    fn request_bytes() {
+        let r = Request::new("PATCH", "/v1/x").header("Authorization", "Bearer t").json("{}");
+        let text = String::from_utf8(r.to_bytes("localhost")).unwrap();
+        assert_eq!(
+            text,
+            "PATCH /v1/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+        assert!(!String::from_utf8(Request::new("GET", "/").to_bytes("h")).unwrap().contains("Length"));
+    }
+
+    #[test]
+    fn encodes_names() {
+        assert_eq!(percent_encode("10.77.100.1:80/tcp"), "10.77.100.1%3A80%2Ftcp");
+        assert_eq!(percent_encode("[fd77::1:10]:53"), "%5Bfd77%3A%3A1%3A10%5D%3A53");
+        assert_eq!(percent_encode("web 1"), "web%201");
+    }
+}
