@@ -9,6 +9,7 @@
 mod counters;
 mod forward;
 mod maps;
+mod notice;
 mod parse;
 mod select;
 
@@ -55,7 +56,16 @@ fn process(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
 
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let choice = select::backend(&flow, &vip, now)?;
+    let choice = match select::backend(&flow, &vip, now) {
+        Err(DropReason::NoBackend) => {
+            notice::no_backend(ctx, vip.index);
+            return Err(DropReason::NoBackend);
+        }
+        other => other?,
+    };
+    if !choice.remembered {
+        notice::conn_table_full(ctx);
+    }
     let action = forward::dsr(ctx, choice.index, &choice.backend, now)?;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     counters::traffic(vip.index, choice.index, bytes, choice.new_flow);

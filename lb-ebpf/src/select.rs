@@ -38,6 +38,8 @@ pub struct Choice {
     pub index: u32,
     pub backend: Backend,
     pub new_flow: bool,
+    /// False when the connection table refused to record a new flow.
+    pub remembered: bool,
 }
 
 #[inline(always)]
@@ -48,7 +50,7 @@ pub fn backend(flow: &Flow, vip: &VipValue, now: u64) -> Result<Choice, DropReas
             if let Some(backend) = BACKENDS.get(index) {
                 if backend.vip == vip.index && BackendState::keeps_flows(backend.state) {
                     unsafe { (*conn).last_seen_ns = now };
-                    return Ok(Choice { index, backend: *backend, new_flow: false });
+                    return Ok(Choice { index, backend: *backend, new_flow: false, remembered: true });
                 }
             }
             counters::event(Event::ConnReselected);
@@ -70,8 +72,9 @@ pub fn backend(flow: &Flow, vip: &VipValue, now: u64) -> Result<Choice, DropReas
         return Err(DropReason::BadBackend);
     }
     let conn = ConnValue { backend: index, _pad: 0, last_seen_ns: now };
-    if CONNS.insert(&flow.key, &conn, 0).is_err() {
+    let remembered = CONNS.insert(&flow.key, &conn, 0).is_ok();
+    if !remembered {
         counters::event(Event::ConnInsertFailed);
     }
-    Ok(Choice { index, backend, new_flow: true })
+    Ok(Choice { index, backend, new_flow: true, remembered })
 }

@@ -176,9 +176,7 @@ impl<'b> ChromeDriver<'b> {
             body.len()
         );
         stream.write_all(request.as_bytes()).with_context(|| format!("{method} {path}"))?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).with_context(|| format!("{method} {path}: reading the answer"))?;
-        let (status, body) = parse_response(&raw).with_context(|| format!("{method} {path}"))?;
+        let (status, body) = read_response(&mut stream).with_context(|| format!("{method} {path}"))?;
         let mut json: Value = serde_json::from_slice(&body).with_context(|| {
             format!("{method} {path}: answer {status} is not JSON: {}", String::from_utf8_lossy(&body))
         })?;
@@ -375,15 +373,48 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// Status code and body of an HTTP/1.1 response (`Content-Length`, chunked,
-/// or up to the end of the connection).
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("no complete HTTP header in {:?}", String::from_utf8_lossy(raw)))?;
+/// Reads one response: chromedriver keeps the connection open despite
+/// `Connection: close`, so the answer ends where its framing says.
+fn read_response(stream: &mut TcpStream) -> Result<(u16, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match parse_response(&raw) {
+            Ok(Some(answer)) => return Ok(answer),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+        let n = stream.read(&mut buf).context("reading the answer")?;
+        if n == 0 {
+            // The peer closed: whatever came is the whole answer.
+            return parse_response_at_eof(&raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn parse_response_at_eof(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let (status, head_len, framing) =
+        parse_head(raw)?.ok_or_else(|| anyhow!("connection closed inside the header"))?;
+    match framing {
+        Framing::ToEnd => Ok((status, raw[head_len..].to_vec())),
+        _ => parse_response(raw)?.ok_or_else(|| anyhow!("connection closed inside the body")),
+    }
+}
+
+enum Framing {
+    Length(usize),
+    Chunked,
+    ToEnd,
+}
+
+/// Status, header length and body framing, once the header is complete.
+fn parse_head(raw: &[u8]) -> Result<Option<(u16, usize, Framing)>> {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        ensure!(raw.len() < 64 * 1024, "no end of the HTTP header in 64 KiB");
+        return Ok(None);
+    };
     let head = std::str::from_utf8(&raw[..end]).context("HTTP header is not UTF-8")?;
-    let rest = &raw[end + 4..];
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let status: u16 = status_line
@@ -391,40 +422,47 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let mut length = None;
-    let mut chunked = false;
+    let mut framing = Framing::ToEnd;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         if name == "content-length" {
-            length = Some(value.parse::<usize>().context("bad Content-Length")?);
+            framing = Framing::Length(value.parse().context("bad Content-Length")?);
         } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-            chunked = true;
+            framing = Framing::Chunked;
+            break;
         }
     }
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        ensure!(rest.len() >= n, "body cut short: {} of {n} bytes", rest.len());
-        rest[..n].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((status, body))
+    Ok(Some((status, end + 4, framing)))
 }
 
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+/// Status code and body of a complete HTTP/1.1 response; `None` while more
+/// is needed (a body framed by the end of the connection is never complete).
+fn parse_response(raw: &[u8]) -> Result<Option<(u16, Vec<u8>)>> {
+    let Some((status, head_len, framing)) = parse_head(raw)? else { return Ok(None) };
+    let rest = &raw[head_len..];
+    Ok(match framing {
+        Framing::Length(n) => (rest.len() >= n).then(|| (status, rest[..n].to_vec())),
+        Framing::Chunked => dechunk(rest)?.map(|body| (status, body)),
+        Framing::ToEnd => None,
+    })
+}
+
+/// The body of a chunked message; `None` while chunks are missing.
+fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n").ok_or_else(|| anyhow!("bad chunk header"))?;
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
         let size_text = std::str::from_utf8(&data[..eol])?;
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .with_context(|| format!("bad chunk size {size_text:?}"))?;
         data = &data[eol + 2..];
         if size == 0 {
-            return Ok(out);
+            return Ok(Some(out));
         }
-        ensure!(data.len() >= size + 2, "chunk cut short");
+        if data.len() < size + 2 {
+            return Ok(None);
+        }
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
@@ -536,12 +574,17 @@ mod tests {
     #[test]
     fn responses_by_length_chunked_and_to_the_end() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}xx";
-        assert_eq!(parse_response(plain).unwrap(), (200, b"{}xx".to_vec()));
+        assert_eq!(parse_response(plain).unwrap(), Some((200, b"{}xx".to_vec())));
+        assert_eq!(parse_response(&plain[..plain.len() - 1]).unwrap(), None);
         let chunked = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), (404, b"{\"a\":1}".to_vec()));
+        assert_eq!(parse_response(chunked).unwrap(), Some((404, b"{\"a\":1}".to_vec())));
+        assert_eq!(parse_response(&chunked[..chunked.len() - 12]).unwrap(), None);
         let open = b"HTTP/1.1 500 Internal\r\nConnection: close\r\n\r\n{}";
-        assert_eq!(parse_response(open).unwrap(), (500, b"{}".to_vec()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert_eq!(parse_response(open).unwrap(), None);
+        assert_eq!(parse_response_at_eof(open).unwrap(), (500, b"{}".to_vec()));
+        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+        assert!(parse_response_at_eof(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 OK\r\n\r\n").is_err());
     }
 
     #[test]

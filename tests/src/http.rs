@@ -115,8 +115,9 @@ impl Client {
         }
         match &self.endpoint {
             Endpoint::Unix(path) => {
-                let mut stream = UnixStream::connect(path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display())))?;
+                let mut stream = UnixStream::connect(path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display()))
+                })?;
                 stream.set_read_timeout(Some(self.timeout))?;
                 stream.set_write_timeout(Some(self.timeout))?;
                 exchange(&mut stream, &request, "localhost")
@@ -237,9 +238,8 @@ impl Response {
     pub fn parse(raw: &[u8]) -> io::Result<Self> {
         let mut rest = raw;
         loop {
-            let end = find(rest, b"\r\n\r\n").ok_or_else(|| {
-                invalid(format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))
-            })?;
+            let end = find(rest, b"\r\n\r\n")
+                .ok_or_else(|| invalid(format!("no end of headers in {:?}", String::from_utf8_lossy(raw))))?;
             let head = std::str::from_utf8(&rest[..end])
                 .map_err(|_| invalid(format!("headers are not UTF-8: {:?}", String::from_utf8_lossy(raw))))?;
             let after = &rest[end + 4..];
@@ -292,7 +292,8 @@ impl Response {
 
     /// The media type of the body: `Content-Type` without parameters, lower case.
     pub fn content_type(&self) -> Option<String> {
-        self.header("Content-Type").map(|ct| ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        self.header("Content-Type")
+            .map(|ct| ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -313,8 +314,7 @@ pub fn dechunk(mut raw: &[u8]) -> io::Result<Vec<u8>> {
         let line_end = find(raw, b"\r\n").ok_or_else(|| invalid("chunk size line without CRLF".into()))?;
         let line = String::from_utf8_lossy(&raw[..line_end]);
         let size = line.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size, 16).map_err(|_| invalid(format!("chunk size {size:?}")))?;
+        let size = usize::from_str_radix(size, 16).map_err(|_| invalid(format!("chunk size {size:?}")))?;
         raw = &raw[line_end + 2..];
         if size == 0 {
             // Trailers, if any, are ignored.

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bed;
 pub mod browser;
 pub mod fixture;
+pub mod http;
 pub mod mariadb;
 pub mod netns;
 pub mod packet;

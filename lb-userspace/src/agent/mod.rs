@@ -4,6 +4,7 @@
 //! channels; the API and the stats sampler read what it publishes.
 
 mod host;
+mod kernel_log;
 mod requests;
 mod signals;
 mod state;
@@ -59,6 +60,8 @@ pub fn load_settings(global: &Global) -> LoadSettings {
         ring_size: global.ring_size,
         conn_table_size: global.conn_table_size,
         hash_seed: global.hash_seed,
+        kernel_debug: tracing::level_filters::LevelFilter::current()
+            >= tracing::level_filters::LevelFilter::DEBUG,
     }
 }
 
@@ -78,6 +81,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     let dp = open(&file, &options)?;
     let pin = file.global.pin_path.clone();
+    match dp.program_id() {
+        Ok(id) => kernel_log::forward(id),
+        Err(e) => warn!("the program's notices will not be logged: {e}"),
+    }
 
     let timings = Arc::new(Timings::default());
     let (transitions_tx, mut transitions) = mpsc::channel(256);

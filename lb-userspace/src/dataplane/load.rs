@@ -105,6 +105,9 @@ fn loader(settings: &LoadSettings, pin_dir: Option<&Path>) -> Result<Ebpf, Datap
         });
     }
     let mut loader = EbpfLoader::new();
+    // aya-log's level, fixed at load: below debug the program's notices cost one compare.
+    let level = if settings.kernel_debug { aya_log::Level::Debug } else { aya_log::Level::Info } as u8;
+    loader.override_global(aya_log::LEVEL, &level, true);
     for (name, sized_by) in SIZED_MAPS {
         loader.map_max_entries(name, settings.entries(sized_by));
     }
@@ -185,6 +188,14 @@ impl Dataplane {
         }
         remove_pins(&dir)
     }
+}
+
+/// The program behind the pinned link.
+pub(super) fn attached_program_id(dir: &Path) -> Result<u32, DataplaneError> {
+    let path = dir.join(LINK_PIN);
+    let err = |source| DataplaneError::Link { path: path.clone(), source };
+    let link = FdLink::from(PinnedLink::from_pin(&path).map_err(err)?);
+    Ok(link.info().map_err(err)?.program_id())
 }
 
 /// The `CONFIG` entry of a pinned data plane, if there is one.

@@ -85,6 +85,8 @@ pub struct LoadSettings {
     pub ring_size: u32,
     pub conn_table_size: u32,
     pub hash_seed: u32,
+    /// Let the program's debug notices (no backend, table pressure) through to aya-log.
+    pub kernel_debug: bool,
 }
 
 impl Default for LoadSettings {
@@ -95,6 +97,7 @@ impl Default for LoadSettings {
             ring_size: DEFAULT_RING_SIZE,
             conn_table_size: DEFAULT_CONN_TABLE_SIZE,
             hash_seed: 0,
+            kernel_debug: false,
         }
     }
 }
@@ -162,6 +165,18 @@ impl Dataplane {
 
     pub fn settings(&self) -> &LoadSettings {
         &self.settings
+    }
+
+    /// The id of the program attached (the pinned link's) or loaded here.
+    pub fn program_id(&self) -> Result<u32> {
+        if let Some(dir) = &self.pin_dir {
+            return load::attached_program_id(dir);
+        }
+        let info = self
+            .program()
+            .info()
+            .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+        Ok(info.id())
     }
 
     pub fn pin_dir(&self) -> Option<&std::path::Path> {

@@ -1,0 +1,238 @@
+//! Stats, metrics and runtime control, end to end: exact counters in
+//! `alwayson stats --json` and `/metrics`, and backends registered and removed
+//! through the API while traffic flows.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use alwayson_tests::{
+    agent::{config_toml, Agent, VipConf, WEB_LISTEN},
+    bed::{Family, TestBed},
+    http,
+    process::bin_path,
+    require_root,
+    traffic::{Opener, Streams},
+};
+use serde_json::Value;
+
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !require_root($name) {
+            return;
+        }
+    };
+}
+
+/// `alwayson ARGS --socket <the agent's socket>`: status and stdout.
+fn alwayson(agent: &Agent, args: &[&str]) -> (bool, String, String) {
+    let socket = agent.api_socket().display().to_string();
+    let out = Command::new(bin_path("alwayson").expect("alwayson binary"))
+        .args(args)
+        .args(["--socket", &socket])
+        .output()
+        .expect("run alwayson");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn stats_json(agent: &Agent) -> Value {
+    let (ok, out, err) = alwayson(agent, &["stats", "--json"]);
+    assert!(ok, "alwayson stats --json failed: {err}");
+    serde_json::from_str(&out).expect("stats JSON")
+}
+
+/// The value of one sample of `/metrics`, e.g. `alwayson_vip_packets_total{vip="x"}`.
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+}
+
+#[test]
+fn counters_show_exactly_the_packets_and_bytes_sent() {
+    root_or_skip!("counters_show_exactly_the_packets_and_bytes_sent");
+    let bed = TestBed::builder().backends(2).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 53, "udp").backends(0..2)]);
+    let agent = Agent::start(&bed, &config, &[]).expect("agent");
+    let vip: SocketAddr = "10.77.100.1:53".parse().unwrap();
+    const FLOWS: usize = 10;
+    const PER_FLOW: usize = 10;
+    const PAYLOAD: usize = 100;
+    // What the XDP program sees per datagram: Ethernet 14 + IPv4 20 + UDP 8 + payload.
+    const FRAME: u64 = 14 + 20 + 8 + PAYLOAD as u64;
+
+    let mut by_backend: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for _ in 0..FLOWS {
+        let socket = bed.udp_socket(0, Family::V4).expect("udp socket");
+        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for _ in 0..PER_FLOW {
+            socket.send_to(&[b'x'; PAYLOAD], vip).expect("send");
+            let mut reply = [0u8; 2048];
+            let n = socket.recv(&mut reply).expect("reply");
+            let name = String::from_utf8_lossy(&reply[..n]).lines().next().unwrap_or_default().to_string();
+            let entry = by_backend.entry(name).or_default();
+            entry.0 += 1;
+        }
+        // One flow = one socket = one backend.
+    }
+    for (_, e) in by_backend.iter_mut() {
+        e.1 = e.0 * FRAME;
+    }
+    let sent = (FLOWS * PER_FLOW) as u64;
+    // The sampler publishes every second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stats = loop {
+        let stats = stats_json(&agent);
+        if stats["vips"][0]["packets"] == sent || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let vip_stats = &stats["vips"][0];
+    assert_eq!(vip_stats["packets"], sent, "{vip_stats:#}");
+    assert_eq!(vip_stats["bytes"], sent * FRAME);
+    assert_eq!(vip_stats["new_flows"], FLOWS as u64);
+    for b in vip_stats["backends"].as_array().unwrap() {
+        let name = b["name"].as_str().unwrap();
+        let (packets, bytes) = by_backend.get(name).copied().unwrap_or_default();
+        assert_eq!(
+            (b["packets"].as_u64().unwrap(), b["bytes"].as_u64().unwrap()),
+            (packets, bytes),
+            "{name}"
+        );
+    }
+    assert_eq!(stats["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 0);
+
+    let web = http::Client::tcp_in(bed.lb_ns(), WEB_LISTEN.parse().unwrap());
+    let metrics = web.get("/metrics").expect("GET /metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.content_type().unwrap_or_default().starts_with("text/plain"));
+    let text = metrics.text();
+    let name = vip_stats["name"].as_str().unwrap();
+    assert_eq!(
+        metric(&text, &format!("alwayson_vip_packets_total{{vip=\"{name}\"}}")),
+        Some(sent as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("alwayson_vip_bytes_total{{vip=\"{name}\"}}")),
+        Some((sent * FRAME) as f64)
+    );
+    assert_eq!(metric(&text, &format!("alwayson_vip_new_flows_total{{vip=\"{name}\"}}")), Some(FLOWS as f64));
+    for (backend, (packets, bytes)) in &by_backend {
+        let labels = format!("{{vip=\"{name}\",backend=\"{backend}\"}}");
+        assert_eq!(metric(&text, &format!("alwayson_backend_packets_total{labels}")), Some(*packets as f64));
+        assert_eq!(metric(&text, &format!("alwayson_backend_bytes_total{labels}")), Some(*bytes as f64));
+        assert_eq!(metric(&text, &format!("alwayson_backend_up{labels}")), Some(1.0));
+    }
+    assert_eq!(metric(&text, "alwayson_drops_total{reason=\"no_backend\"}"), Some(0.0));
+    assert!(metric(&text, "alwayson_reconcile_duration_seconds_count").is_some_and(|n| n >= 1.0));
+    assert!(metric(&text, "alwayson_conn_table_capacity").is_some_and(|n| n > 0.0));
+
+    // The human table says the same.
+    let (ok, table, err) = alwayson(&agent, &["stats"]);
+    assert!(ok, "{err}");
+    assert!(table.contains(&format!("packets {sent} bytes {}", sent * FRAME)), "{table}");
+}
+
+#[test]
+fn backends_registered_and_removed_through_the_api_under_traffic() {
+    root_or_skip!("backends_registered_and_removed_through_the_api_under_traffic");
+    let bed = TestBed::builder().backends(11).build().expect("bed");
+    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..1)]);
+    let agent = Agent::start(&bed, &config, &[]).expect("agent");
+    let vip_name = "10.77.100.1:80/tcp";
+    let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
+    let opener = Opener::start(&bed, 0, vip, Duration::from_millis(5));
+    let mut streams = vec![Streams::open(&bed, 0, vip, 50, Duration::from_millis(10)).expect("streams")];
+
+    // Scale out: ten backends, one by one, through the CLI (which uses the API).
+    for i in 1..=10 {
+        let address = bed.backend_v4(i).to_string();
+        let name = bed.backend_name(i);
+        let (ok, _, err) =
+            alwayson(&agent, &["backend", "add", "--vip", vip_name, "--name", &name, "--address", &address]);
+        assert!(ok, "adding {name}: {err}");
+        std::thread::sleep(Duration::from_millis(300));
+        // A few long-lived connections land on the grown set too.
+        streams.push(Streams::open(&bed, 0, vip, 5, Duration::from_millis(10)).expect("streams"));
+    }
+    let all: BTreeSet<String> = (0..=10).map(|i| bed.backend_name(i)).collect();
+    let seen: BTreeSet<String> =
+        (0..300).map(|_| bed.tcp_name(0, vip, Duration::from_secs(3)).expect("connect")).collect();
+    assert_eq!(seen, all, "new connections should reach all eleven backends");
+
+    // Scale in: remove nine of the ten added, through the HTTP API directly.
+    let api = http::Client::unix(agent.api_socket());
+    let removed: Vec<String> = (1..=9).map(|i| bed.backend_name(i)).collect();
+    for name in &removed {
+        let path = format!("/v1/vips/{}/backends/{name}", vip_name.replace(':', "%3A").replace('/', "%2F"));
+        let answer = api.delete(&path).expect("DELETE");
+        assert_eq!(answer.status, 204, "removing {name}: {}", answer.text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let surviving: BTreeSet<String> = [bed.backend_name(0), bed.backend_name(10)].into();
+    let seen: BTreeSet<String> =
+        (0..200).map(|_| bed.tcp_name(0, vip, Duration::from_secs(3)).expect("connect")).collect();
+    assert_eq!(seen, surviving, "new connections should spread over the current set");
+
+    let opened = opener.stop();
+    let reports: Vec<_> = streams.into_iter().map(Streams::stop).collect();
+    let removed_refs: Vec<&str> = removed.iter().map(String::as_str).collect();
+    for r in &reports {
+        let broken = r.errors_except_on(&removed_refs);
+        assert!(broken.is_empty(), "connections on surviving backends broke: {broken:#?}");
+    }
+    let on_survivors: usize =
+        reports.iter().flat_map(|r| &r.streams).filter(|s| surviving.contains(&s.backend)).count();
+    assert!(on_survivors >= 50, "only {on_survivors} streams on the surviving backends");
+    // New connections made by the opener: the only ones allowed to fail are
+    // those caught on a backend at the instant it was removed.
+    assert!(
+        opened.failed.len() <= removed.len(),
+        "{} of {} new connections failed: {:#?}",
+        opened.failed.len(),
+        opened.ok,
+        opened.failed
+    );
+    let stats = stats_json(&agent);
+    let names: Vec<&str> = stats["vips"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["backend0", "backend10"]);
+}
+
+#[test]
+fn kernel_notices_reach_the_agents_log_at_debug_level() {
+    root_or_skip!("kernel_notices_reach_the_agents_log_at_debug_level");
+    let bed = TestBed::builder().backends(1).build().expect("bed");
+    // A VIP whose only backend never passes its check: its SYNs are dropped as no_backend.
+    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..1)]).replacen(
+        "protocol = \"tcp\"\n",
+        "protocol = \"tcp\"\ncheck = \"exec\"\nexec_command = \"false\"\n",
+        1,
+    );
+    let agent = Agent::start(&bed, &config, &["--log-level", "debug"]).expect("agent");
+    let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
+    for _ in 0..5 {
+        assert!(bed.tcp_connect(0, vip, Duration::from_millis(300)).is_err(), "no backend: no connection");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent.log().contains("has no usable backend") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = agent.log();
+    let notices = log.matches("has no usable backend").count();
+    assert!(notices >= 1, "no kernel notice in the log:\n{log}");
+    // Rate-limited: one a second per CPU at most, not one per dropped SYN.
+    assert!(notices <= 2 * 4, "{notices} notices for a few seconds of drops");
+}
