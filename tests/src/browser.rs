@@ -22,8 +22,10 @@
 //! Cleanup, also on panic: dropping a [`Session`] deletes it (chromedriver
 //! closes its Chromium); dropping the [`ChromeDriver`] stops chromedriver, then
 //! SIGKILLs whatever is still running with this driver's profile directory on
-//! its command line or below chromedriver in the process tree, so no Chromium
-//! outlives the test.
+//! its command line or below chromedriver in the process tree, and kills and
+//! reaps the Chromium processes this process adopted as the child subreaper
+//! (set by [`ChromeDriver::start`]: Chromium's crash handler double-forks),
+//! so no Chromium outlives the test, not even as a zombie.
 
 use std::{
     cell::Cell,
@@ -71,6 +73,11 @@ impl<'b> ChromeDriver<'b> {
 
     pub fn start_on(bed: &TestBed, ns: &'b Netns, port: u16) -> Result<Self> {
         which(CHROMIUM).context("install Debian's chromium (cargo xtask setup)")?;
+        // Chromium double-forks its crash handler, and a killed chromedriver
+        // orphans its browser: as the subreaper, this process adopts them
+        // (not init), so dropping the driver can kill and reap every one.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes who adopts orphans.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let profiles = bed.temp_dir().join(format!("chromium-{port}"));
         std::fs::create_dir_all(&profiles).with_context(|| format!("creating {}", profiles.display()))?;
         let process = bed
@@ -198,6 +205,7 @@ impl Drop for ChromeDriver<'_> {
         let mut pids: Vec<u32> = below.into_iter().filter(|&p| alive(p)).collect();
         pids.extend(pids_with_arg(|a| a.contains(&marker)));
         kill_and_wait(&pids, Duration::from_secs(3));
+        reap_adopted(Duration::from_secs(3));
     }
 }
 
@@ -515,23 +523,66 @@ fn proc_pids() -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
 }
 
-/// State and parent from /proc/PID/stat (the command name may hold spaces and parentheses).
-fn stat(pid: u32) -> Option<(char, u32)> {
+struct Stat {
+    comm: String,
+    state: char,
+    ppid: u32,
+}
+
+/// From /proc/PID/stat (the command name may hold spaces and parentheses).
+fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
+    let (open, close) = (text.find('(')?, text.rfind(')')?);
+    let mut fields = text[close + 1..].split_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    Some(Stat { comm: text[open + 1..close].to_string(), state, ppid })
 }
 
 fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Chromium processes (running or zombies) this process adopted as the
+/// subreaper: the crash handler Chromium double-forks, and whatever
+/// chromedriver left behind when it died.
+fn adopted_chromium() -> Vec<u32> {
+    let me = std::process::id();
+    proc_pids()
+        .into_iter()
+        .filter(|&pid| stat(pid).is_some_and(|s| s.ppid == me && s.comm.starts_with("chrom")))
+        .collect()
+}
+
+/// Kills and reaps [`adopted_chromium`] until none is left (at most `timeout`):
+/// the crash handler leaves a moment after its browser.
+fn reap_adopted(timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pids = adopted_chromium();
+        if pids.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("cleanup: adopted Chromium processes {pids:?} not reaped within {timeout:?}");
+            return;
+        }
+        for pid in pids {
+            // SAFETY: kill(2) and waitpid(2) on a child of ours (adopted, so
+            // no std::process::Child owns it), by its pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Every process below `root` in the process tree.
 fn descendants(root: u32) -> Vec<u32> {
     let parents: Vec<(u32, u32)> =
-        proc_pids().into_iter().filter_map(|pid| Some((pid, stat(pid)?.1))).collect();
+        proc_pids().into_iter().filter_map(|pid| Some((pid, stat(pid)?.ppid))).collect();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {

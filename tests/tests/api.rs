@@ -16,7 +16,7 @@ use std::{
         ffi::OsStrExt as _,
         fs::{FileTypeExt as _, MetadataExt as _},
     },
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -442,8 +442,8 @@ fn openapi_statuses_and_bodies_follow_api_md() {
     let rows = resource_rows(&md);
     assert!(rows.len() >= 9, "api.md's resource table: {rows:?}");
     let errors = error_statuses(&md);
-    assert_eq!(errors, BTreeSet::from([400, 401, 404, 409, 422, 500]), "api.md § Errors");
-    let successes: BTreeSet<u16> = rows.iter().map(|r| success_status(r)).collect();
+    assert_eq!(errors, BTreeSet::from([400, 401, 404, 405, 409, 422, 500, 503]), "api.md § Errors");
+    let successes: BTreeSet<u16> = rows.iter().map(success_status).collect();
     let allowed: BTreeSet<u16> = successes.union(&errors).copied().collect();
 
     // The control API is exactly the table; the web listener exactly its three routes.
@@ -491,7 +491,7 @@ fn openapi_statuses_and_bodies_follow_api_md() {
             "{method} {path}: every control route answers 401 on TCP without the token"
         );
         assert!(op.get("security").is_none(), "{method} {path}: control routes use the document's security");
-        check_success_schema(&doc, row, &doc.resolve(&op["responses"][success.to_string()]));
+        check_success_schema(&doc, row, doc.resolve(&op["responses"][success.to_string()]));
         check_request_body(&doc, row, op);
     }
     // The control API: the unix socket needs no token, TCP the bearer token.
@@ -1062,7 +1062,7 @@ fn check_refusal(doc: &Doc, case: &Refused, response: &Response) -> Result<(), S
         return Err(format!("status {}, not {}: {}", response.status, case.status, response.text()));
     }
     let body = doc.conforms(case.method, case.template, response)?;
-    if !body["error"].as_str().is_some_and(|e| !e.is_empty()) {
+    if body["error"].as_str().is_none_or(str::is_empty) {
         return Err(format!("no error message: {body}"));
     }
     match case.field {
@@ -1196,26 +1196,23 @@ fn refused_requests_change_nothing() {
         }
         let after = snapshot(&api, &agent);
         if after != before {
-            failures.push(format!(
-                "{what}: refused ({}) but changed something:
-{after:#?}",
-                response.status
-            ));
+            failures
+                .push(format!("{what}: refused ({}) but changed something:\n{after:#?}", response.status));
         }
     }
-    // No such route: 404 with the error body, whatever the method.
-    for (method, path, body) in [
-        ("GET", "/v1/nope", None),
-        ("GET", "/v2/vips", None),
-        ("PUT", "/v1/vips", Some("{}")),
-        ("POST", "/v1/stats", Some("{}")),
+    // No such route: 404; a route without this method: 405; both with the error body.
+    for (method, path, body, status) in [
+        ("GET", "/v1/nope", None, 404),
+        ("GET", "/v2/vips", None, 404),
+        ("PUT", "/v1/vips", Some("{}"), 405),
+        ("POST", "/v1/stats", Some("{}"), 405),
     ] {
         let response = send(&api, method, path, body);
         let body = response.json().unwrap_or(Value::Null);
         let errors = doc.errors(doc.schema("Error"), &body);
-        if response.status != 404 || !errors.is_empty() {
+        if response.status != status || !errors.is_empty() {
             failures.push(format!(
-                "{method} {path}: no such route, 404 and an Error body per api.md; got {} {:?} {errors:?}",
+                "{method} {path}: {status} and an Error body per api.md; got {} {:?} {errors:?}",
                 response.status,
                 response.text()
             ));
@@ -1224,13 +1221,21 @@ fn refused_requests_change_nothing() {
             failures.push(format!("{method} {path}: changed something"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} refusals wrong:\n{}",
-        failures.len(),
-        cases.len() + 4,
-        failures.join("\n")
-    );
+    // A reload of a file that fails validation is refused the same way, and keeps what runs.
+    let file = bed.temp_dir().join("alwayson.toml");
+    let good = std::fs::read_to_string(&file).expect("the agent's config");
+    let bad = good.replacen("weight = 1", "weight = 999", 1);
+    assert_ne!(bad, good, "no weight line to break:\n{good}");
+    std::fs::write(&file, &bad).expect("writing the bad config");
+    let response = api.send(&Request::new("POST", "/v1/reload")).expect("POST /v1/reload");
+    std::fs::write(&file, &good).expect("restoring the config");
+    let reload = refused("POST", "/v1/reload".into(), "/v1/reload", None, 422, Some("weight"));
+    if let Err(why) = check_refusal(&doc, &reload, &response) {
+        failures.push(format!("POST /v1/reload of an invalid file: {why}"));
+    }
+    if snapshot(&api, &agent) != before {
+        failures.push("POST /v1/reload of an invalid file: changed something".into());
+    }
 
     // A VIP added once is there; the second time it is a conflict.
     let response = send(&api, "POST", VIPS, Some(&new_vip("")));
@@ -1238,10 +1243,22 @@ fn refused_requests_change_nothing() {
     doc.check("POST", VIPS, &response);
     let after_first = snapshot(&api, &agent);
     assert_ne!(after_first, before);
-    let response = send(&api, "POST", VIPS, Some(&new_vip("")));
-    assert_eq!(response.status, 409, "the same VIP twice: {}", response.text());
-    doc.check("POST", VIPS, &response);
-    assert_eq!(snapshot(&api, &agent), after_first, "the refused second add changed something");
+    let twice = refused("POST", vips(), VIPS, Some(&new_vip("")), 409, None);
+    let response = send(&api, twice.method, &twice.path, twice.body.as_deref());
+    if let Err(why) = check_refusal(&doc, &twice, &response) {
+        failures.push(format!("the same VIP added twice: {why}"));
+    }
+    if snapshot(&api, &agent) != after_first {
+        failures.push("the refused second add of a VIP changed something".into());
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} of {} refusals wrong:\n{}",
+        failures.len(),
+        cases.len() + 6,
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -1378,6 +1395,6 @@ fn vip_backend(vip: &Value, name: &str) -> Option<Value> {
 }
 
 /// Whether the runtime-changes file exists and mentions `needle` (a missing file mentions nothing).
-fn runtime_file_mentions(path: &PathBuf, needle: &str) -> bool {
+fn runtime_file_mentions(path: &Path, needle: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle))
 }

@@ -88,7 +88,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let timings = Arc::new(Timings::default());
     let (transitions_tx, mut transitions) = mpsc::channel(256);
-    let (published_config, config_rx) = watch::channel(Arc::new(effective.config.clone()));
+    let (published_config, config_rx) = watch::channel(Arc::new(api::Applied {
+        config: Arc::new(effective.config.clone()),
+        admin: effective.admin.clone(),
+    }));
     let (published_topology, topology_rx) = watch::channel(Arc::new(Topology::default()));
     let mut agent = Agent {
         reconciler: Reconciler::adopt(dp)?,

@@ -68,8 +68,9 @@ impl Agent {
         for d in &dropped {
             warn!("runtime change no longer applies and is dropped: {d}");
         }
-        self.admin = effective.admin;
+        let before = std::mem::replace(&mut self.admin, effective.admin);
         if let Err(e) = self.switch_to(effective.config).await {
+            self.admin = before;
             error!("applying the reloaded config failed: {e:#}");
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

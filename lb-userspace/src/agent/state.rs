@@ -14,6 +14,7 @@ use tracing::warn;
 
 use super::backend_addresses;
 use crate::{
+    api::Applied,
     config::{CheckKind, Config},
     desired::{desired, BackendHealth},
     health::{self, BackendRef, Supervisor, Target, Transition},
@@ -40,7 +41,7 @@ pub(super) struct Agent {
     pub kept: Vec<String>,
     pub last_report: ApplyReport,
     pub timings: Arc<Timings>,
-    pub published_config: watch::Sender<Arc<Config>>,
+    pub published_config: watch::Sender<Arc<Applied>>,
     pub published_topology: watch::Sender<Arc<Topology>>,
 }
 
@@ -119,7 +120,10 @@ impl Agent {
 
     /// Tells the API and the stats sampler what is in force now.
     fn publish(&self) {
-        self.published_config.send_replace(Arc::new(self.config.clone()));
+        self.published_config.send_replace(Arc::new(Applied {
+            config: Arc::new(self.config.clone()),
+            admin: self.admin.clone(),
+        }));
         let settings = self.reconciler.dataplane().settings();
         let vips = self
             .config

@@ -38,18 +38,28 @@ async fn apply(shared: &Shared, ops: Vec<Op>) -> Reply<Applied> {
     ask(shared, |reply| Request::Apply { ops, reply }).await
 }
 
-fn vip_json(config: &Config, name: &str) -> Reply<Json_> {
-    let vip = config.vips.iter().find(|v| v.name == name);
+/// A VIP as configured, each backend with its admin state beside its config keys.
+fn vip_json(applied: &Applied, name: &str) -> Reply<Json_> {
+    let vip = applied.config.vips.iter().find(|v| v.name == name);
     let vip = vip.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no VIP named {name:?}")))?;
-    serde_json::to_value(vip).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let mut json = serde_json::to_value(vip)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // `get_mut`: indexing a missing key would insert a null.
+    for b in json.get_mut("backend").and_then(|b| b.as_array_mut()).into_iter().flatten() {
+        let key = (vip.name.clone(), b["name"].as_str().unwrap_or_default().to_string());
+        b["admin"] =
+            serde_json::to_value(applied.admin.get(&key).copied().unwrap_or_default()).unwrap_or_default();
+    }
+    Ok(json)
 }
 
 pub async fn stats(State(shared): State<Shared>) -> Response {
     Json(shared.stats.borrow().as_ref().clone()).into_response()
 }
 
-pub async fn list_vips(State(shared): State<Shared>) -> Response {
-    Json(&shared.config.borrow().vips).into_response()
+pub async fn list_vips(State(shared): State<Shared>) -> Reply<Json<Vec<Json_>>> {
+    let applied = shared.config.borrow().clone();
+    applied.config.vips.iter().map(|v| vip_json(&applied, &v.name)).collect::<Reply<_>>().map(Json)
 }
 
 pub async fn get_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> Reply<Json<Json_>> {
@@ -58,9 +68,9 @@ pub async fn get_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> R
 
 pub async fn add_vip(State(shared): State<Shared>, body: Bytes) -> Reply<(StatusCode, Json<Json_>)> {
     let vip = parse_object(&body)?;
-    let config = apply(&shared, vec![Op::AddVip { vip }]).await?.config;
-    let added = config.vips.last().map(|v| v.name.clone()).unwrap_or_default();
-    Ok((StatusCode::CREATED, Json(vip_json(&config, &added)?)))
+    let applied = apply(&shared, vec![Op::AddVip { vip }]).await?;
+    let added = applied.config.vips.last().map(|v| v.name.clone()).unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(vip_json(&applied, &added)?)))
 }
 
 pub async fn remove_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> Reply<StatusCode> {
@@ -169,8 +179,10 @@ pub async fn reload(State(shared): State<Shared>, body: Bytes) -> Reply<Json<Rel
     let request: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadBody::default()
     } else {
-        serde_json::from_value(parse_object(&body)?)
-            .map_err(|e| ApiError::invalid(e.to_string(), &[problem("body", "", &e.to_string())]))?
+        serde_json::from_value(parse_object(&body)?).map_err(|e| {
+            let field = e.to_string().split('`').nth(1).unwrap_or("body").to_string();
+            ApiError::invalid(e.to_string(), &[problem(&field, "", "unknown field: only discard_runtime")])
+        })?
     };
     let outcome =
         ask(&shared, |reply| Request::Reload { discard_runtime: request.discard_runtime, reply }).await?;

@@ -7,7 +7,10 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Problem, runtime::OpError};
+use crate::{
+    config::{Location, Problem},
+    runtime::OpError,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -21,6 +24,9 @@ pub struct ProblemBody {
     pub field: String,
     pub value: String,
     pub reason: String,
+    /// Where in the config file (reloads only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
 }
 
 #[derive(Debug)]
@@ -37,7 +43,12 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>, problems: &[Problem]) -> Self {
         let problems = problems
             .iter()
-            .map(|p| ProblemBody { field: p.field.clone(), value: p.value.clone(), reason: p.reason.clone() })
+            .map(|p| ProblemBody {
+                field: p.field.clone(),
+                value: p.value.clone(),
+                reason: p.reason.clone(),
+                location: p.location,
+            })
             .collect();
         Self { status: StatusCode::UNPROCESSABLE_ENTITY, body: ErrorBody { error: message.into(), problems } }
     }

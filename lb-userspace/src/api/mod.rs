@@ -74,7 +74,8 @@ pub enum Request {
 pub struct Shared {
     pub requests: mpsc::Sender<Request>,
     pub stats: watch::Receiver<Arc<Stats>>,
-    pub config: watch::Receiver<Arc<Config>>,
+    /// The effective config and admin states, as last applied.
+    pub config: watch::Receiver<Arc<Applied>>,
     pub timings: Arc<Timings>,
 }
 
@@ -108,7 +109,12 @@ fn router(shared: Shared, keep: impl Fn(&str) -> bool) -> Router {
     for (path, methods) in by_path {
         router = router.route(path, methods);
     }
-    router.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") }).with_state(shared)
+    router
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this path does not take that method")
+        })
+        .with_state(shared)
 }
 
 fn is_control(path: &str) -> bool {
@@ -212,7 +218,11 @@ mod tests {
         let shared = Shared {
             requests,
             stats: watch::channel(Arc::new(Stats::default())).1,
-            config: watch::channel(Arc::new(Config::from_toml("[global]\ninterface = \"lo\"\n").unwrap())).1,
+            config: watch::channel(Arc::new(Applied {
+                config: Arc::new(Config::from_toml("[global]\ninterface = \"lo\"\n").unwrap()),
+                admin: AdminStates::new(),
+            }))
+            .1,
             timings: Arc::new(Timings::default()),
         };
         let _ = control_router(shared.clone());

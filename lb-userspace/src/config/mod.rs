@@ -375,7 +375,7 @@ impl fmt::Display for Problem {
 }
 
 /// A position in the file, both 1-based; the column counts characters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Location {
     pub line: usize,
     pub column: usize,

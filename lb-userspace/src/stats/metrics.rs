@@ -64,7 +64,8 @@ pub fn render(stats: &Stats, timings: &Timings) -> String {
             }
         }
     }
-    let per_backend: [(&str, &str, &str, fn(&super::BackendStats) -> u64); 3] = [
+    type Gauge = (&'static str, &'static str, &'static str, fn(&super::BackendStats) -> u64);
+    let per_backend: [Gauge; 3] = [
         (
             "alwayson_backend_up",
             "gauge",

@@ -159,6 +159,9 @@ impl Timings {
     }
 }
 
+/// A VIP index, with a backend slot for a backend's counters.
+type Slot = (u32, Option<u32>);
+
 /// How often the connection table is counted (it is walked key by key).
 const CONN_COUNT_EVERY: u32 = 10;
 
@@ -166,7 +169,7 @@ const CONN_COUNT_EVERY: u32 = 10;
 pub struct Sampler {
     maps: PinnedStats,
     started: Instant,
-    previous: Option<(Instant, HashMap<(u32, Option<u32>), TrafficStats>)>,
+    previous: Option<(Instant, HashMap<Slot, TrafficStats>)>,
     samples: u32,
     conn_entries: u64,
 }
@@ -185,7 +188,7 @@ impl Sampler {
     /// One sample: counters for everything in `topology`, rates since the last sample.
     pub fn sample(&mut self, topology: &Topology) -> Result<Stats, DataplaneError> {
         let now = Instant::now();
-        if self.samples % CONN_COUNT_EVERY == 0 {
+        if self.samples.is_multiple_of(CONN_COUNT_EVERY) {
             self.conn_entries = self.maps.connections() as u64;
         }
         self.samples += 1;
@@ -245,7 +248,7 @@ impl Sampler {
         })
     }
 
-    fn traffic(&self, now: Instant, key: (u32, Option<u32>), total: TrafficStats) -> Traffic {
+    fn traffic(&self, now: Instant, key: Slot, total: TrafficStats) -> Traffic {
         let rate = self.previous.as_ref().and_then(|(at, before)| {
             let secs = now.duration_since(*at).as_secs_f64();
             let prev = before.get(&key)?;
