@@ -72,7 +72,7 @@ impl<'b> ChromeDriver<'b> {
     }
 
     pub fn start_on(bed: &TestBed, ns: &'b Netns, port: u16) -> Result<Self> {
-        which(CHROMIUM).context("install Debian's chromium (cargo xtask setup)")?;
+        installed(CHROMIUM).context("install Debian's chromium (cargo xtask setup)")?;
         // Chromium double-forks its crash handler, and a killed chromedriver
         // orphans its browser: as the subreaper, this process adopts them
         // (not init), so dropping the driver can kill and reap every one.
@@ -499,7 +499,7 @@ fn base64_decode(text: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn which(path: &str) -> Result<()> {
+fn installed(path: &str) -> Result<()> {
     ensure!(Path::new(path).is_file(), "{path} not found");
     Ok(())
 }
