@@ -8,7 +8,7 @@
 //! connection on a thread that has entered that namespace (a socket stays in
 //! the namespace it was created in). Unix sockets are just paths.
 //!
-//! ```ignore
+//! ```text
 //! let api = Client::unix(agent.api_socket());
 //! let stats = api.get("/v1/stats")?.json()?;
 //! let tcp = Client::tcp_in(bed.lb_ns(), "127.0.0.1:9181".parse()?).bearer(TOKEN);
