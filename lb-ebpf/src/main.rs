@@ -2,6 +2,7 @@
 //! forward. `process` says what happens to a packet; the entry point counts it.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 // Map keys are passed by reference on purpose: by value they would be copied on
 // the 512-byte BPF stack first.
 #![allow(clippy::needless_borrows_for_generic_args)]

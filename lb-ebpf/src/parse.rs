@@ -40,6 +40,28 @@ const TCP_FLAG_ACK: u8 = 0x10;
 /// More-fragments flag and fragment offset bits of the IPv4 `frags` field.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
 
+/// A 32-bit load from the packet at any alignment. Headers sit at any offset
+/// in the frame; Rust would (rightly, for its own rules) load a `[u8; 4]` byte by
+/// byte, while the kernel allows misaligned packet loads. Assembly states the
+/// load exactly, with no alignment promise to the compiler. `p` must have passed
+/// a bounds check for 4 bytes.
+#[inline(always)]
+pub fn load_u32(p: *const u8) -> u32 {
+    let v: u64;
+    // SAFETY: a 4-byte read the caller bounds-checked; no other effect.
+    unsafe { core::arch::asm!("{v} = *(u32 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack)) };
+    v as u32
+}
+
+/// As [`load_u32`], 16 bits.
+#[inline(always)]
+pub fn load_u16(p: *const u8) -> u16 {
+    let v: u64;
+    // SAFETY: a 2-byte read the caller bounds-checked; no other effect.
+    unsafe { core::arch::asm!("{v} = *(u16 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack)) };
+    v as u16
+}
+
 /// A pointer to a `T` at `offset` into the frame, or `None` if it does not fit.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
@@ -106,8 +128,8 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> ParseResult {
     if total_len < header_len || l3 + total_len > ctx.data_end() - ctx.data() {
         return Err(DropReason::BadIpLength);
     }
-    let addr = |a: [u8; 4]| [u32::from_ne_bytes(a), 0, 0, 0];
-    let (src, dst) = (addr(ip.src_addr), addr(ip.dst_addr));
+    let addr = |a: &[u8; 4]| [load_u32(a.as_ptr()), 0, 0, 0];
+    let (src, dst) = (addr(&ip.src_addr), addr(&ip.dst_addr));
     if u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0 {
         return Ok(Packet::Unbalanceable {
             addr: dst,
@@ -131,7 +153,10 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> ParseResult {
     if end > ctx.data_end() - ctx.data() {
         return Err(DropReason::BadIpLength);
     }
-    let words = |a: &[u8; 16]| unsafe { core::ptr::read_unaligned(a.as_ptr() as *const [u32; 4]) };
+    let words = |a: &[u8; 16]| {
+        let p = a.as_ptr();
+        unsafe { [load_u32(p), load_u32(p.add(4)), load_u32(p.add(8)), load_u32(p.add(12))] }
+    };
     let (src, dst) = (words(&ip.src_addr), words(&ip.dst_addr));
     let unbalanceable =
         |reason, passed| Packet::Unbalanceable { addr: dst, family: FAMILY_V6, reason, passed };
@@ -191,14 +216,14 @@ fn transport(
             // Byte 13 of the TCP header holds the flags (CWR..FIN).
             let flags = unsafe { *(tcp as *const TcpHdr as *const u8).add(13) };
             let syn = flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
-            (u16::from_ne_bytes(tcp.source), u16::from_ne_bytes(tcp.dest), syn)
+            (load_u16(tcp.source.as_ptr()), load_u16(tcp.dest.as_ptr()), syn)
         }
         PROTO_UDP => {
             let Some(udp) = ptr_at::<UdpHdr>(ctx, l4).filter(|_| l4 + UdpHdr::LEN <= ip_end) else {
                 return Ok(truncated);
             };
             let udp = unsafe { &*udp };
-            (u16::from_ne_bytes(udp.src), u16::from_ne_bytes(udp.dst), false)
+            (load_u16(udp.src.as_ptr()), load_u16(udp.dst.as_ptr()), false)
         }
         _ => return Ok(Packet::Other),
     };

@@ -65,6 +65,12 @@ fn main() {
         }
     });
     let (floor_ns, lo, hi) = median(floor);
+    let (verified, translated, jitted) = bed.dp.program_size().expect("program info");
+    println!(
+        "\nbalancer: {} instructions verified, {} bytes translated, {jitted} bytes JIT-compiled",
+        verified.map_or("?".into(), |v| v.to_string()),
+        translated.map_or("?".into(), |v| v.to_string())
+    );
     println!("\nPer-packet cost, BPF_PROG_TEST_RUN repeat {REPEAT}, median of {ROUNDS} alternating rounds\n");
     println!("| case | ns/packet | min..max | × XDP_DROP |");
     println!("|---|---:|---:|---:|");

@@ -167,6 +167,13 @@ impl Dataplane {
         &self.settings
     }
 
+    /// The loaded program's size: instructions the verifier processed, and
+    /// bytes of the translated and the JIT-compiled program.
+    pub fn program_size(&self) -> Result<(Option<u32>, Option<u32>, u32)> {
+        let info = self.program().info().map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+        Ok((info.verified_instruction_count(), info.size_translated(), info.size_jitted()))
+    }
+
     /// The id of the program attached (the pinned link's) or loaded here.
     pub fn program_id(&self) -> Result<u32> {
         if let Some(dir) = &self.pin_dir {
