@@ -11,5 +11,6 @@ pub mod types;
 
 pub use counters::{DropReason, Event, Verdict};
 pub use types::{
-    Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, TrafficStats, VipKey, VipValue,
+    Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, TrafficStats, VipKey, VipSlot,
+    VipValue,
 };

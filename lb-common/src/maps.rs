@@ -6,6 +6,12 @@ pub const PROGRAM: &str = "balancer";
 
 /// `HashMap<VipKey, VipValue>`: the services.
 pub const VIPS: &str = "VIPS";
+/// `Array<VipSlot>` by VIP index: lets a connection-table hit be checked
+/// without a lookup by key.
+pub const VIP_INDEX: &str = "VIP_INDEX";
+/// `Array<u32>` of `VIP_FILTER_SLOTS`: how many VIP addresses hash to each slot
+/// (`types::vip_filter_slot`). A zero settles "not for a VIP" without a hash-map lookup.
+pub const VIP_FILTER: &str = "VIP_FILTER";
 /// `HashMap<VipKey, u32>` keyed by address only (port 0, proto 0): lets the
 /// parser decide whether a packet it cannot classify was meant for a VIP.
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
@@ -29,12 +35,25 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 pub const CONFIG: &str = "CONFIG";
 
 /// Every map, as pinned under the agent's pin directory.
-pub const ALL: [&str; 10] =
-    [CONFIG, VIPS, VIP_ADDRS, BACKENDS, RING, CONNS, NEXTHOPS, COUNTERS, VIP_STATS, BACKEND_STATS];
+pub const ALL: [&str; 12] = [
+    CONFIG,
+    VIPS,
+    VIP_INDEX,
+    VIP_FILTER,
+    VIP_ADDRS,
+    BACKENDS,
+    RING,
+    CONNS,
+    NEXTHOPS,
+    COUNTERS,
+    VIP_STATS,
+    BACKEND_STATS,
+];
 
 /// Every map whose size the agent sets at load time, with what sizes it.
-pub const SIZED_MAPS: [(&str, SizedBy); 8] = [
+pub const SIZED_MAPS: [(&str, SizedBy); 9] = [
     (VIPS, SizedBy::Vips),
+    (VIP_INDEX, SizedBy::Vips),
     (VIP_ADDRS, SizedBy::Vips),
     (VIP_STATS, SizedBy::Vips),
     (BACKENDS, SizedBy::Backends),

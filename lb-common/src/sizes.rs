@@ -24,6 +24,9 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 /// before asking the FIB again, so neighbour changes are picked up this fast.
 pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
+/// Slots of `VIP_FILTER` (a power of two): counts of VIP addresses by hash.
+pub const VIP_FILTER_SLOTS: u32 = 4096;
+
 /// Ring slot value meaning "no backend" (a VIP whose ring is empty).
 pub const RING_EMPTY: u32 = u32::MAX;
 

@@ -38,6 +38,15 @@ pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
     }
 }
 
+/// The `VIP_FILTER` slot of a destination address: the address words folded
+/// and multiplied (Fibonacci hashing). It runs on every packet, so it is one
+/// multiply; collisions only cost a hash-map lookup.
+#[inline(always)]
+pub fn vip_filter_slot(addr: &[u32; 4], family: u8) -> u32 {
+    let folded = addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ u32::from(family);
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - crate::sizes::VIP_FILTER_SLOTS.trailing_zeros())
+}
+
 /// A service: destination address, port (0 = every port) and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,7 +164,8 @@ impl FlowKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnValue {
     pub backend: u32,
-    pub _pad: u32,
+    /// The VIP index the flow was balanced for (checked against `VIP_INDEX` on every hit).
+    pub vip: u32,
     /// `bpf_ktime_get_coarse_ns` of the last packet.
     pub last_seen_ns: u64,
 }
@@ -176,7 +186,32 @@ pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// `VIP_INDEX` entry: which VIP an index belongs to, so an established flow can
+/// be forwarded from the connection table without looking the VIP up by key.
+/// `key.family == 0`: the index is free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipSlot {
+    pub key: VipKey,
+    /// A [`Mode`] as u8.
+    pub mode: u8,
+    pub _pad: [u8; 3],
+}
+
+impl VipSlot {
+    /// Whether a flow to `dst`/`dport_be` with `proto` belongs to this VIP
+    /// (a port-0 VIP takes every port).
+    #[inline(always)]
+    pub fn serves(&self, flow: &FlowKey) -> bool {
+        let k = &self.key;
+        k.family == flow.family
+            && k.proto == flow.proto
+            && k.addr == flow.dst
+            && (k.port_be == 0 || k.port_be == flow.dport_be)
+    }
+}
 
 /// The single entry of the `CONFIG` map.
 #[repr(C)]
@@ -212,6 +247,7 @@ const _: () = {
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<TrafficStats>() == 24);
     assert!(size_of::<DataplaneConfig>() == 24);
+    assert!(size_of::<VipSlot>() == 24);
 };
 
 #[cfg(feature = "user")]
@@ -226,4 +262,5 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::TrafficStats {}
     unsafe impl aya::Pod for super::DataplaneConfig {}
+    unsafe impl aya::Pod for super::VipSlot {}
 }

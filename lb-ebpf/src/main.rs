@@ -17,7 +17,7 @@ mod select;
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
 use lb_common::{DropReason, Mode};
 
-use crate::parse::Packet;
+use crate::{parse::Packet, select::Conn};
 
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
@@ -46,30 +46,46 @@ fn process(ctx: &XdpContext) -> Result<u32, DropReason> {
             return Ok(xdp_action::XDP_PASS);
         }
     };
-    let Some(vip) = select::vip(&flow.key) else {
+    if !select::maybe_vip_address(&flow.key.dst, flow.key.family) {
         return Ok(xdp_action::XDP_PASS);
+    }
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Established flows: one connection-table lookup, no VIP lookup by key.
+    let (vip_index, mode, choice) = match select::connection(&flow, now) {
+        Conn::Hit { choice, mode, vip } => (vip, mode, choice),
+        conn => {
+            let Some(vip) = select::vip(&flow.key) else {
+                return Ok(xdp_action::XDP_PASS);
+            };
+            let known = match conn {
+                Conn::Stale(entry) => Some(entry),
+                _ => None,
+            };
+            if vip.mode != Mode::Dsr as u8 {
+                return Err(DropReason::UnsupportedMode);
+            }
+            let choice = match select::balance(&flow, &vip, known, now) {
+                Err(DropReason::NoBackend) => {
+                    notice::no_backend(ctx, vip.index);
+                    return Err(DropReason::NoBackend);
+                }
+                other => other?,
+            };
+            if !choice.remembered {
+                notice::conn_table_full(ctx);
+            }
+            (vip.index, vip.mode, choice)
+        }
     };
     if let Some(note) = flow.note {
         counters::event(note);
     }
-    if vip.mode != Mode::Dsr as u8 {
+    if mode != Mode::Dsr as u8 {
         return Err(DropReason::UnsupportedMode);
-    }
-
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let choice = match select::backend(&flow, &vip, now) {
-        Err(DropReason::NoBackend) => {
-            notice::no_backend(ctx, vip.index);
-            return Err(DropReason::NoBackend);
-        }
-        other => other?,
-    };
-    if !choice.remembered {
-        notice::conn_table_full(ctx);
     }
     let action = forward::dsr(ctx, choice.index, &choice.backend, now)?;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    counters::traffic(vip.index, choice.index, bytes, choice.new_flow);
+    counters::traffic(vip_index, choice.index, bytes, choice.new_flow);
     Ok(action)
 }
 

@@ -9,9 +9,12 @@ use aya_ebpf::{
 };
 use lb_common::{
     counters::COUNTER_SLOTS,
-    sizes::{DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, RING_CHUNK},
+    sizes::{
+        DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, RING_CHUNK,
+        VIP_FILTER_SLOTS,
+    },
     types::RingChunk,
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipSlot, VipValue,
 };
 
 /// Ring size and hash seed (entry 0), written by the agent.
@@ -21,6 +24,16 @@ pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 /// Services by (address, port, protocol); port 0 matches every port.
 #[map]
 pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// VIP index -> the VIP's key and mode: checks a connection-table hit without
+/// a lookup by key, so established flows cost one hash lookup.
+#[map]
+pub static VIP_INDEX: Array<VipSlot> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// How many VIP addresses hash to each slot: zero means "not a VIP address",
+/// which settles most non-VIP traffic with one array read.
+#[map]
+pub static VIP_FILTER: Array<u32> = Array::with_max_entries(VIP_FILTER_SLOTS, 0);
 
 /// VIP addresses alone, to decide the fate of packets that cannot be classified
 /// (fragments, truncated L4): dropped when meant for a VIP, passed otherwise.

@@ -49,7 +49,9 @@ const IPV4_FRAG_MASK: u16 = 0x3fff;
 pub fn load_u32(p: *const u8) -> u32 {
     let v: u64;
     // SAFETY: a 4-byte read the caller bounds-checked; no other effect.
-    unsafe { core::arch::asm!("{v} = *(u32 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack)) };
+    unsafe {
+        core::arch::asm!("{v} = *(u32 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack))
+    };
     v as u32
 }
 
@@ -58,7 +60,9 @@ pub fn load_u32(p: *const u8) -> u32 {
 pub fn load_u16(p: *const u8) -> u16 {
     let v: u64;
     // SAFETY: a 2-byte read the caller bounds-checked; no other effect.
-    unsafe { core::arch::asm!("{v} = *(u16 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack)) };
+    unsafe {
+        core::arch::asm!("{v} = *(u16 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack))
+    };
     v as u16
 }
 

@@ -1,15 +1,17 @@
-//! Which VIP a flow is for, and which backend serves it: the connection table
-//! first, the VIP's Maglev ring on a miss, on a TCP SYN, or when the pinned
-//! backend can no longer take the flow.
+//! Which backend serves a flow: the connection table first (a hit is checked
+//! against the VIP index and the backend, no lookup by VIP key); on a miss, a
+//! TCP SYN, or a pinned backend that can no longer take the flow, the VIP by
+//! key and its Maglev ring.
 
 use lb_common::{
     sizes::{RING_CHUNK, RING_EMPTY},
+    types::vip_filter_slot,
     Backend, BackendState, ConnValue, DropReason, Event, FlowKey, VipKey, VipValue,
 };
 
 use crate::{
     counters,
-    maps::{BACKENDS, CONFIG, CONNS, RING, VIPS, VIP_ADDRS},
+    maps::{BACKENDS, CONFIG, CONNS, RING, VIPS, VIP_ADDRS, VIP_FILTER, VIP_INDEX},
     parse::Flow,
 };
 
@@ -30,7 +32,13 @@ pub fn vip(key: &FlowKey) -> Option<VipValue> {
 
 #[inline(always)]
 pub fn is_vip_address(key: VipKey) -> bool {
-    unsafe { VIP_ADDRS.get(&key) }.is_some()
+    maybe_vip_address(&key.addr, key.family) && unsafe { VIP_ADDRS.get(&key) }.is_some()
+}
+
+/// False: certainly not a VIP address (one array read); true: perhaps.
+#[inline(always)]
+pub fn maybe_vip_address(addr: &[u32; 4], family: u8) -> bool {
+    VIP_FILTER.get(vip_filter_slot(addr, family)).is_some_and(|count| *count != 0)
 }
 
 /// The chosen backend slot, its contents, and whether the flow is new.
@@ -42,21 +50,49 @@ pub struct Choice {
     pub remembered: bool,
 }
 
+/// What the connection table says about a flow.
+pub enum Conn {
+    /// Pinned to a backend that can take it: forward without looking at the VIP map.
+    Hit {
+        choice: Choice,
+        mode: u8,
+        vip: u32,
+    },
+    /// Known, but to be balanced again (a SYN, or its backend or VIP went away):
+    /// the entry is rewritten in place.
+    Stale(*mut ConnValue),
+    Miss,
+}
+
 #[inline(always)]
-pub fn backend(flow: &Flow, vip: &VipValue, now: u64) -> Result<Choice, DropReason> {
-    if !flow.syn {
-        if let Some(conn) = CONNS.get_ptr_mut(&flow.key) {
-            let index = unsafe { (*conn).backend };
-            if let Some(backend) = BACKENDS.get(index) {
-                if backend.vip == vip.index && BackendState::keeps_flows(backend.state) {
-                    unsafe { (*conn).last_seen_ns = now };
-                    return Ok(Choice { index, backend: *backend, new_flow: false, remembered: true });
-                }
+pub fn connection(flow: &Flow, now: u64) -> Conn {
+    let Some(conn) = CONNS.get_ptr_mut(&flow.key) else { return Conn::Miss };
+    if flow.syn {
+        return Conn::Stale(conn);
+    }
+    let (index, vip) = unsafe { ((*conn).backend, (*conn).vip) };
+    if let Some(slot) = VIP_INDEX.get(vip).filter(|slot| slot.serves(&flow.key)) {
+        if let Some(backend) = BACKENDS.get(index) {
+            if backend.vip == vip && BackendState::keeps_flows(backend.state) {
+                unsafe { (*conn).last_seen_ns = now };
+                let choice = Choice { index, backend: *backend, new_flow: false, remembered: true };
+                return Conn::Hit { choice, mode: slot.mode, vip };
             }
-            counters::event(Event::ConnReselected);
         }
     }
+    counters::event(Event::ConnReselected);
+    Conn::Stale(conn)
+}
 
+/// Balances a flow on its VIP's ring and records the choice (`known`: the
+/// connection-table entry to overwrite, if it has one).
+#[inline(always)]
+pub fn balance(
+    flow: &Flow,
+    vip: &VipValue,
+    known: Option<*mut ConnValue>,
+    now: u64,
+) -> Result<Choice, DropReason> {
     let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
     let ring_size = config.ring_size;
     // checked_rem: a ring size the agent has not written yet must not become a panic path.
@@ -71,8 +107,15 @@ pub fn backend(flow: &Flow, vip: &VipValue, now: u64) -> Result<Choice, DropReas
     if backend.vip != vip.index || !BackendState::keeps_flows(backend.state) {
         return Err(DropReason::BadBackend);
     }
-    let conn = ConnValue { backend: index, _pad: 0, last_seen_ns: now };
-    let remembered = CONNS.insert(&flow.key, &conn, 0).is_ok();
+    let conn = ConnValue { backend: index, vip: vip.index, last_seen_ns: now };
+    let remembered = match known {
+        // In place: no new LRU node, and readers elsewhere see whole u32s.
+        Some(entry) => {
+            unsafe { *entry = conn };
+            true
+        }
+        None => CONNS.insert(&flow.key, &conn, 0).is_ok(),
+    };
     if !remembered {
         counters::event(Event::ConnInsertFailed);
     }

@@ -53,6 +53,9 @@ pub fn build(members: &[Member], size: u32) -> Vec<u32> {
     let max_weight = order.iter().map(|&i| u64::from(members[i].weight)).max().unwrap_or(1);
     let mut cursor: Vec<Cursor> = order.iter().map(|&i| Cursor::new(members[i].id, size)).collect();
     let mut held = vec![0u64; order.len()];
+    // Which slots are taken, one bit each: probing a bitset that fits in cache
+    // is what makes the build fast (most probes hit taken slots).
+    let mut taken = Taken::new(size);
     let mut filled = 0u64;
     let mut round = 0u64;
     while filled < m {
@@ -60,7 +63,7 @@ pub fn build(members: &[Member], size: u32) -> Vec<u32> {
         for (k, &member) in order.iter().enumerate() {
             let weight = u64::from(members[member].weight);
             while held[k] * max_weight < round * weight {
-                let slot = cursor[k].next_free(&ring);
+                let slot = cursor[k].next_free(&mut taken);
                 ring[slot] = member as u32;
                 held[k] += 1;
                 filled += 1;
@@ -91,8 +94,8 @@ impl Cursor {
         }
     }
 
-    /// The next slot of the permutation that nobody holds yet (the ring is not full).
-    fn next_free(&mut self, ring: &[u32]) -> usize {
+    /// Takes the next slot of the permutation that nobody holds yet (the ring is not full).
+    fn next_free(&mut self, taken: &mut Taken) -> usize {
         loop {
             let slot = self.position;
             // position + skip < 2·size, so one subtraction is the modulo.
@@ -100,10 +103,31 @@ impl Cursor {
                 p if p >= self.size => p - self.size,
                 p => p,
             };
-            if ring[slot as usize] == RING_EMPTY {
+            if taken.take(slot as usize) {
                 return slot as usize;
             }
         }
+    }
+}
+
+/// A bitset of ring slots.
+struct Taken(Vec<u64>);
+
+impl Taken {
+    fn new(size: u32) -> Self {
+        Self(vec![0; (size as usize).div_ceil(64)])
+    }
+
+    /// Marks `slot` taken; false if it already was.
+    #[inline(always)]
+    fn take(&mut self, slot: usize) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let w = &mut self.0[word];
+        if *w & bit != 0 {
+            return false;
+        }
+        *w |= bit;
+        true
     }
 }
 

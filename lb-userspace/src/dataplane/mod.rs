@@ -20,7 +20,7 @@ use lb_common::{
     sizes::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
     },
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipSlot, VipValue,
 };
 
 pub use self::{
@@ -118,6 +118,8 @@ pub struct Dataplane {
     ebpf: Ebpf,
     settings: LoadSettings,
     vips: HashMap<MapData, VipKey, VipValue>,
+    vip_index: Array<MapData, VipSlot>,
+    vip_filter: Array<MapData, u32>,
     vip_addrs: HashMap<MapData, VipKey, u32>,
     backends: Array<MapData, Backend>,
     ring: RingMemory,
@@ -149,6 +151,8 @@ impl Dataplane {
         config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
         Ok(Self {
             vips: take(&mut ebpf, names::VIPS)?,
+            vip_index: take(&mut ebpf, names::VIP_INDEX)?,
+            vip_filter: take(&mut ebpf, names::VIP_FILTER)?,
             vip_addrs: take(&mut ebpf, names::VIP_ADDRS)?,
             backends: take(&mut ebpf, names::BACKENDS)?,
             conns: take(&mut ebpf, names::CONNS)?,
@@ -170,7 +174,10 @@ impl Dataplane {
     /// The loaded program's size: instructions the verifier processed, and
     /// bytes of the translated and the JIT-compiled program.
     pub fn program_size(&self) -> Result<(Option<u32>, Option<u32>, u32)> {
-        let info = self.program().info().map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+        let info = self
+            .program()
+            .info()
+            .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
         Ok((info.verified_instruction_count(), info.size_translated(), info.size_jitted()))
     }
 
@@ -203,18 +210,37 @@ impl Dataplane {
         }
     }
 
-    /// Adds or replaces a VIP, and registers its address.
+    /// Adds or replaces a VIP, and registers its address and index.
     pub fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<()> {
         self.check("VIP index", value.index, self.settings.max_vips)?;
-        self.vip_addrs.insert(key.address_only(), 0, 0).map_err(map_err(names::VIP_ADDRS))?;
+        let slot = VipSlot { key, mode: value.mode, _pad: [0; 3] };
+        self.vip_index.set(value.index, slot, 0).map_err(map_err(names::VIP_INDEX))?;
+        let address = key.address_only();
+        if self.vip_addrs.get(&address, 0).is_err() {
+            self.count_address(&address, 1)?;
+            self.vip_addrs.insert(address, 0, 0).map_err(map_err(names::VIP_ADDRS))?;
+        }
         self.vips.insert(key, value, 0).map_err(map_err(names::VIPS))
     }
 
-    /// Removes a VIP; `last_on_address` also forgets its address (no other VIP uses it).
+    /// Counts a VIP address in (+1) or out (-1) of the kernel's address filter.
+    fn count_address(&mut self, address: &VipKey, change: i32) -> Result<()> {
+        let slot = lb_common::types::vip_filter_slot(&address.addr, address.family);
+        let count = self.vip_filter.get(&slot, 0).map_err(map_err(names::VIP_FILTER))?;
+        self.vip_filter.set(slot, count.saturating_add_signed(change), 0).map_err(map_err(names::VIP_FILTER))
+    }
+
+    /// Removes a VIP (its established flows stop too); `last_on_address` also
+    /// forgets its address (no other VIP uses it).
     pub fn remove_vip(&mut self, key: &VipKey, last_on_address: bool) -> Result<()> {
+        let index = self.vips.get(key, 0).map_err(map_err(names::VIPS))?.index;
         self.vips.remove(key).map_err(map_err(names::VIPS))?;
+        let free =
+            VipSlot { key: VipKey { addr: [0; 4], port_be: 0, proto: 0, family: 0 }, mode: 0, _pad: [0; 3] };
+        self.vip_index.set(index, free, 0).map_err(map_err(names::VIP_INDEX))?;
         if last_on_address {
             self.vip_addrs.remove(&key.address_only()).map_err(map_err(names::VIP_ADDRS))?;
+            self.count_address(&key.address_only(), -1)?;
         }
         Ok(())
     }
