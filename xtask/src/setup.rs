@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-/// Debian packages the tests use, each with a command that proves it is there.
+/// Debian packages the tests and benchmarks use, each with a command that proves it is there.
 const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("procps", "sysctl"),
@@ -18,6 +18,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mariadb-client", "mariadb-admin"),
     ("chromium", "chromium"),
     ("chromium-driver", "chromedriver"),
+    // End-to-end benchmark: load generator, the HAProxy anchor, efficient HTTP backends.
+    ("wrk", "wrk"),
+    ("haproxy", "haproxy"),
+    ("nginx", "nginx"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

@@ -1,0 +1,260 @@
+//! End to end on the namespace test bed: `wrk` in the client namespace against
+//! three nginx backends, (1) through the VIP with Always On (XDP, DSR), (2)
+//! through HAProxy 2.6 in TCP mode with roundrobin on the same LB namespace,
+//! (3) directly to one backend. Two workloads: keep-alive connections, and a
+//! new connection per request. Modes alternate over rounds in the same run;
+//! medians are reported, and ratios to HAProxy. Figures, not verdicts.
+
+use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
+
+use alwayson_tests::{
+    agent::{config_toml, Agent, VipConf},
+    bed::TestBed,
+    bench::{dir, spread, Table},
+    process::Process,
+};
+use serde_json::json;
+
+const PORT: u16 = 8088;
+const VIP: &str = "10.77.100.1";
+const ROUNDS: usize = 3;
+const SECONDS: u32 = 5;
+/// Connections of the saturating workloads; the light one uses 4.
+const CONNECTIONS: u32 = 64;
+const LIGHT: u32 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    AlwaysOn,
+    Haproxy,
+    Direct,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::AlwaysOn, Mode::Haproxy, Mode::Direct];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::AlwaysOn => "Always On (XDP, DSR)",
+            Mode::Haproxy => "HAProxy 2.6 (TCP mode)",
+            Mode::Direct => "direct to one backend",
+        }
+    }
+}
+
+/// One wrk run: requests per second and latency percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+}
+
+fn millis(value: &str) -> Option<f64> {
+    let (number, factor) = if let Some(v) = value.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = value.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = value.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn parse_wrk(out: &str) -> Run {
+    let mut run = Run::default();
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["50%", v] => run.p50 = millis(v).unwrap_or(f64::NAN),
+            ["99%", v] => run.p99 = millis(v).unwrap_or(f64::NAN),
+            ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(0.0),
+            ["Socket", "errors:", rest @ ..] => {
+                run.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.errors += n.parse::<u64>().unwrap_or(0),
+            _ => {}
+        }
+    }
+    run
+}
+
+fn wrk(bed: &TestBed, target: &str, close: bool, connections: u32) -> Run {
+    let net = format!("--net=/run/netns/{}", bed.client_ns(0).name());
+    let threads = connections.min(2);
+    let mut args = vec![net, "--".into(), "wrk".into(), format!("-t{threads}"), format!("-c{connections}")];
+    args.extend([format!("-d{SECONDS}s"), "--latency".into(), "--timeout".into(), "5s".into()]);
+    if close {
+        args.extend(["-H".into(), "Connection: close".into()]);
+    }
+    args.push(format!("http://{target}/"));
+    let out = Command::new("nsenter").args(&args).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    parse_wrk(&text)
+}
+
+/// An nginx on backend `i`, single process, answering every request with its name.
+fn nginx(bed: &TestBed, i: usize) -> Process {
+    let dir = bed.temp_dir().join(format!("nginx{i}"));
+    std::fs::create_dir_all(dir.join("tmp")).expect("nginx dir");
+    let d = dir.display();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 8192; }}\n\
+         http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+           fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+           server {{ listen {PORT} backlog=8192 reuseport; listen [::]:{PORT} backlog=8192 reuseport;\n\
+             location / {{ return 200 \"{}\\n\"; }} }} }}\n",
+        bed.backend_name(i)
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf");
+    let args = ["-p".to_string(), d.to_string(), "-c".to_string(), path.display().to_string()];
+    let p = bed.spawn(bed.backend_ns(i), "nginx", &args, &format!("nginx{i}")).expect("nginx");
+    p
+}
+
+fn haproxy(bed: &TestBed) -> Process {
+    let mut conf = String::from(
+        "global\n  maxconn 8000\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  \
+         timeout server 30s\nfrontend fe\n",
+    );
+    let _ = writeln!(conf, "  bind {}:{PORT}\n  default_backend be\nbackend be\n  balance roundrobin", bed.lb_v4());
+    for i in 0..3 {
+        let _ = writeln!(conf, "  server b{i} {}:{PORT}", bed.backend_v4(i));
+    }
+    let path = bed.temp_dir().join("haproxy.cfg");
+    std::fs::write(&path, conf).expect("haproxy.cfg");
+    bed.spawn(bed.lb_ns(), "haproxy", &["-db", "-f", &path.display().to_string()], "haproxy").expect("haproxy")
+}
+
+fn wait_listening(bed: &TestBed, target: &str) {
+    for _ in 0..100 {
+        if bed.tcp_connect(0, target.parse().unwrap(), Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{target} never accepted a connection");
+}
+
+/// A grouped bar chart of requests per second, as SVG.
+fn chart(results: &[(&str, [f64; 3])], path: &Path) {
+    let (w, h, left, top, bottom) = (720.0, 300.0, 60.0, 30.0, 60.0);
+    let max = results.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0, f64::max) * 1.1;
+    let colors = ["#2563eb", "#dc2626", "#6b7280"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"{left}\" y=\"18\" font-size=\"14\">Requests per second (higher is better), same bed, same run</text>\n"
+    );
+    let group = (w - left - 20.0) / results.len() as f64;
+    for (g, (label, values)) in results.iter().enumerate() {
+        let x0 = left + g as f64 * group + 20.0;
+        for (k, v) in values.iter().enumerate() {
+            let bh = (h - top - bottom) * v / max;
+            let x = x0 + k as f64 * (group - 40.0) / 3.0;
+            let y = h - bottom - bh;
+            let bw = (group - 40.0) / 3.0 - 6.0;
+            let _ = writeln!(svg, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>", colors[k]);
+            let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}</text>", x + bw / 2.0, y - 4.0, v);
+        }
+        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>", x0 + (group - 40.0) / 2.0, h - bottom + 18.0);
+    }
+    for (k, mode) in Mode::ALL.iter().enumerate() {
+        let x = left + k as f64 * 200.0;
+        let _ = writeln!(svg, "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>", h - 22.0, colors[k]);
+        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\">{}</text>", x + 16.0, h - 12.0, mode.name());
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(path, svg).expect("write chart");
+}
+
+fn main() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("e2e: needs root (namespaces, XDP); skipped");
+        return;
+    }
+    let bed = TestBed::builder().clients(1).backends(3).start_servers(false).build().expect("bed");
+    let _backends: Vec<Process> = (0..3).map(|i| nginx(&bed, i)).collect();
+    let config = config_toml(&bed, &[VipConf::new(VIP, PORT, "tcp").backends(0..3)]);
+    let agent = Agent::start(&bed, &config, &[]).expect("agent");
+    let _haproxy = haproxy(&bed);
+    let targets = [
+        (Mode::AlwaysOn, format!("{VIP}:{PORT}")),
+        (Mode::Haproxy, format!("{}:{PORT}", bed.lb_v4())),
+        (Mode::Direct, format!("{}:{PORT}", bed.backend_v4(0))),
+    ];
+    for (_, t) in &targets {
+        wait_listening(&bed, t);
+    }
+
+    // Saturating workloads measure throughput; the light one, the path's own latency.
+    let workloads = [
+        (format!("keep-alive, {CONNECTIONS} connections"), false, CONNECTIONS),
+        (format!("new connection per request, {CONNECTIONS} at a time"), true, CONNECTIONS),
+        (format!("light load: keep-alive, {LIGHT} connections"), false, LIGHT),
+    ];
+    let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); 3]; workloads.len()];
+    for round in 0..ROUNDS {
+        for (w, (name, close, connections)) in workloads.iter().enumerate() {
+            // Rotate the order every round, so no mode always runs first or last.
+            for k in 0..3 {
+                let m = (k + round) % 3;
+                let run = wrk(&bed, &targets[m].1, *close, *connections);
+                eprintln!("round {round} {name}: {} {:.0} req/s p50 {:.3} ms p99 {:.3} ms", targets[m].0.name(), run.rps, run.p50, run.p99);
+                runs[w][m].push(run);
+            }
+        }
+    }
+
+    let mut table = Table::new(
+        "e2e",
+        &format!(
+            "End to end: wrk -d{SECONDS}s, 3 nginx backends, 2 vCPUs shared by everything; \
+             median of {ROUNDS} alternating rounds"
+        ),
+        &["workload", "path", "requests/s", "p50 ms", "p99 ms", "errors", "× HAProxy req/s"],
+    );
+    let mut chart_rows = Vec::new();
+    for (w, (name, _, _)) in workloads.iter().enumerate() {
+        let medians: Vec<(f64, f64, f64, u64)> = runs[w]
+            .iter()
+            .map(|rs| {
+                let mut rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
+                let mut p50: Vec<f64> = rs.iter().map(|r| r.p50).collect();
+                let mut p99: Vec<f64> = rs.iter().map(|r| r.p99).collect();
+                (spread(&mut rps).0, spread(&mut p50).0, spread(&mut p99).0, rs.iter().map(|r| r.errors).sum())
+            })
+            .collect();
+        let haproxy_rps = medians[1].0;
+        for (m, (rps, p50, p99, errors)) in medians.iter().enumerate() {
+            table.row(
+                &[
+                    name.to_string(),
+                    Mode::ALL[m].name().into(),
+                    format!("{rps:.0}"),
+                    format!("{p50:.3}"),
+                    format!("{p99:.3}"),
+                    errors.to_string(),
+                    format!("{:.2}", rps / haproxy_rps),
+                ],
+                json!({
+                    "workload": name, "mode": Mode::ALL[m].name(), "rps_median": rps, "p50_ms": p50, "p99_ms": p99,
+                    "runs": runs[w][m].iter().map(|r| json!({"rps": r.rps, "p50_ms": r.p50, "p99_ms": r.p99, "errors": r.errors})).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        if w < 2 {
+            chart_rows.push((if w == 0 { "keep-alive" } else { "new connection per request" }, [medians[0].0, medians[1].0, medians[2].0]));
+        }
+    }
+    let stats = agent.stats().ok().and_then(|s| s.counters().ok());
+    table.finish(json!({"agent_counters": stats.map(|c| c.to_string())}));
+    let svg = dir().join("e2e.svg");
+    chart(&chart_rows, &svg);
+    println!("(chart: {})", svg.display());
+}
