@@ -38,7 +38,7 @@ fn disruption(m: u32, n: u32, gone: u32) -> (f64, usize, usize) {
     let rest: Vec<Member> = all
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i as u32 % step != 0 || *i as u32 / step >= gone)
+        .filter(|(i, _)| !(*i as u32).is_multiple_of(step) || *i as u32 / step >= gone)
         .map(|(_, m)| *m)
         .collect();
     let after = build(&rest, m);

@@ -22,8 +22,8 @@ pub struct BackendHealth {
     pub came_up: Option<Instant>,
     /// UP↔DOWN transitions so far.
     pub transitions: u64,
-    /// Why it is in its state.
-    pub reason: String,
+    /// Why it is in its state (shared with the stats, which show it).
+    pub reason: std::sync::Arc<str>,
 }
 
 /// The data plane's desired state, and whether a weight is still ramping up

@@ -53,6 +53,9 @@ enum Command {
     },
     /// Validate a config file and print it with every default filled in.
     CheckConfig { file: PathBuf },
+    /// For the agent: parse and validate a config, print the result as JSON.
+    #[command(hide = true)]
+    ParseConfig { file: PathBuf },
     /// Counters and rates per VIP and backend, and drop reasons.
     Stats {
         #[command(flatten)]
@@ -145,6 +148,16 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    if let Command::ParseConfig { file } = &cli.command {
+        let parsed = agent::Parsed::from(Config::load(file));
+        return match serde_json::to_writer(std::io::stdout().lock(), &parsed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alwayson parse-config: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::CheckConfig { file } = &cli.command {
         return match Config::load(file) {
             Ok(config) => {
@@ -161,6 +174,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if matches!(cli.command, Command::Run { .. }) {
+        // Before any thread exists, so every thread shares the one arena it sets up.
+        agent::settle_allocator();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
@@ -191,7 +208,9 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Run { config, replace, fresh, keep_running_on_exit } => {
             agent::run(RunOptions { config_path: config, replace, fresh, keep_running_on_exit }).await
         }
-        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig { .. } | Command::ParseConfig { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Stats { target, json, watch } => cli::stats(&client(&target)?, json, watch).await,
         Command::Vip { target, action } => {
             let client = client(&target)?;

@@ -272,10 +272,16 @@ impl Reconciler {
             }
         }
 
-        // 2. Rings, writing only the slots that change.
-        for vip in desired {
-            let state = self.vips.get_mut(&vip.key).expect("allocated above");
-            report.ring_slots_written += write_ring(&mut self.dp, state, vip)?;
+        // 2. Rings whose members changed: built on every core, then only the changed slots written.
+        // In batches: a built ring is ring_size × 4 bytes, a thousand of them would not be small.
+        let jobs = ring_jobs(&self.vips, desired);
+        for batch in jobs.chunks(RING_BATCH) {
+            let built = build_rings(batch, self.dp.settings().ring_size);
+            for (job, ring) in batch.iter().zip(built) {
+                let state = self.vips.get_mut(&job.vip).expect("allocated above");
+                report.ring_slots_written += write_ring(&mut self.dp, state.index, job, &ring)?;
+                state.members = Some(job.members.clone());
+            }
         }
 
         // 3. VIPs become visible only now that their rings are complete.
@@ -298,7 +304,7 @@ impl Reconciler {
         for key in gone_vips {
             let state = self.vips.remove(&key).expect("listed from the map");
             self.dp.remove_vip(&key, !addresses_in_use.contains(&key.address_only()))?;
-            self.dp.ring_mut(state.index)?.fill(RING_EMPTY);
+            self.dp.with_ring_mut(state.index, |ring| ring.fill(RING_EMPTY))?;
             for s in state.backends.into_values() {
                 gone_backends.push((s.slot, s.written));
             }
@@ -333,26 +339,67 @@ pub fn ring_members(vip: &DesiredVip) -> Vec<&DesiredBackend> {
     backups
 }
 
-/// Rebuilds one VIP's ring if its members changed; returns the slots written.
-fn write_ring(dp: &mut Dataplane, state: &mut VipState, vip: &DesiredVip) -> Result<usize, ReconcileError> {
-    let chosen = ring_members(vip);
-    let members: Vec<Member> = chosen.iter().map(|b| Member { id: b.addr, weight: b.weight }).collect();
-    if state.members.as_ref() == Some(&members) {
-        return Ok(0);
+/// Rings built at once before they are written.
+const RING_BATCH: usize = 32;
+
+/// A ring to rebuild: its VIP's index, the members by identity and their slots.
+struct RingJob {
+    vip: VipKey,
+    members: Vec<Member>,
+    slots: Vec<u32>,
+}
+
+/// The rings whose members changed, to rebuild.
+fn ring_jobs(vips: &HashMap<VipKey, VipState>, desired: &[DesiredVip]) -> Vec<RingJob> {
+    desired
+        .iter()
+        .filter_map(|vip| {
+            let state = &vips[&vip.key];
+            let chosen = ring_members(vip);
+            let members: Vec<Member> =
+                chosen.iter().map(|b| Member { id: b.addr, weight: b.weight }).collect();
+            if state.members.as_ref() == Some(&members) {
+                return None;
+            }
+            let slots = chosen.iter().map(|b| state.backends[&b.addr].slot).collect();
+            Some(RingJob { vip: vip.key, members, slots })
+        })
+        .collect()
+}
+
+/// Builds the rings of `jobs` (pure work, the expensive part) on every core.
+fn build_rings(jobs: &[RingJob], ring_size: u32) -> Vec<Vec<u32>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len()).max(1);
+    if threads == 1 {
+        return jobs.iter().map(|j| maglev::build(&j.members, ring_size)).collect();
     }
-    let ring_size = dp.settings().ring_size;
-    let slot_of: Vec<u32> = chosen.iter().map(|b| state.backends[&b.addr].slot).collect();
-    let built = maglev::build(&members, ring_size);
-    let ring = dp.ring_mut(state.index)?;
-    let mut written = 0;
-    for (current, member) in ring.iter_mut().zip(built) {
-        let want = if member == RING_EMPTY { RING_EMPTY } else { slot_of[member as usize] };
-        if *current != want {
-            *current = want;
-            written += 1;
+    let per_thread = jobs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = jobs
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk.iter().map(|j| maglev::build(&j.members, ring_size)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().expect("ring builder panicked")).collect()
+    })
+}
+
+/// Writes a built ring, only the slots that change; returns how many.
+fn write_ring(dp: &mut Dataplane, index: u32, job: &RingJob, built: &[u32]) -> Result<usize, ReconcileError> {
+    let written = dp.with_ring_mut(index, |ring| {
+        let mut written = 0;
+        for (current, &member) in ring.iter_mut().zip(built) {
+            let want = if member == RING_EMPTY { RING_EMPTY } else { job.slots[member as usize] };
+            if *current != want {
+                *current = want;
+                written += 1;
+            }
         }
-    }
-    state.members = Some(members);
+        written
+    })?;
     Ok(written)
 }
 

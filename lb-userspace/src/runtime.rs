@@ -1,16 +1,17 @@
 //! Changes made through the API, kept as an ordered list of operations on top
-//! of the config file. Each operation edits the file's resolved TOML document
-//! and the result is validated by the same code as the file, so an API change
-//! is exactly as checked as an edit of the file. A reload replays the list on
-//! the new file; operations that no longer apply are dropped (and logged).
+//! of the config file. An operation edits the resolved TOML of the VIP it
+//! touches and that is validated by the same code as the file, so an API
+//! change is exactly as checked as an edit of the file, at the cost of one VIP
+//! however big the config. A reload replays the list on the new file;
+//! operations that no longer apply are dropped (and logged).
 
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::{
-    config::{Config, ConfigError, Problem},
+    config::{Config, ConfigError, Problem, Vip},
     stats::Admin,
 };
 
@@ -67,30 +68,19 @@ pub fn replay(file: &Config, ops: &[Op]) -> Effective {
     state
 }
 
-fn vip_index(doc: &toml::Table, name: &str) -> Result<usize, OpError> {
-    vips(doc)
+fn vip_index(config: &Config, name: &str) -> Result<usize, OpError> {
+    config
+        .vips
         .iter()
-        .position(|v| v.get("name").and_then(|n| n.as_str()) == Some(name))
+        .position(|v| *v.name == *name)
         .ok_or_else(|| OpError::NotFound(format!("no VIP named {name:?}")))
 }
 
-fn backend_index(doc: &toml::Table, vip: usize, name: &str) -> Result<usize, OpError> {
-    backends(&vips(doc)[vip])
+fn backend_index(vip: &Vip, name: &str) -> Result<usize, OpError> {
+    vip.backends
         .iter()
-        .position(|b| b.get("name").and_then(|n| n.as_str()) == Some(name))
+        .position(|b| *b.name == *name)
         .ok_or_else(|| OpError::NotFound(format!("no backend named {name:?} in this VIP")))
-}
-
-fn vips(doc: &toml::Table) -> Vec<toml::Table> {
-    doc.get("vip")
-        .and_then(|v| v.as_array())
-        .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
-}
-
-fn backends(vip: &toml::Table) -> Vec<toml::Table> {
-    vip.get("backend")
-        .and_then(|v| v.as_array())
-        .map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
 }
 
 fn array_mut<'d>(table: &'d mut toml::Table, key: &str) -> &'d mut Vec<toml::Value> {
@@ -99,6 +89,62 @@ fn array_mut<'d>(table: &'d mut toml::Table, key: &str) -> &'d mut Vec<toml::Val
         *entry = toml::Value::Array(Vec::new());
     }
     entry.as_array_mut().expect("made an array above")
+}
+
+/// The config's global sections with just `vip` (or no VIP) as a TOML document:
+/// an operation is validated on the VIP it touches, not on the whole config.
+fn mini_document(config: &Config, vip: Option<&Arc<Vip>>) -> toml::Table {
+    let mini = Config {
+        global: config.global.clone(),
+        api: config.api.clone(),
+        web: config.web.clone(),
+        vips: vip.into_iter().cloned().collect(),
+    };
+    toml::from_str(&mini.to_toml()).expect("a resolved config round-trips")
+}
+
+/// The one VIP of a validated mini document.
+fn validated_vip(doc: &toml::Table, prefixes: &[String]) -> Result<Arc<Vip>, OpError> {
+    let mut config = validate(doc, prefixes)?;
+    Ok(config.vips.pop().expect("the mini document has one VIP"))
+}
+
+/// What the whole config must still satisfy when one VIP changes: unique VIPs
+/// and names, and room in the maps.
+fn check_fits(config: &Config, replacing: Option<usize>, vip: &Vip) -> Result<(), OpError> {
+    let others = config.vips.iter().enumerate().filter(|(i, _)| Some(*i) != replacing).map(|(_, v)| v);
+    for other in others.clone() {
+        if other.key() == vip.key() {
+            return Err(OpError::Conflict(format!(
+                "VIP {} already serves {}/{}",
+                other.name,
+                vip.socket(),
+                vip.protocol
+            )));
+        }
+        if other.name == vip.name {
+            return Err(OpError::Conflict(format!("a VIP named {:?} already exists", vip.name)));
+        }
+    }
+    let global = &config.global;
+    let vips = others.clone().count() + 1;
+    let backends = others.map(|v| v.backends.len()).sum::<usize>() + vip.backends.len();
+    let too_many = |what: &str, count: usize, max: u32, setting: &str| OpError::Invalid {
+        message: format!("{count} {what} would exceed global.{setting} = {max}"),
+        problems: vec![Problem {
+            field: what.into(),
+            value: count.to_string(),
+            reason: format!("more than global.{setting} = {max}"),
+            location: None,
+        }],
+    };
+    if vips > global.max_vips as usize {
+        return Err(too_many("VIPs", vips, global.max_vips, "max_vips"));
+    }
+    if backends > global.max_backends as usize {
+        return Err(too_many("backends", backends, global.max_backends, "max_backends"));
+    }
+    Ok(())
 }
 
 /// A JSON request body as a TOML table, or why it cannot be one.
@@ -213,58 +259,62 @@ fn validate(doc: &toml::Table, prefixes: &[String]) -> Result<Config, OpError> {
 }
 
 /// One operation on `config`: the new config and admin states, or why not.
+/// Only the VIP the operation touches is re-validated (by the config file's
+/// own validator); what spans VIPs is checked by [`check_fits`].
 pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, AdminStates), OpError> {
-    let mut doc: toml::Table = toml::from_str(&config.to_toml()).expect("a resolved config round-trips");
     let mut admin = admin.clone();
-    let config = match op {
+    let mut next = config.clone();
+    match op {
         Op::AddVip { vip } => {
-            let table = table_of(vip, "VIP")?;
-            let index = vips(&doc).len();
-            array_mut(&mut doc, "vip").push(toml::Value::Table(table));
-            validate(&doc, &[format!("vip[{index}]")])?
+            let mut doc = mini_document(config, None);
+            array_mut(&mut doc, "vip").push(toml::Value::Table(table_of(vip, "VIP")?));
+            let vip = validated_vip(&doc, &["vip[0]".to_string()])?;
+            check_fits(config, None, &vip)?;
+            next.vips.push(vip);
         }
         Op::RemoveVip { vip } => {
-            let i = vip_index(&doc, vip)?;
-            array_mut(&mut doc, "vip").remove(i);
+            let i = vip_index(config, vip)?;
+            next.vips.remove(i);
             admin.retain(|(v, _), _| v != vip);
-            validate(&doc, &[])?
         }
         Op::AddBackend { vip, backend } => {
-            let i = vip_index(&doc, vip)?;
-            let table = table_of(backend, "backend")?;
-            let vip_table = array_mut(&mut doc, "vip")[i].as_table_mut().expect("VIPs are tables");
+            let i = vip_index(config, vip)?;
+            let mut doc = mini_document(config, Some(&config.vips[i]));
+            let vip_table = array_mut(&mut doc, "vip")[0].as_table_mut().expect("VIPs are tables");
             let j = array_mut(vip_table, "backend").len();
-            array_mut(vip_table, "backend").push(toml::Value::Table(table));
-            validate(&doc, &[format!("vip[{i}]"), format!("backend[{j}]")])?
+            array_mut(vip_table, "backend").push(toml::Value::Table(table_of(backend, "backend")?));
+            let changed = validated_vip(&doc, &["vip[0]".to_string(), format!("backend[{j}]")])?;
+            check_fits(config, Some(i), &changed)?;
+            next.vips[i] = changed;
         }
         Op::RemoveBackend { vip, backend } => {
-            let i = vip_index(&doc, vip)?;
-            let j = backend_index(&doc, i, backend)?;
-            let vip_table = array_mut(&mut doc, "vip")[i].as_table_mut().expect("VIPs are tables");
-            array_mut(vip_table, "backend").remove(j);
+            let i = vip_index(config, vip)?;
+            let j = backend_index(&config.vips[i], backend)?;
+            let mut changed = (*config.vips[i]).clone();
+            changed.backends.remove(j);
+            next.vips[i] = Arc::new(changed);
             admin.remove(&(vip.clone(), backend.clone()));
-            validate(&doc, &[])?
         }
         Op::SetWeight { vip, backend, weight } => {
-            let i = vip_index(&doc, vip)?;
-            let j = backend_index(&doc, i, backend)?;
-            let vip_table = array_mut(&mut doc, "vip")[i].as_table_mut().expect("VIPs are tables");
+            let i = vip_index(config, vip)?;
+            let j = backend_index(&config.vips[i], backend)?;
+            let mut doc = mini_document(config, Some(&config.vips[i]));
+            let vip_table = array_mut(&mut doc, "vip")[0].as_table_mut().expect("VIPs are tables");
             let b = array_mut(vip_table, "backend")[j].as_table_mut().expect("backends are tables");
             b.insert("weight".into(), toml::Value::Integer(*weight));
-            validate(&doc, &[format!("vip[{i}]"), format!("backend[{j}]")])?
+            next.vips[i] = validated_vip(&doc, &["vip[0]".to_string(), format!("backend[{j}]")])?;
         }
         Op::SetAdmin { vip, backend, admin: state } => {
-            let i = vip_index(&doc, vip)?;
-            backend_index(&doc, i, backend)?;
+            let i = vip_index(config, vip)?;
+            backend_index(&config.vips[i], backend)?;
             if *state == Admin::Ready {
                 admin.remove(&(vip.clone(), backend.clone()));
             } else {
                 admin.insert((vip.clone(), backend.clone()), *state);
             }
-            config.clone()
         }
-    };
-    Ok((config, admin))
+    }
+    Ok((next, admin))
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

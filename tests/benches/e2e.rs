@@ -73,7 +73,8 @@ fn parse_wrk(out: &str) -> Run {
             ["99%", v] => run.p99 = millis(v).unwrap_or(f64::NAN),
             ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(0.0),
             ["Socket", "errors:", rest @ ..] => {
-                run.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
+                run.errors +=
+                    rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
             }
             ["Non-2xx", "or", "3xx", "responses:", n] => run.errors += n.parse::<u64>().unwrap_or(0),
             _ => {}
@@ -123,13 +124,18 @@ fn haproxy(bed: &TestBed) -> Process {
         "global\n  maxconn 8000\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  \
          timeout server 30s\nfrontend fe\n",
     );
-    let _ = writeln!(conf, "  bind {}:{PORT}\n  default_backend be\nbackend be\n  balance roundrobin", bed.lb_v4());
+    let _ = writeln!(
+        conf,
+        "  bind {}:{PORT}\n  default_backend be\nbackend be\n  balance roundrobin",
+        bed.lb_v4()
+    );
     for i in 0..3 {
         let _ = writeln!(conf, "  server b{i} {}:{PORT}", bed.backend_v4(i));
     }
     let path = bed.temp_dir().join("haproxy.cfg");
     std::fs::write(&path, conf).expect("haproxy.cfg");
-    bed.spawn(bed.lb_ns(), "haproxy", &["-db", "-f", &path.display().to_string()], "haproxy").expect("haproxy")
+    bed.spawn(bed.lb_ns(), "haproxy", &["-db", "-f", &path.display().to_string()], "haproxy")
+        .expect("haproxy")
 }
 
 fn wait_listening(bed: &TestBed, target: &str) {
@@ -159,14 +165,34 @@ fn chart(results: &[(&str, [f64; 3])], path: &Path) {
             let x = x0 + k as f64 * (group - 40.0) / 3.0;
             let y = h - bottom - bh;
             let bw = (group - 40.0) / 3.0 - 6.0;
-            let _ = writeln!(svg, "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>", colors[k]);
-            let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}</text>", x + bw / 2.0, y - 4.0, v);
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>",
+                colors[k]
+            );
+            let _ = writeln!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}</text>",
+                x + bw / 2.0,
+                y - 4.0,
+                v
+            );
         }
-        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>", x0 + (group - 40.0) / 2.0, h - bottom + 18.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
+            x0 + (group - 40.0) / 2.0,
+            h - bottom + 18.0
+        );
     }
     for (k, mode) in Mode::ALL.iter().enumerate() {
         let x = left + k as f64 * 200.0;
-        let _ = writeln!(svg, "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>", h - 22.0, colors[k]);
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>",
+            h - 22.0,
+            colors[k]
+        );
         let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\">{}</text>", x + 16.0, h - 12.0, mode.name());
     }
     svg.push_str("</svg>\n");
@@ -205,7 +231,13 @@ fn main() {
             for k in 0..3 {
                 let m = (k + round) % 3;
                 let run = wrk(&bed, &targets[m].1, *close, *connections);
-                eprintln!("round {round} {name}: {} {:.0} req/s p50 {:.3} ms p99 {:.3} ms", targets[m].0.name(), run.rps, run.p50, run.p99);
+                eprintln!(
+                    "round {round} {name}: {} {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
+                    targets[m].0.name(),
+                    run.rps,
+                    run.p50,
+                    run.p99
+                );
                 runs[w][m].push(run);
             }
         }
@@ -227,7 +259,12 @@ fn main() {
                 let mut rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
                 let mut p50: Vec<f64> = rs.iter().map(|r| r.p50).collect();
                 let mut p99: Vec<f64> = rs.iter().map(|r| r.p99).collect();
-                (spread(&mut rps).0, spread(&mut p50).0, spread(&mut p99).0, rs.iter().map(|r| r.errors).sum())
+                (
+                    spread(&mut rps).0,
+                    spread(&mut p50).0,
+                    spread(&mut p99).0,
+                    rs.iter().map(|r| r.errors).sum(),
+                )
             })
             .collect();
         let haproxy_rps = medians[1].0;
@@ -249,7 +286,10 @@ fn main() {
             );
         }
         if w < 2 {
-            chart_rows.push((if w == 0 { "keep-alive" } else { "new connection per request" }, [medians[0].0, medians[1].0, medians[2].0]));
+            chart_rows.push((
+                if w == 0 { "keep-alive" } else { "new connection per request" },
+                [medians[0].0, medians[1].0, medians[2].0],
+            ));
         }
     }
     let stats = agent.stats().ok().and_then(|s| s.counters().ok());

@@ -164,6 +164,10 @@ impl<'b> Agent<'b> {
         self.process.wait(Duration::from_secs(10)).context("alwayson did not stop on SIGTERM")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The control API's unix socket.
     pub fn api_socket(&self) -> PathBuf {
         self.bed.temp_dir().join("api.sock")

@@ -137,7 +137,7 @@ impl FixtureBed {
             .into_iter()
             .map(|m| if m == RING_EMPTY { RING_EMPTY } else { backends[m as usize].slot })
             .collect();
-        self.dp.ring_mut(index)?.copy_from_slice(&ring);
+        self.dp.with_ring_mut(index, |kernel| kernel.copy_from_slice(&ring))?;
         Ok(ring)
     }
 

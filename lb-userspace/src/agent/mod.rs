@@ -5,6 +5,9 @@
 
 mod host;
 mod kernel_log;
+mod memory;
+
+pub use self::memory::{settle_allocator, Parsed};
 mod requests;
 mod signals;
 mod state;
@@ -24,7 +27,7 @@ use crate::{
     neighbours,
     reconcile::{ApplyReport, Reconciler},
     runtime,
-    stats::{Sampler, Stats, Timings, Topology},
+    stats::{Sampler, Snapshot, Timings, Topology},
 };
 
 /// How often every backend's neighbour entry is refreshed.
@@ -66,7 +69,7 @@ pub fn load_settings(global: &Global) -> LoadSettings {
 }
 
 pub async fn run(options: RunOptions) -> Result<()> {
-    let file = Config::load(&options.config_path)?;
+    let file = memory::load_config(&options.config_path)?;
     host::preflight(&file.global)?;
     if file.global.set_forwarding {
         host::enable_forwarding(&file.global.interface)?;
@@ -75,6 +78,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         warn!("ignoring runtime changes in {}: {e}", file.api.runtime_file.display());
         Vec::new()
     });
+    let file = Arc::new(file);
     let effective = runtime::replay(&file, &saved);
     for (op, why) in &effective.dropped {
         warn!("saved runtime change no longer applies and is dropped: {op:?}: {why}");
@@ -88,16 +92,15 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let timings = Arc::new(Timings::default());
     let (transitions_tx, mut transitions) = mpsc::channel(256);
-    let (published_config, config_rx) = watch::channel(Arc::new(api::Applied {
-        config: Arc::new(effective.config.clone()),
-        admin: effective.admin.clone(),
-    }));
+    let in_force = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
+    let applied = api::Applied { config: Arc::clone(&in_force), admin: effective.admin.clone() };
+    let (published_config, config_rx) = watch::channel(Arc::new(applied));
     let (published_topology, topology_rx) = watch::channel(Arc::new(Topology::default()));
     let mut agent = Agent {
         reconciler: Reconciler::adopt(dp)?,
         config_path: options.config_path.clone(),
-        file: file.clone(),
-        config: Config { vips: Vec::new(), ..file.clone() },
+        file: Arc::clone(&file),
+        config: Arc::new(Config { vips: Vec::new(), ..(*file).clone() }),
         ops: effective.ops,
         admin: effective.admin,
         health: HashMap::new(),
@@ -105,12 +108,18 @@ pub async fn run(options: RunOptions) -> Result<()> {
         ramping: false,
         kept: Vec::new(),
         last_report: ApplyReport::default(),
+        last_apply: Duration::ZERO,
         timings: timings.clone(),
         published_config,
         published_topology,
     };
-    agent.switch_to(effective.config).await?;
-    info!(vips = agent.config.vips.len(), "config applied: {:?}", agent.last_report);
+    agent.switch_to(in_force).await?;
+    info!(
+        vips = agent.config.vips.len(),
+        "config applied in {:.1} ms: {:?}",
+        agent.last_apply.as_secs_f64() * 1000.0,
+        agent.last_report
+    );
 
     let stats_rx = sample_forever(&pin, topology_rx)?;
     let (requests_tx, mut requests) = mpsc::channel(16);
@@ -157,13 +166,13 @@ pub async fn run(options: RunOptions) -> Result<()> {
 fn sample_forever(
     pin: &std::path::Path,
     topology: watch::Receiver<Arc<Topology>>,
-) -> Result<watch::Receiver<Arc<Stats>>> {
+) -> Result<watch::Receiver<Arc<Snapshot>>> {
     let mut sampler = Sampler::open(pin).context("opening the pinned maps for stats")?;
     let first = sampler.sample(&topology.borrow()).context("reading the counters")?;
     let (tx, rx) = watch::channel(Arc::new(first));
     std::thread::Builder::new().name("stats".into()).spawn(move || loop {
         std::thread::sleep(SAMPLE_EVERY);
-        let current = topology.borrow().clone();
+        let current = Arc::clone(&topology.borrow());
         match sampler.sample(&current) {
             Ok(stats) => {
                 tx.send_replace(Arc::new(stats));

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use tracing::{error, info, warn};
 
-use super::{host, state::Agent};
+use super::{host, memory, state::Agent};
 use crate::{
     api::{ApiError, Applied, Reloaded, Request},
-    config::{Config, ConfigError},
+    config::ConfigError,
     runtime,
 };
 
@@ -26,29 +26,29 @@ impl Agent {
     }
 
     async fn apply_ops(&mut self, ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
-        let (mut config, mut admin) = (self.config.clone(), self.admin.clone());
+        let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
         for op in &ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
-        self.admin = admin;
-        if let Err(e) = self.switch_to(config).await {
+        // Whatever does not get applied must not be remembered either.
+        let before = std::mem::replace(&mut self.admin, admin);
+        if let Err(e) = self.switch_to(Arc::new(config)).await {
+            self.admin = before;
             error!("applying an API change failed: {e:#}");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("applying the change failed: {e:#}"),
-            ));
+            let message = format!("applying the change failed: {e:#}");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
         }
         for op in &ops {
             info!(?op, "API change applied");
         }
         self.ops.extend(ops);
         self.save_ops();
-        Ok(Applied { config: Arc::new(self.config.clone()), admin: self.admin.clone() })
+        Ok(Applied { config: Arc::clone(&self.config), admin: self.admin.clone() })
     }
 
     /// Re-reads the file and replays the runtime operations on it (or not).
     pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, ApiError> {
-        let file = Config::load(&self.config_path).map_err(|e| {
+        let file = memory::load_config(&self.config_path).map_err(|e| {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             match &e {
                 ConfigError::Invalid(problems) => {
@@ -61,6 +61,8 @@ impl Agent {
             error!("reload refused: {why}; the running config stays");
             return Err(ApiError::invalid(format!("reload refused: {why}"), &[]));
         }
+        memory::give_back();
+        let file = Arc::new(file);
         let ops = if discard_runtime { Vec::new() } else { self.ops.clone() };
         let effective = runtime::replay(&file, &ops);
         let dropped: Vec<String> =
@@ -68,30 +70,30 @@ impl Agent {
         for d in &dropped {
             warn!("runtime change no longer applies and is dropped: {d}");
         }
+        // Without runtime changes, what is in force is the file itself.
+        let next = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
         let before = std::mem::replace(&mut self.admin, effective.admin);
-        if let Err(e) = self.switch_to(effective.config).await {
+        if let Err(e) = self.switch_to(next).await {
             self.admin = before;
             error!("applying the reloaded config failed: {e:#}");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("applying the reload failed: {e:#}"),
-            ));
+            let message = format!("applying the reload failed: {e:#}");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
         }
         self.file = file;
         self.ops = effective.ops;
         self.save_ops();
+        memory::give_back();
         let report = format!("{:?}", self.last_report);
-        info!(vips = self.config.vips.len(), "reloaded config applied: {report}");
+        let ms = self.last_apply.as_secs_f64() * 1000.0;
+        info!(vips = self.config.vips.len(), "reloaded config applied in {ms:.1} ms: {report}");
         Ok(Reloaded { report, dropped })
     }
 
     fn save_ops(&self) {
         let path = &self.file.api.runtime_file;
         if let Err(e) = runtime::save(path, &self.ops) {
-            warn!(
-                "cannot save runtime changes to {}: {e} (they are lost if the agent restarts)",
-                path.display()
-            );
+            let path = path.display();
+            warn!("cannot save runtime changes to {path}: {e} (they are lost if the agent restarts)");
         }
     }
 }

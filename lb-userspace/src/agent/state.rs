@@ -28,9 +28,10 @@ pub(super) struct Agent {
     pub reconciler: Reconciler,
     pub config_path: std::path::PathBuf,
     /// The config file as last loaded.
-    pub file: Config,
-    /// The file with the runtime operations applied: what is in force.
-    pub config: Config,
+    pub file: Arc<Config>,
+    /// The file with the runtime operations applied: what is in force (the
+    /// same allocation as `file` while there are none).
+    pub config: Arc<Config>,
     pub ops: Vec<Op>,
     pub admin: AdminStates,
     pub health: HashMap<BackendRef, BackendHealth>,
@@ -40,6 +41,8 @@ pub(super) struct Agent {
     /// VIPs serving from DOWN backends because of `on_all_down = "keep"`.
     pub kept: Vec<String>,
     pub last_report: ApplyReport,
+    /// How long the last apply took (desired state, rings, map writes).
+    pub last_apply: std::time::Duration,
     pub timings: Arc<Timings>,
     pub published_config: watch::Sender<Arc<Applied>>,
     pub published_topology: watch::Sender<Arc<Topology>>,
@@ -49,7 +52,7 @@ impl Agent {
     /// Moves to `next`: backends nobody has judged yet get one check first (the
     /// kernel's state counts as a judgement for adopted ones), so nothing enters
     /// a ring before it has answered; then the maps, then the checker tasks.
-    pub async fn switch_to(&mut self, next: Config) -> Result<()> {
+    pub async fn switch_to(&mut self, next: Arc<Config>) -> Result<()> {
         let targets = health::targets(&next);
         let unjudged: Vec<Target> =
             targets.iter().filter(|t| !self.health.contains_key(&t.backend)).cloned().collect();
@@ -69,7 +72,10 @@ impl Agent {
             if !up {
                 warn!("health: {} starts DOWN: {reason}", t.label);
             }
-            self.health.insert(t.backend, BackendHealth { up, came_up: None, transitions: 0, reason });
+            self.health.insert(
+                t.backend,
+                BackendHealth { up, came_up: None, transitions: 0, reason: reason.into() },
+            );
         }
         let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
         self.health.retain(|b, _| wanted.contains(b));
@@ -92,7 +98,7 @@ impl Agent {
         h.up = t.up;
         h.came_up = t.up.then(Instant::now);
         h.transitions += 1;
-        h.reason = t.reason;
+        h.reason = t.reason.into();
         self.apply("health");
     }
 
@@ -113,18 +119,18 @@ impl Agent {
             self.kept = want.kept.clone();
         }
         self.last_report = self.reconciler.apply(&want.vips)?;
-        self.timings.reconciled(started.elapsed());
+        self.last_apply = started.elapsed();
+        self.timings.reconciled(self.last_apply);
         self.publish();
         Ok(())
     }
 
     /// Tells the API and the stats sampler what is in force now.
     fn publish(&self) {
-        self.published_config.send_replace(Arc::new(Applied {
-            config: Arc::new(self.config.clone()),
-            admin: self.admin.clone(),
-        }));
+        let applied = Applied { config: Arc::clone(&self.config), admin: self.admin.clone() };
+        self.published_config.send_replace(Arc::new(applied));
         let settings = self.reconciler.dataplane().settings();
+        let unchecked: Arc<str> = Arc::from("not checked");
         let vips = self
             .config
             .vips
@@ -135,38 +141,25 @@ impl Agent {
                 let backends = vip
                     .backends
                     .iter()
-                    .filter_map(|b| {
+                    .map(|b| {
                         let addr = b.socket();
                         let known = self.health.get(&BackendRef { vip: key, addr });
-                        Some(BackendInfo {
-                            name: b.name.clone(),
-                            address: b.address,
-                            port: b.port,
-                            slot: self.reconciler.backend_slot(&key, addr)?,
-                            weight: b.weight,
-                            backup: b.backup,
+                        BackendInfo {
+                            // Every configured backend has a slot once applied.
+                            slot: self.reconciler.backend_slot(&key, addr).unwrap_or(u32::MAX),
                             admin: self
                                 .admin
                                 .get(&(vip.name.clone(), b.name.clone()))
                                 .copied()
                                 .unwrap_or_default(),
                             health: (b.check.kind != CheckKind::None).then(|| known.is_some_and(|h| h.up)),
-                            reason: known.map(|h| h.reason.clone()).unwrap_or_else(|| "not checked".into()),
+                            reason: known.map_or_else(|| Arc::clone(&unchecked), |h| Arc::clone(&h.reason)),
                             transitions: known.map_or(0, |h| h.transitions),
                             in_ring: self.reconciler.in_ring(&key, addr),
-                        })
+                        }
                     })
                     .collect();
-                Some(VipInfo {
-                    name: vip.name.clone(),
-                    key,
-                    index,
-                    address: vip.address,
-                    port: vip.port,
-                    protocol: vip.protocol.to_string(),
-                    mode: format!("{:?}", vip.mode).to_lowercase(),
-                    backends,
-                })
+                Some(VipInfo { vip: Arc::clone(vip), key, index, backends })
             })
             .collect();
         self.published_topology.send_replace(Arc::new(Topology {

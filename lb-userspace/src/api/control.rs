@@ -54,7 +54,8 @@ fn vip_json(applied: &Applied, name: &str) -> Reply<Json_> {
 }
 
 pub async fn stats(State(shared): State<Shared>) -> Response {
-    Json(shared.stats.borrow().as_ref().clone()).into_response()
+    let snapshot = shared.stats.borrow().clone();
+    Json(&*snapshot).into_response()
 }
 
 pub async fn list_vips(State(shared): State<Shared>) -> Reply<Json<Vec<Json_>>> {

@@ -29,7 +29,7 @@ pub use self::{
 use crate::{
     config::Config,
     runtime::{AdminStates, Op},
-    stats::{Stats, Timings},
+    stats::{Snapshot, Timings},
 };
 
 /// Every (method, path) served, in OpenAPI template syntax (axum's too).
@@ -73,7 +73,7 @@ pub enum Request {
 #[derive(Clone)]
 pub struct Shared {
     pub requests: mpsc::Sender<Request>,
-    pub stats: watch::Receiver<Arc<Stats>>,
+    pub stats: watch::Receiver<Arc<Snapshot>>,
     /// The effective config and admin states, as last applied.
     pub config: watch::Receiver<Arc<Applied>>,
     pub timings: Arc<Timings>,
@@ -217,7 +217,7 @@ mod tests {
         let (requests, _) = mpsc::channel(1);
         let shared = Shared {
             requests,
-            stats: watch::channel(Arc::new(Stats::default())).1,
+            stats: watch::channel(Arc::new(Snapshot::default())).1,
             config: watch::channel(Arc::new(Applied {
                 config: Arc::new(Config::from_toml("[global]\ninterface = \"lo\"\n").unwrap()),
                 admin: AdminStates::new(),

@@ -26,6 +26,7 @@ pub async fn dashboard() -> Response {
 }
 
 pub async fn metrics(State(shared): State<Shared>) -> Response {
-    let text = metrics::render(&shared.stats.borrow(), &shared.timings);
+    let snapshot = shared.stats.borrow().clone();
+    let text = metrics::render(&snapshot, &shared.timings);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

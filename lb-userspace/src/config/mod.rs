@@ -27,6 +27,7 @@ use std::{
     fmt, io,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -34,7 +35,7 @@ use lb_common::{
     types::{PROTO_TCP, PROTO_UDP},
     VipKey,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Default flow-hash seed ("AVON"). Every LB node of a cluster must use the
 /// same seed, or a flow that moves between nodes lands on another backend.
@@ -43,18 +44,19 @@ pub const DEFAULT_HASH_SEED: u32 = 0x4156_4f4e;
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/alwayson";
 
 /// The agent's configuration, validated, with every default filled in.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub global: Global,
     pub api: Api,
     pub web: Web,
-    /// `[[vip]]` tables, in file order.
-    #[serde(rename = "vip", skip_serializing_if = "Vec::is_empty")]
-    pub vips: Vec<Vip>,
+    /// `[[vip]]` tables, in file order. Shared: a config that differs in one
+    /// VIP shares the others (API changes at scale copy pointers, not VIPs).
+    #[serde(rename = "vip", default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<Arc<Vip>>,
 }
 
 /// `[api]`: the control API (read/write).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Api {
     /// Unix socket, mode 0600: only root may connect.
     pub socket: PathBuf,
@@ -68,7 +70,7 @@ pub struct Api {
 }
 
 /// The TCP listener's bearer token: given in the file, or read from another one.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Token {
     #[serde(rename = "token")]
     Value(String),
@@ -92,8 +94,24 @@ impl Serialize for Web {
     }
 }
 
+/// The resolved form back (the agent moves configs between processes as JSON).
+impl<'de> Deserialize<'de> for Web {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            listen: String,
+        }
+        let raw = Raw::deserialize(d)?;
+        let listen = match raw.listen.as_str() {
+            "off" => None,
+            addr => Some(addr.parse().map_err(serde::de::Error::custom)?),
+        };
+        Ok(Web { listen })
+    }
+}
+
 /// `[global]`: the node, its data plane sizes and the flow hash.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Global {
     /// The interface the XDP program attaches to.
     pub interface: String,
@@ -113,7 +131,7 @@ pub struct Global {
 }
 
 /// `[[vip]]`: a service, HAProxy's frontend + backend in one.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Vip {
     /// Unique; defaults to `<address>:<port>/<protocol>`.
     pub name: String,
@@ -129,12 +147,12 @@ pub struct Vip {
     /// What to do when no backend of the VIP is up.
     pub on_all_down: OnAllDown,
     /// `[[vip.backend]]` tables, in file order (the ring orders them itself).
-    #[serde(rename = "backend", skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "backend", default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<Backend>,
 }
 
 /// `[[vip.backend]]`: a server behind a VIP.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Backend {
     /// Unique within its VIP; defaults to `<address>:<port>`.
     pub name: String,
@@ -151,20 +169,29 @@ pub struct Backend {
     pub check: HealthCheck,
     /// After coming back UP the weight ramps from 1 to `weight` over this
     /// time; zero = off.
-    #[serde(serialize_with = "values::serialize_duration")]
+    #[serde(
+        serialize_with = "values::serialize_duration",
+        deserialize_with = "values::deserialize_duration"
+    )]
     pub slowstart: Duration,
 }
 
 /// How a backend is checked, HAProxy-style: every `inter` a check that must
 /// succeed within `timeout`; `rise` successes in a row make a DOWN backend UP,
 /// `fall` failures in a row make an UP backend DOWN.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HealthCheck {
     #[serde(rename = "check")]
     pub kind: CheckKind,
-    #[serde(serialize_with = "values::serialize_duration")]
+    #[serde(
+        serialize_with = "values::serialize_duration",
+        deserialize_with = "values::deserialize_duration"
+    )]
     pub inter: Duration,
-    #[serde(serialize_with = "values::serialize_duration")]
+    #[serde(
+        serialize_with = "values::serialize_duration",
+        deserialize_with = "values::deserialize_duration"
+    )]
     pub timeout: Duration,
     /// 1..=100.
     pub rise: u32,
@@ -175,7 +202,7 @@ pub struct HealthCheck {
     pub address: IpAddr,
     /// 0 only for a port-0 backend whose check uses no port (exec, none);
     /// then left out of `to_toml`, which defaults it back to 0.
-    #[serde(rename = "check_port", skip_serializing_if = "is_zero")]
+    #[serde(rename = "check_port", default, skip_serializing_if = "is_zero")]
     pub port: u16,
     /// Request target of an HTTP check: starts with '/', no whitespace.
     pub http_path: String,
@@ -190,7 +217,7 @@ pub struct HealthCheck {
     pub exec_command: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
     /// A TCP connect to the check address and port.
@@ -204,7 +231,7 @@ pub enum CheckKind {
 }
 
 /// What a VIP does when none of its backends is up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnAllDown {
     /// Drop its new flows (counted as no_backend).
@@ -214,7 +241,7 @@ pub enum OnAllDown {
 }
 
 /// How the XDP program is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// In the driver (fast; the NIC driver must support XDP).
@@ -225,7 +252,7 @@ pub enum XdpMode {
     Auto,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -233,7 +260,7 @@ pub enum Protocol {
 }
 
 /// Forwarding mode of a VIP. Only [`Mode::Dsr`] passes validation for now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Dsr,
@@ -335,6 +362,9 @@ pub enum ConfigError {
     /// Well-formed but wrong values; one line per problem.
     #[error("{}", lines(.0))]
     Invalid(Vec<Problem>),
+    /// A read or syntax error as another process reported it (its message).
+    #[error("{0}")]
+    Reported(String),
 }
 
 impl ConfigError {
@@ -352,7 +382,7 @@ fn lines(problems: &[Problem]) -> String {
 }
 
 /// One wrong value: which field, what it holds, why that is wrong.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// Path of the field, 0-based indices, the name when the file gives one:
     /// `vip[1] (web).backend[0].weight`.

@@ -5,6 +5,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::Path,
+    sync::Arc,
 };
 
 use lb_common::sizes::{
@@ -38,7 +39,8 @@ pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem
     let entries: Vec<Entry<VipId>> = raw.vip.iter().enumerate().map(|(i, vip)| vip_entry(i, vip)).collect();
     no_repeats(&entries, "duplicate VIP: same address, port and protocol as", &mut p);
     p.finish(|| {
-        Some(Config { global: global?, api: api?, web: web?, vips: vips.into_iter().collect::<Option<_>>()? })
+        let vips = vips.into_iter().map(|v| v.map(Arc::new)).collect::<Option<_>>()?;
+        Some(Config { global: global?, api: api?, web: web?, vips })
     })
 }
 

@@ -1246,3 +1246,17 @@ fn to_toml_writes_the_default_check() {
     }
     assert!(!text.contains("http_host") && !text.contains("exec_command"), "{text}");
 }
+
+#[test]
+fn resolved_configs_travel_as_json() {
+    let text = include_str!("../../../examples/alwayson.toml");
+    let config = Config::from_toml(text).unwrap();
+    let json = serde_json::to_vec(&config).unwrap();
+    assert_eq!(serde_json::from_slice::<Config>(&json).unwrap(), config);
+    let with_token = format!(
+        "{GLOBAL}[api]\ntcp = \"127.0.0.1:9181\"\ntoken_file = \"/etc/t\"\n[web]\nlisten = \"off\"\n"
+    );
+    let config = Config::from_toml(&with_token).unwrap();
+    let json = serde_json::to_vec(&config).unwrap();
+    assert_eq!(serde_json::from_slice::<Config>(&json).unwrap(), config);
+}

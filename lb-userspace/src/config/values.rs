@@ -215,6 +215,12 @@ pub(super) fn serialize_duration<S: Serializer>(value: &Duration, serializer: S)
     serializer.serialize_str(&show_duration(*value))
 }
 
+/// The inverse of [`serialize_duration`].
+pub(super) fn deserialize_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    duration_text(&text).map_err(serde::de::Error::custom)
+}
+
 /// The request target of an HTTP check: an absolute path, as sent.
 pub(super) fn http_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') {

@@ -144,7 +144,7 @@ fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) 
 impl Dataplane {
     fn from_ebpf(mut ebpf: Ebpf, settings: LoadSettings, pin_dir: Option<PathBuf>) -> Result<Self> {
         let ring = match ebpf.take_map(names::RING).ok_or(DataplaneError::MissingMap(names::RING))? {
-            Map::Array(data) => RingMemory::map(data, settings.ring_size, settings.max_vips)?,
+            Map::Array(data) => RingMemory::new(data, settings.ring_size, settings.max_vips),
             _ => return Err(DataplaneError::WrongMapType(names::RING)),
         };
         let mut config: Array<MapData, DataplaneConfig> = take(&mut ebpf, names::CONFIG)?;
@@ -250,7 +250,9 @@ impl Dataplane {
         self.check("backend index", index, self.settings.max_backends)?;
         let old = self.backends.get(&index, 0).map_err(map_err(names::BACKENDS))?;
         self.backends.set(index, backend, 0).map_err(map_err(names::BACKENDS))?;
-        if old.addr != backend.addr || old.family != backend.family {
+        // A slot never used (no address yet) has no next hop cached to forget.
+        let used = old.addr != [0; 4];
+        if used && (old.addr != backend.addr || old.family != backend.family) {
             self.forget_next_hop(index)?;
         }
         Ok(())
@@ -285,15 +287,16 @@ impl Dataplane {
         self.nexthops.set(index, values, 0).map_err(map_err(names::NEXTHOPS))
     }
 
-    /// The ring of VIP `vip`, in the kernel's own memory: reads and writes are plain loads and stores.
-    pub fn ring_mut(&mut self, vip: u32) -> Result<&mut [u32]> {
+    /// Runs `f` on the ring of VIP `vip`, in the kernel's own memory: writes
+    /// are plain stores, seen by the next packet.
+    pub fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T> {
         self.check("VIP index", vip, self.settings.max_vips)?;
-        Ok(self.ring.vip_mut(vip))
+        self.ring.write(vip, f)
     }
 
-    pub fn ring(&self, vip: u32) -> Result<&[u32]> {
+    pub fn with_ring<T>(&self, vip: u32, f: impl FnOnce(&[u32]) -> T) -> Result<T> {
         self.check("VIP index", vip, self.settings.max_vips)?;
-        Ok(self.ring.vip(vip))
+        self.ring.read(vip, f)
     }
 
     /// The backend a flow is pinned to, if the connection table has it.

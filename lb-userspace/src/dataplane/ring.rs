@@ -1,7 +1,11 @@
-//! The `RING` map (`BPF_F_MMAPABLE`) mapped into the agent's memory: changing a
-//! slot is a store, not a syscall, so a full ring rebuild costs a memcpy. The
-//! map's entries are `RING_CHUNK`-slot arrays, so the slots lie densely, one
+//! The `RING` map (`BPF_F_MMAPABLE`), written through memory mappings: changing
+//! a slot is a store, not a syscall, so a full ring rebuild costs a memcpy.
+//! The map's entries are `RING_CHUNK`-slot arrays, so the slots lie densely, one
 //! u32 after another, exactly as the kernel indexes them.
+//!
+//! Only the pages of the ring being read or written are mapped, and only while
+//! they are: with a thousand VIPs the rings take hundreds of megabytes, which
+//! must stay the kernel's memory, not become the agent's resident set.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
@@ -9,71 +13,83 @@ use std::{
 };
 
 use aya::maps::MapData;
-use lb_common::{maps::RING, sizes::ring_chunks, types::RingChunk};
+use lb_common::maps::RING;
 
 use super::DataplaneError;
 
 pub struct RingMemory {
-    base: NonNull<u32>,
-    len_bytes: usize,
+    map: MapData,
     ring_size: usize,
     vips: usize,
-    // Keeps the map alive for as long as the mapping is used.
-    _map: MapData,
+    page: usize,
 }
 
-// SAFETY: the mapping is owned by this value; `&mut self` is needed to write.
-unsafe impl Send for RingMemory {}
-unsafe impl Sync for RingMemory {}
+/// One VIP's ring, mapped for as long as this lives.
+struct Window {
+    base: NonNull<u8>,
+    len: usize,
+    /// Where the ring starts within the mapping.
+    skip: usize,
+    slots: usize,
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `RingMemory::window` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
 
 impl RingMemory {
-    pub(super) fn map(map: MapData, ring_size: u32, vips: u32) -> Result<Self, DataplaneError> {
+    pub(super) fn new(map: MapData, ring_size: u32, vips: u32) -> Self {
+        // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let chunks = ring_chunks(u64::from(ring_size) * u64::from(vips)) as usize;
-        let len_bytes = (chunks * size_of::<RingChunk>()).div_ceil(page) * page;
-        // SAFETY: a shared mapping of an mmapable array map of `entries` u32s; the kernel
-        // rejects lengths beyond the map.
+        Self { map, ring_size: ring_size as usize, vips: vips as usize, page }
+    }
+
+    fn window(&self, vip: u32) -> Result<Window, DataplaneError> {
+        assert!((vip as usize) < self.vips, "VIP index {vip} beyond the ring map");
+        let start = vip as usize * self.ring_size * 4;
+        let end = start + self.ring_size * 4;
+        let offset = start / self.page * self.page;
+        let len = end.div_ceil(self.page) * self.page - offset;
+        // SAFETY: a shared mapping of pages of an mmapable array map; the kernel
+        // refuses ranges beyond the map.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len_bytes,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
+                self.map.fd().as_fd().as_raw_fd(),
+                offset as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {
             return Err(DataplaneError::Mmap { name: RING, source: std::io::Error::last_os_error() });
         }
-        let base = NonNull::new(ptr.cast::<u32>()).ok_or(DataplaneError::Mmap {
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(DataplaneError::Mmap {
             name: RING,
             source: std::io::Error::other("mmap returned null"),
         })?;
-        Ok(Self { base, len_bytes, ring_size: ring_size as usize, vips: vips as usize, _map: map })
+        Ok(Window { base, len, skip: start - offset, slots: self.ring_size })
     }
 
-    fn range(&self, vip: u32) -> (usize, usize) {
-        assert!((vip as usize) < self.vips, "VIP index {vip} beyond the ring map");
-        (vip as usize * self.ring_size, self.ring_size)
+    /// Runs `f` on VIP `vip`'s ring, read-only.
+    pub fn read<T>(&self, vip: u32, f: impl FnOnce(&[u32]) -> T) -> Result<T, DataplaneError> {
+        let w = self.window(vip)?;
+        // SAFETY: within the mapping, 4-byte aligned (pages and slot offsets are);
+        // u32 stores by anyone are atomic, so reads see whole slots.
+        let ring = unsafe { std::slice::from_raw_parts(w.base.as_ptr().add(w.skip).cast::<u32>(), w.slots) };
+        Ok(f(ring))
     }
 
-    pub fn vip(&self, vip: u32) -> &[u32] {
-        let (start, len) = self.range(vip);
-        // SAFETY: within the mapping; u32 stores by the kernel are atomic, so reads see whole slots.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), len) }
-    }
-
-    pub fn vip_mut(&mut self, vip: u32) -> &mut [u32] {
-        let (start, len) = self.range(vip);
-        // SAFETY: as above; the kernel only reads this map.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) }
-    }
-}
-
-impl Drop for RingMemory {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len_bytes) };
+    /// Runs `f` on VIP `vip`'s ring, to change it (the kernel only reads this map).
+    pub fn write<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
+        let w = self.window(vip)?;
+        // SAFETY: as in `read`; `&mut self` keeps other writers of this process out.
+        let ring =
+            unsafe { std::slice::from_raw_parts_mut(w.base.as_ptr().add(w.skip).cast::<u32>(), w.slots) };
+        Ok(f(ring))
     }
 }

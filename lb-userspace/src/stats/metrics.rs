@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{Histogram, Stats, Timings};
+use lb_common::{DropReason, Event, Verdict};
+
+use super::{Admin, BackendInfo, Histogram, Snapshot, Timings, Traffic};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -40,9 +42,36 @@ impl Out {
     }
 }
 
-pub fn render(stats: &Stats, timings: &Timings) -> String {
+/// One backend as `/metrics` needs it.
+struct Row<'a> {
+    vip: &'a str,
+    name: &'a str,
+    info: &'a BackendInfo,
+    weight: u32,
+    traffic: &'a Traffic,
+}
+
+pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
     let mut out = Out(String::with_capacity(4096));
-    type Pick = fn(&super::Traffic) -> u64;
+    let vips: Vec<(&str, &Traffic)> =
+        snapshot.topology.vips.iter().zip(&snapshot.traffic).map(|(v, (t, _))| (&*v.vip.name, t)).collect();
+    let rows: Vec<Row> = snapshot
+        .topology
+        .vips
+        .iter()
+        .zip(&snapshot.traffic)
+        .flat_map(|(v, (_, backends))| {
+            v.vip.backends.iter().zip(&v.backends).zip(backends).map(move |((conf, info), traffic)| Row {
+                vip: &v.vip.name,
+                name: &conf.name,
+                info,
+                weight: conf.weight,
+                traffic,
+            })
+        })
+        .collect();
+
+    type Pick = fn(&Traffic) -> u64;
     let traffic: [(&str, &str, Pick); 3] = [
         ("packets_total", "Packets forwarded", |t| t.packets),
         ("bytes_total", "Bytes forwarded (whole frames)", |t| t.bytes),
@@ -53,39 +82,35 @@ pub fn render(stats: &Stats, timings: &Timings) -> String {
     for (suffix, help, pick) in traffic {
         let name = format!("alwayson_vip_{suffix}");
         out.family(&name, "counter", &format!("{help}, per VIP."));
-        for vip in &stats.vips {
-            out.sample(&name, &[("vip", &vip.name)], pick(&vip.traffic));
+        for (vip, t) in &vips {
+            out.sample(&name, &[("vip", vip)], pick(t));
         }
         let name = format!("alwayson_backend_{suffix}");
         out.family(&name, "counter", &format!("{help}, per backend."));
-        for vip in &stats.vips {
-            for b in &vip.backends {
-                out.sample(&name, &[("vip", &vip.name), ("backend", &b.name)], pick(&b.traffic));
-            }
+        for r in &rows {
+            out.sample(&name, &[("vip", r.vip), ("backend", r.name)], pick(r.traffic));
         }
     }
-    type Gauge = (&'static str, &'static str, &'static str, fn(&super::BackendStats) -> u64);
+    type Gauge = (&'static str, &'static str, &'static str, fn(&Row) -> u64);
     let per_backend: [Gauge; 3] = [
         (
             "alwayson_backend_up",
             "gauge",
             "1 if the backend is healthy (or unchecked) and not in maintenance.",
-            |b| u64::from(b.health != "down" && b.admin != super::Admin::Maint),
+            |r| u64::from(r.info.health != Some(false) && r.info.admin != Admin::Maint),
         ),
-        ("alwayson_backend_weight", "gauge", "Configured weight (0 = drain).", |b| u64::from(b.weight)),
+        ("alwayson_backend_weight", "gauge", "Configured weight (0 = drain).", |r| u64::from(r.weight)),
         (
             "alwayson_backend_health_transitions_total",
             "counter",
             "UP/DOWN transitions seen by health checks.",
-            |b| b.transitions,
+            |r| r.info.transitions,
         ),
     ];
     for (name, kind, help, pick) in per_backend {
         out.family(name, kind, help);
-        for vip in &stats.vips {
-            for b in &vip.backends {
-                out.sample(name, &[("vip", &vip.name), ("backend", &b.name)], pick(b));
-            }
+        for r in &rows {
+            out.sample(name, &[("vip", r.vip), ("backend", r.name)], pick(r));
         }
     }
 
@@ -99,10 +124,15 @@ pub fn render(stats: &Stats, timings: &Timings) -> String {
     }
     drop(checks);
 
-    let globals: [(&str, &str, &str, &std::collections::BTreeMap<String, u64>); 3] = [
-        ("alwayson_verdicts_total", "verdict", "Packets by XDP verdict.", &stats.verdicts),
-        ("alwayson_drops_total", "reason", "Dropped packets by reason.", &stats.drops),
-        ("alwayson_events_total", "event", "Counted events that are not drops.", &stats.events),
+    let c = &snapshot.counters;
+    type Named = (&'static str, u64);
+    let verdicts: Vec<Named> = Verdict::ALL.iter().map(|v| (v.name(), c.verdict(*v))).collect();
+    let drops: Vec<Named> = DropReason::ALL.iter().map(|r| (r.name(), c.drop(*r))).collect();
+    let events: Vec<Named> = Event::ALL.iter().map(|e| (e.name(), c.event(*e))).collect();
+    let globals: [(&str, &str, &str, &[Named]); 3] = [
+        ("alwayson_verdicts_total", "verdict", "Packets by XDP verdict.", &verdicts),
+        ("alwayson_drops_total", "reason", "Dropped packets by reason.", &drops),
+        ("alwayson_events_total", "event", "Counted events that are not drops.", &events),
     ];
     for (name, label, help, values) in globals {
         out.family(name, "counter", help);
@@ -116,55 +146,64 @@ pub fn render(stats: &Stats, timings: &Timings) -> String {
     out.histogram(name, &[], &timings.reconcile.lock().unwrap_or_else(|e| e.into_inner()));
 
     out.family("alwayson_conn_table_entries", "gauge", "Flows in the connection table (counted every 10 s).");
-    out.sample("alwayson_conn_table_entries", &[], stats.conn_table.entries);
+    out.sample("alwayson_conn_table_entries", &[], snapshot.conn_table.entries);
     out.family(
         "alwayson_conn_table_capacity",
         "gauge",
         "Connection-table size (LRU: the idlest flows go first).",
     );
-    out.sample("alwayson_conn_table_capacity", &[], stats.conn_table.capacity);
+    out.sample("alwayson_conn_table_capacity", &[], snapshot.conn_table.capacity);
     out.0
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::stats::{BackendStats, Traffic, VipStats};
+    use crate::{
+        config::Config,
+        stats::{Topology, VipInfo},
+    };
 
     #[test]
     fn renders_families_with_labels_escaped() {
-        let stats = Stats {
-            drops: [("no_backend".to_string(), 3)].into(),
-            vips: vec![VipStats {
-                name: "we\"b".into(),
-                address: "10.77.100.1".parse().unwrap(),
-                port: 80,
-                protocol: "tcp".into(),
-                mode: "dsr".into(),
-                traffic: Traffic { packets: 7, ..Default::default() },
-                backends: vec![BackendStats {
-                    name: "b1".into(),
-                    address: "10.77.1.10".parse().unwrap(),
-                    port: 80,
-                    weight: 2,
-                    backup: false,
-                    admin: crate::stats::Admin::Ready,
-                    health: "up".into(),
-                    state: "up".into(),
-                    in_ring: true,
-                    reason: String::new(),
-                    transitions: 0,
-                    traffic: Traffic { bytes: 1500, ..Default::default() },
-                }],
-            }],
+        let config = Config::from_toml(
+            "[global]\ninterface = \"lo\"\n[[vip]]\nname = \"we\\\"b\"\naddress = \"10.77.100.1\"\nport = 80\n\
+             [[vip.backend]]\nname = \"b1\"\naddress = \"10.77.1.10\"\nweight = 2\n",
+        )
+        .unwrap();
+        let vip = Arc::clone(&config.vips[0]);
+        let info = BackendInfo {
+            slot: 0,
+            admin: Admin::Ready,
+            health: Some(true),
+            reason: "ok".into(),
+            transitions: 0,
+            in_ring: true,
+        };
+        let topology = Topology {
+            vips: vec![VipInfo { key: vip.key(), vip, index: 0, backends: vec![info] }],
             ..Default::default()
         };
+        let mut snapshot = Snapshot {
+            topology: Arc::new(topology),
+            traffic: vec![(
+                Traffic { packets: 7, ..Default::default() },
+                vec![Traffic { bytes: 1500, ..Default::default() }],
+            )],
+            ..Default::default()
+        };
+        snapshot.counters.drops[lb_common::DropReason::NoBackend as usize] = 3;
         let timings = Timings::default();
         timings.reconciled(std::time::Duration::from_millis(3));
-        let text = render(&stats, &timings);
-        assert!(text.contains(
-            "# TYPE alwayson_vip_packets_total counter\nalwayson_vip_packets_total{vip=\"we\\\"b\"} 7\n"
-        ));
+        let text = render(&snapshot, &timings);
+        assert!(
+            text.contains(
+                "# TYPE alwayson_vip_packets_total counter\nalwayson_vip_packets_total{vip=\"we\\\"b\"} 7\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("alwayson_backend_bytes_total{vip=\"we\\\"b\",backend=\"b1\"} 1500\n"));
         assert!(text.contains("alwayson_backend_up{vip=\"we\\\"b\",backend=\"b1\"} 1\n"));
         assert!(text.contains("alwayson_backend_weight{vip=\"we\\\"b\",backend=\"b1\"} 2\n"));

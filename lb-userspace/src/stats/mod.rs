@@ -1,7 +1,8 @@
 //! What the balancer is doing, for people: the reconcile loop publishes the
-//! topology (names, weights, states), a sampler adds the kernel's per-CPU
-//! counters summed and turned into rates, and the API, `alwayson stats`, the
-//! dashboard and `/metrics` all read the result.
+//! topology (which VIP and backend sits where, with its state), a sampler adds
+//! the kernel's per-CPU counters summed and turned into rates, and the API,
+//! `alwayson stats`, the dashboard and `/metrics` read the result. `Stats` is
+//! the document's owned form, for clients that read it back.
 
 mod histogram;
 pub mod metrics;
@@ -18,7 +19,10 @@ use lb_common::{DropReason, Event, TrafficStats, Verdict, VipKey};
 use serde::{Deserialize, Serialize};
 
 pub use self::histogram::Histogram;
-use crate::dataplane::{DataplaneError, PinnedStats};
+use crate::{
+    config::{Mode, Protocol, Vip},
+    dataplane::{Counters, DataplaneError, PinnedStats},
+};
 
 /// An operator's say over a backend, beside its health.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,7 +36,8 @@ pub enum Admin {
     Maint,
 }
 
-/// The data plane's layout as the reconcile loop last applied it.
+/// The data plane's layout as the reconcile loop last applied it. VIPs are the
+/// config's own (shared, not copied): what changes per backend is kept beside.
 #[derive(Clone, Debug, Default)]
 pub struct Topology {
     pub vips: Vec<VipInfo>,
@@ -42,41 +47,41 @@ pub struct Topology {
 
 #[derive(Clone, Debug)]
 pub struct VipInfo {
-    pub name: String,
+    pub vip: Arc<Vip>,
     pub key: VipKey,
     pub index: u32,
-    pub address: IpAddr,
-    pub port: u16,
-    pub protocol: String,
-    pub mode: String,
+    /// In the order of `vip.backends`.
     pub backends: Vec<BackendInfo>,
 }
 
 #[derive(Clone, Debug)]
 pub struct BackendInfo {
-    pub name: String,
-    pub address: IpAddr,
-    pub port: u16,
     pub slot: u32,
-    pub weight: u32,
-    pub backup: bool,
     pub admin: Admin,
     /// `None`: not checked (always up).
     pub health: Option<bool>,
-    pub reason: String,
+    pub reason: Arc<str>,
     pub transitions: u64,
     pub in_ring: bool,
 }
 
 impl BackendInfo {
-    /// One word for admin state and health together.
-    pub fn state(&self) -> &'static str {
+    /// One word for admin state, health and weight together.
+    pub fn state(&self, weight: u32) -> &'static str {
         match (self.admin, self.health) {
             (Admin::Maint, _) => "maint",
             (_, Some(false)) => "down",
             (Admin::Drain, _) => "drain",
-            _ if self.weight == 0 => "drain",
+            _ if weight == 0 => "drain",
             _ => "up",
+        }
+    }
+
+    pub fn health_word(&self) -> &'static str {
+        match self.health {
+            None => "none",
+            Some(true) => "up",
+            Some(false) => "down",
         }
     }
 }
@@ -165,6 +170,19 @@ type Slot = (u32, Option<u32>);
 /// How often the connection table is counted (it is walked key by key).
 const CONN_COUNT_EVERY: u32 = 10;
 
+/// One sample: the counters and rates, beside the topology they belong to.
+/// Numbers only: names come from the topology when the JSON is asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub uptime_seconds: f64,
+    pub interval_seconds: f64,
+    pub counters: Counters,
+    pub conn_table: ConnTable,
+    pub topology: Arc<Topology>,
+    /// Per VIP of the topology: its traffic, and its backends' in order.
+    pub traffic: Vec<(Traffic, Vec<Traffic>)>,
+}
+
 /// Reads the pinned maps and keeps what rates need.
 pub struct Sampler {
     maps: PinnedStats,
@@ -186,15 +204,15 @@ impl Sampler {
     }
 
     /// One sample: counters for everything in `topology`, rates since the last sample.
-    pub fn sample(&mut self, topology: &Topology) -> Result<Stats, DataplaneError> {
+    pub fn sample(&mut self, topology: &Arc<Topology>) -> Result<Snapshot, DataplaneError> {
         let now = Instant::now();
         if self.samples.is_multiple_of(CONN_COUNT_EVERY) {
             self.conn_entries = self.maps.connections() as u64;
         }
         self.samples += 1;
         let counters = self.maps.counters()?;
-        let mut totals = HashMap::new();
-        let mut vips = Vec::with_capacity(topology.vips.len());
+        let mut totals = HashMap::with_capacity(self.previous.as_ref().map_or(0, |(_, t)| t.len()));
+        let mut traffic = Vec::with_capacity(topology.vips.len());
         for vip in &topology.vips {
             let vip_total = self.maps.vip_stats(vip.index)?;
             totals.insert((vip.index, None), vip_total);
@@ -202,49 +220,22 @@ impl Sampler {
             for b in &vip.backends {
                 let total = self.maps.backend_stats(b.slot)?;
                 totals.insert((vip.index, Some(b.slot)), total);
-                backends.push(BackendStats {
-                    name: b.name.clone(),
-                    address: b.address,
-                    port: b.port,
-                    weight: b.weight,
-                    backup: b.backup,
-                    admin: b.admin,
-                    health: match b.health {
-                        None => "none",
-                        Some(true) => "up",
-                        Some(false) => "down",
-                    }
-                    .into(),
-                    state: b.state().into(),
-                    in_ring: b.in_ring,
-                    reason: b.reason.clone(),
-                    transitions: b.transitions,
-                    traffic: self.traffic(now, (vip.index, Some(b.slot)), total),
-                });
+                backends.push(self.traffic(now, (vip.index, Some(b.slot)), total));
             }
-            vips.push(VipStats {
-                name: vip.name.clone(),
-                address: vip.address,
-                port: vip.port,
-                protocol: vip.protocol.clone(),
-                mode: vip.mode.clone(),
-                traffic: self.traffic(now, (vip.index, None), vip_total),
-                backends,
-            });
+            traffic.push((self.traffic(now, (vip.index, None), vip_total), backends));
         }
         let interval = self.previous.as_ref().map_or(0.0, |(at, _)| now.duration_since(*at).as_secs_f64());
         self.previous = Some((now, totals));
-        Ok(Stats {
+        Ok(Snapshot {
             uptime_seconds: now.duration_since(self.started).as_secs_f64(),
             interval_seconds: interval,
-            verdicts: Verdict::ALL.iter().map(|v| (v.name().into(), counters.verdict(*v))).collect(),
-            drops: DropReason::ALL.iter().map(|r| (r.name().into(), counters.drop(*r))).collect(),
-            events: Event::ALL.iter().map(|e| (e.name().into(), counters.event(*e))).collect(),
+            counters,
             conn_table: ConnTable {
                 entries: self.conn_entries,
                 capacity: u64::from(topology.conn_table_capacity),
             },
-            vips,
+            topology: Arc::clone(topology),
+            traffic,
         })
     }
 
@@ -262,5 +253,97 @@ impl Sampler {
     }
 }
 
+/// The `/v1/stats` document, built from a snapshot only when someone asks.
+#[derive(Serialize)]
+struct SnapshotView<'a> {
+    uptime_seconds: f64,
+    interval_seconds: f64,
+    verdicts: BTreeMap<&'static str, u64>,
+    drops: BTreeMap<&'static str, u64>,
+    events: BTreeMap<&'static str, u64>,
+    conn_table: &'a ConnTable,
+    vips: Vec<VipView<'a>>,
+}
+
+#[derive(Serialize)]
+struct VipView<'a> {
+    name: &'a str,
+    address: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    mode: Mode,
+    #[serde(flatten)]
+    traffic: &'a Traffic,
+    backends: Vec<BackendView<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendView<'a> {
+    name: &'a str,
+    address: IpAddr,
+    port: u16,
+    weight: u32,
+    backup: bool,
+    admin: Admin,
+    health: &'static str,
+    state: &'static str,
+    in_ring: bool,
+    reason: &'a str,
+    transitions: u64,
+    #[serde(flatten)]
+    traffic: &'a Traffic,
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = &self.counters;
+        let vips = self
+            .topology
+            .vips
+            .iter()
+            .zip(&self.traffic)
+            .map(|(info, (traffic, backends))| VipView {
+                name: &info.vip.name,
+                address: info.vip.address,
+                port: info.vip.port,
+                protocol: info.vip.protocol,
+                mode: info.vip.mode,
+                traffic,
+                backends: info
+                    .vip
+                    .backends
+                    .iter()
+                    .zip(&info.backends)
+                    .zip(backends)
+                    .map(|((conf, b), traffic)| BackendView {
+                        name: &conf.name,
+                        address: conf.address,
+                        port: conf.port,
+                        weight: conf.weight,
+                        backup: conf.backup,
+                        admin: b.admin,
+                        health: b.health_word(),
+                        state: b.state(conf.weight),
+                        in_ring: b.in_ring,
+                        reason: &b.reason,
+                        transitions: b.transitions,
+                        traffic,
+                    })
+                    .collect(),
+            })
+            .collect();
+        SnapshotView {
+            uptime_seconds: self.uptime_seconds,
+            interval_seconds: self.interval_seconds,
+            verdicts: Verdict::ALL.iter().map(|v| (v.name(), c.verdict(*v))).collect(),
+            drops: DropReason::ALL.iter().map(|r| (r.name(), c.drop(*r))).collect(),
+            events: Event::ALL.iter().map(|e| (e.name(), c.event(*e))).collect(),
+            conn_table: &self.conn_table,
+            vips,
+        }
+        .serialize(s)
+    }
+}
+
 /// Where the latest numbers are published.
-pub type Published = tokio::sync::watch::Receiver<Arc<Stats>>;
+pub type Published = tokio::sync::watch::Receiver<Arc<Snapshot>>;
