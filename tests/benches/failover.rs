@@ -10,11 +10,13 @@ use std::{
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
+    bench::{spread, Table},
     bed::TestBed,
     traffic::Opener,
 };
 use lb_common::BackendState;
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+use serde_json::json;
 
 const KILLS: usize = 10;
 const BACKENDS: usize = 3;
@@ -81,23 +83,21 @@ fn main() {
         std::thread::sleep(Duration::from_millis(300));
     }
     let report = opener.stop();
-    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
-    let summary = |v: &mut Vec<Duration>| {
-        v.sort();
-        (ms(&v[v.len() / 2]), ms(&v[0]), ms(&v[v.len() - 1]))
-    };
-    let (lm, lmin, lmax) = summary(&mut last_flow);
-    let (dm, dmin, dmax) = summary(&mut detected);
-    println!(
-        "\nFailover at default settings (tcp check, inter 250ms, timeout 200ms, fall 2), {KILLS} kills\n"
+    let mut table = Table::new(
+        "failover",
+        &format!("Failover at default settings (tcp check, inter 250ms, timeout 200ms, fall 2), {KILLS} kills"),
+        &["from the backend's death to", "median", "best", "worst"],
     );
-    println!("| figure | median | best | worst |");
-    println!("|---|---:|---:|---:|");
-    println!("| death → last new flow to the dead backend | {lm:.0} ms | {lmin:.0} ms | {lmax:.0} ms |");
-    println!("| death → DOWN in the kernel map | {dm:.0} ms | {dmin:.0} ms | {dmax:.0} ms |");
-    println!(
-        "\n({} connections opened, {} refused by dead backends before detection)",
-        report.ok,
-        report.failed.len()
-    );
+    for (what, mut samples) in [
+        ("the last new flow it receives", last_flow),
+        ("DOWN in the kernel map", detected),
+    ] {
+        let mut ms: Vec<f64> = samples.iter_mut().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let (m, lo, hi) = spread(&mut ms);
+        table.row(
+            &[what.into(), format!("{m:.0} ms"), format!("{lo:.0} ms"), format!("{hi:.0} ms")],
+            json!({"to": what, "median_ms": m, "samples_ms": ms}),
+        );
+    }
+    table.finish(json!({"connections": report.ok, "refused_before_detection": report.failed.len()}));
 }

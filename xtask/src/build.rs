@@ -115,5 +115,8 @@ pub fn bench() -> Result<()> {
     // End-to-end benchmarks run the release agent and test servers.
     run_status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
     run_status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
-    run_status(cargo().args(["bench", "--package", "alwayson-tests"]))
+    let dir = target_dir()?.join("bench");
+    run_status(cargo().args(["bench", "--package", "alwayson-tests"]).env("ALWAYSON_BENCH_DIR", &dir))?;
+    println!("\nraw figures and the chart: {}", dir.display());
+    Ok(())
 }

@@ -8,7 +8,7 @@ mod pinned;
 mod ring;
 mod test_run;
 
-use std::path::PathBuf;
+use std::{os::fd::AsFd as _, path::PathBuf};
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
@@ -130,6 +130,8 @@ pub struct Dataplane {
     backend_stats: PerCpuArray<MapData, TrafficStats>,
     /// Where the maps are pinned; `None` for a private, unattached data plane.
     pin_dir: Option<PathBuf>,
+    /// A descriptor of every map, for what the kernel says about it.
+    map_fds: Vec<(&'static str, std::os::fd::OwnedFd)>,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -143,6 +145,16 @@ fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) 
 
 impl Dataplane {
     fn from_ebpf(mut ebpf: Ebpf, settings: LoadSettings, pin_dir: Option<PathBuf>) -> Result<Self> {
+        let map_fds = names::ALL
+            .iter()
+            .filter_map(|name| {
+                let data = match ebpf.map(name)? {
+                    Map::Array(d) | Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
+                    _ => return None,
+                };
+                Some((*name, data.fd().as_fd().try_clone_to_owned().ok()?))
+            })
+            .collect();
         let ring = match ebpf.take_map(names::RING).ok_or(DataplaneError::MissingMap(names::RING))? {
             Map::Array(data) => RingMemory::new(data, settings.ring_size, settings.max_vips),
             _ => return Err(DataplaneError::WrongMapType(names::RING)),
@@ -164,11 +176,25 @@ impl Dataplane {
             ebpf,
             settings,
             pin_dir,
+            map_fds,
         })
     }
 
     pub fn settings(&self) -> &LoadSettings {
         &self.settings
+    }
+
+    /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
+    pub fn map_memory(&self) -> Vec<(&'static str, u64)> {
+        use std::os::fd::AsRawFd as _;
+        self.map_fds
+            .iter()
+            .map(|(name, fd)| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap_or_default();
+                let bytes = info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok());
+                (*name, bytes.unwrap_or(0))
+            })
+            .collect()
     }
 
     /// The loaded program's size: instructions the verifier processed, and

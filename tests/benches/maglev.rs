@@ -5,7 +5,9 @@ use std::{
     time::Instant,
 };
 
+use alwayson_tests::bench::{spread, Table};
 use lb_userspace::maglev::{build, changed_slots, Member};
+use serde_json::json;
 
 fn members(n: u32) -> Vec<Member> {
     (0..n)
@@ -22,11 +24,6 @@ fn time_build(m: u32, n: u32, rounds: usize) -> Vec<f64> {
             start.elapsed().as_secs_f64() * 1000.0
         })
         .collect()
-}
-
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 /// Share of the other backends' slots that move when `gone` backends leave.
@@ -52,10 +49,8 @@ fn disruption(m: u32, n: u32, gone: u32) -> (f64, usize, usize) {
 
 fn main() {
     let cases = [(65_537u32, 100u32, 21usize), (655_373, 1_000, 7)];
-    println!("\nMaglev ring build (one thread), median of alternating rounds\n");
-    println!("| ring size M | backends N | median | min..max | paper |");
-    println!("|---:|---:|---:|---:|---:|");
     let mut samples = vec![Vec::new(); cases.len()];
+    // Alternate the sizes round by round, so both see the same machine.
     for _ in 0..cases.iter().map(|c| c.2).max().unwrap() {
         for (i, (m, n, rounds)) in cases.iter().enumerate() {
             if samples[i].len() < *rounds {
@@ -63,16 +58,28 @@ fn main() {
             }
         }
     }
+    let mut table = Table::new(
+        "maglev",
+        "Maglev ring build (one thread), median of alternating rounds; disruption when backends leave",
+        &["ring size M", "backends N", "build median", "min..max", "paper", "removed", "others' slots moved"],
+    );
     let paper = ["1.8 ms", "22.9 ms"];
-    for (((m, n, _), s), p) in cases.iter().zip(samples).zip(paper) {
-        let (med, lo, hi) = median(s);
-        println!("| {m} | {n} | {med:.2} ms | {lo:.2}..{hi:.2} ms | {p} |");
+    let removals = [1u32, 10];
+    for ((((m, n, _), mut s), p), gone) in cases.iter().zip(samples).zip(paper).zip(removals) {
+        let (med, lo, hi) = spread(&mut s);
+        let (share, own, moved) = disruption(*m, *n, gone);
+        table.row(
+            &[
+                m.to_string(),
+                n.to_string(),
+                format!("{med:.2} ms"),
+                format!("{lo:.2}..{hi:.2} ms"),
+                p.into(),
+                format!("{gone} ({own} slots)"),
+                format!("{moved} ({share:.3}%)"),
+            ],
+            json!({"m": m, "n": n, "build_ms_median": med, "build_ms": s, "removed": gone, "removed_slots": own, "others_moved": moved, "others_moved_pct": share}),
+        );
     }
-    println!("\nDisruption: share of the *other* backends' slots that move\n");
-    println!("| ring size M | backends N | removed | their slots | others moved | share |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (m, n, gone) in [(65_537u32, 100u32, 1u32), (655_373, 1_000, 10)] {
-        let (share, own, moved) = disruption(m, n, gone);
-        println!("| {m} | {n} | {gone} | {own} | {moved} | {share:.3}% |");
-    }
+    table.finish(json!({}));
 }
