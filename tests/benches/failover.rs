@@ -10,8 +10,8 @@ use std::{
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
-    bench::{spread, Table},
     bed::TestBed,
+    bench::{spread, Table},
     traffic::Opener,
 };
 use lb_common::BackendState;
@@ -85,13 +85,14 @@ fn main() {
     let report = opener.stop();
     let mut table = Table::new(
         "failover",
-        &format!("Failover at default settings (tcp check, inter 250ms, timeout 200ms, fall 2), {KILLS} kills"),
+        &format!(
+            "Failover at default settings (tcp check, inter 250ms, timeout 200ms, fall 2), {KILLS} kills"
+        ),
         &["from the backend's death to", "median", "best", "worst"],
     );
-    for (what, mut samples) in [
-        ("the last new flow it receives", last_flow),
-        ("DOWN in the kernel map", detected),
-    ] {
+    for (what, mut samples) in
+        [("the last new flow it receives", last_flow), ("DOWN in the kernel map", detected)]
+    {
         let mut ms: Vec<f64> = samples.iter_mut().map(|d| d.as_secs_f64() * 1000.0).collect();
         let (m, lo, hi) = spread(&mut ms);
         table.row(

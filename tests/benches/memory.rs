@@ -18,11 +18,17 @@ fn main() {
         &["entries", "kernel memory", "per flow", "per million flows"],
     );
     for entries in [262_144u32, 1_000_000, 4_000_000] {
-        let dp = Dataplane::load(LoadSettings { conn_table_size: entries, ..Default::default() }).expect("load");
+        let dp =
+            Dataplane::load(LoadSettings { conn_table_size: entries, ..Default::default() }).expect("load");
         let bytes = dp.map_memory().into_iter().find(|(n, _)| *n == "CONNS").map_or(0, |(_, b)| b);
         let per_flow = bytes as f64 / f64::from(entries);
         table.row(
-            &[entries.to_string(), format!("{:.1} MiB", mib(bytes)), format!("{per_flow:.0} B"), format!("{:.1} MiB", per_flow * 1e6 / (1024.0 * 1024.0))],
+            &[
+                entries.to_string(),
+                format!("{:.1} MiB", mib(bytes)),
+                format!("{per_flow:.0} B"),
+                format!("{:.1} MiB", per_flow * 1e6 / (1024.0 * 1024.0)),
+            ],
             json!({"entries": entries, "bytes": bytes, "bytes_per_flow": per_flow}),
         );
     }
@@ -30,7 +36,9 @@ fn main() {
     let maps = dp.map_memory();
     let total: u64 = maps.iter().map(|(_, b)| b).sum();
     table.finish(json!({"default_sizes": maps.iter().map(|(n, b)| json!({"map": n, "bytes": b})).collect::<Vec<_>>(), "default_total_bytes": total}));
-    println!("\nEvery map at the default sizes (64 VIPs, 4,096 backend slots, ring 65,537, 262,144 flows):\n");
+    println!(
+        "\nEvery map at the default sizes (64 VIPs, 4,096 backend slots, ring 65,537, 262,144 flows):\n"
+    );
     println!("| map | kernel memory |\n|---|---:|");
     for (name, bytes) in &maps {
         println!("| {name} | {:.2} MiB |", mib(*bytes));

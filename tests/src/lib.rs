@@ -27,6 +27,16 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Returns from the calling test unless [`require_root`] lets it run.
+#[macro_export]
+macro_rules! root_or_skip {
+    ($name:expr) => {
+        if !$crate::require_root($name) {
+            return;
+        }
+    };
+}
+
 /// Runs a command; an error carries its stderr.
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = std::process::Command::new(program)

@@ -7,19 +7,11 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
     bed::TestBed,
-    require_root,
+    root_or_skip,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const FLOWS: usize = 3000;
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 /// Checks each backend's share is within ±15% of its weight's share.
 fn assert_shares(counts: &BTreeMap<String, usize>, weights: &[(String, u32)], what: &str) {

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, REFUSED},
     bed::TestBed,
-    require_root,
+    root_or_skip,
     traffic::{Opener, Streams},
 };
 use lb_common::{types::PROTO_TCP, VipKey};
@@ -15,14 +15,6 @@ const VIP: &str = "10.77.100.1";
 const STREAMS: usize = 50;
 const STREAM_PERIOD: Duration = Duration::from_millis(10);
 const OPEN_PERIOD: Duration = Duration::from_millis(10);
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 fn vip() -> SocketAddr {
     SocketAddr::new(VIP.parse().unwrap(), 80)

@@ -24,7 +24,7 @@ use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
     bed::TestBed,
     http::{percent_encode, Client, Request, Response},
-    require_root,
+    root_or_skip,
 };
 use lb_common::{
     types::{words_addr, PROTO_TCP},
@@ -46,14 +46,6 @@ const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "p
 /// The web listener's routes, as docs/api.md's introduction lists them.
 const WEB_ROUTES: &[(&str, &str)] = &[("GET", "/"), ("GET", "/metrics"), ("GET", "/api/stats")];
 const API_WAIT: Duration = Duration::from_secs(10);
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 fn repo_file(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);

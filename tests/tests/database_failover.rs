@@ -13,7 +13,7 @@ use alwayson_tests::{
     agent::Agent,
     bed::TestBed,
     mariadb::{self, create_app, setup_replication, MariaDb, APP, PORT, TABLE},
-    require_root,
+    root_or_skip,
 };
 
 const VIP: &str = "10.77.100.1";
@@ -27,14 +27,6 @@ const ATTEMPT: Duration = Duration::from_millis(500);
 const BETWEEN_ATTEMPTS: Duration = Duration::from_millis(20);
 /// How long the reader keeps trying before the test gives up (the assertion is on FAILOVER_BUDGET).
 const GIVE_UP: Duration = Duration::from_secs(15);
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 fn vip() -> SocketAddr {
     SocketAddr::new(VIP.parse().unwrap(), PORT)

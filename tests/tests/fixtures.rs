@@ -8,7 +8,7 @@ use alwayson_tests::{
         VIP4_UDP, VIP6, VIP6_UDP,
     },
     packet::{self, addr, Frame},
-    require_root,
+    root_or_skip,
 };
 use lb_common::{types::PROTO_TCP, DropReason, Verdict};
 use lb_userspace::dataplane::Counters;
@@ -38,14 +38,6 @@ fn assert_pass_untouched(bed: &FixtureBed, input: &[u8]) {
     let out = bed.run(input);
     assert_eq!(out.action, XDP_PASS, "verdict");
     assert_eq!(out.packet, input, "a passed frame must not change");
-}
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
 }
 
 #[test]

@@ -6,7 +6,7 @@ use alwayson_tests::{
         backend_mac, backend_of_mac, FixtureBed, CLIENT4, CLIENT6, LB_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP,
     },
     packet::{self, Frame},
-    require_root,
+    root_or_skip,
 };
 use lb_common::{DropReason, Event, Verdict};
 use lb_userspace::dataplane::{Counters, TestRunOutcome};
@@ -14,14 +14,6 @@ use lb_userspace::dataplane::{Counters, TestRunOutcome};
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 /// Runs one frame; returns the outcome and what the counters did.
 fn run(bed: &FixtureBed, frame: &[u8]) -> (TestRunOutcome, Counters) {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use alwayson_tests::{
     fixture::{backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot},
     packet::{addr, Frame, L4},
-    require_root,
+    root_or_skip,
 };
 use lb_common::{
     types::{PROTO_TCP, PROTO_UDP},
@@ -19,14 +19,6 @@ use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 const XDP_DROP: u32 = 1;
 const XDP_TX: u32 = 3;
 const SEED: u32 = 0x5eed_0077;
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 fn settings() -> LoadSettings {
     LoadSettings { ring_size: 65_537, hash_seed: SEED, max_vips: 8, ..Default::default() }

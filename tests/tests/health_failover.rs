@@ -10,20 +10,12 @@ use std::{
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
     bed::{TestBed, HTTP_PORT},
-    require_root,
+    root_or_skip,
     traffic::{Opener, Streams},
 };
 use lb_common::{types::PROTO_TCP, BackendState, VipKey};
 
 const VIP: &str = "10.77.100.1";
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 fn vip() -> SocketAddr {
     SocketAddr::new(VIP.parse().unwrap(), 80)

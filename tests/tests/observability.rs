@@ -14,18 +14,10 @@ use alwayson_tests::{
     bed::{Family, TestBed},
     http,
     process::bin_path,
-    require_root,
+    root_or_skip,
     traffic::{Opener, Streams},
 };
 use serde_json::Value;
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 /// `alwayson ARGS --socket <the agent's socket>`: status and stdout.
 fn alwayson(agent: &Agent, args: &[&str]) -> (bool, String, String) {

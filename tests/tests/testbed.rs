@@ -10,18 +10,10 @@ use std::{
 
 use alwayson_tests::{
     bed::{TestBed, HTTP_PORT, TCP_PORTS, UDP_PORT},
-    require_root, run,
+    root_or_skip, run,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-macro_rules! root_or_skip {
-    ($name:expr) => {
-        if !require_root($name) {
-            return;
-        }
-    };
-}
 
 fn build(bed: alwayson_tests::bed::TestBedBuilder) -> TestBed {
     let start = Instant::now();

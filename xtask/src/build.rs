@@ -8,18 +8,10 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::setup::output;
+use crate::setup::{output, status};
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-fn run_status(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }
 
 fn target_dir() -> Result<PathBuf> {
@@ -63,12 +55,12 @@ pub fn ebpf_objects() -> Result<()> {
 pub fn run(args: &[String]) -> Result<()> {
     if args.is_empty() {
         // The demo runs the real agent and test servers; it finds them beside itself.
-        run_status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
-        run_status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
+        status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
+        status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
         let demo = target_dir()?.join("release/alwayson-demo");
-        return run_status(&mut Command::new(demo));
+        return status(&mut Command::new(demo));
     }
-    run_status(
+    status(
         cargo()
             .args(["run", "--release", "--package", "lb-userspace", "--bin", "alwayson", "--", "run"])
             .args(args),
@@ -78,13 +70,13 @@ pub fn run(args: &[String]) -> Result<()> {
 pub fn test(args: &[String]) -> Result<()> {
     // End-to-end tests run the real binaries (alwayson, the test servers); cargo
     // test builds a package's binaries only for that package's own tests.
-    run_status(cargo().args(["build", "--workspace", "--exclude", "lb-ebpf", "--bins"]))?;
-    run_status(cargo().args(["test", "--workspace", "--exclude", "lb-ebpf"]).args(args))
+    status(cargo().args(["build", "--workspace", "--exclude", "lb-ebpf", "--bins"]))?;
+    status(cargo().args(["test", "--workspace", "--exclude", "lb-ebpf"]).args(args))
 }
 
 pub fn lint() -> Result<()> {
-    run_status(Command::new("cargo").args(["+nightly", "fmt", "--all", "--check"]))?;
-    run_status(cargo().args([
+    status(Command::new("cargo").args(["+nightly", "fmt", "--all", "--check"]))?;
+    status(cargo().args([
         "clippy",
         "--workspace",
         "--exclude",
@@ -95,7 +87,7 @@ pub fn lint() -> Result<()> {
         "warnings",
     ]))?;
     // The eBPF crate only compiles for the BPF target.
-    run_status(Command::new("cargo").args([
+    status(Command::new("cargo").args([
         "+nightly",
         "clippy",
         "--package",
@@ -113,10 +105,10 @@ pub fn lint() -> Result<()> {
 
 pub fn bench() -> Result<()> {
     // End-to-end benchmarks run the release agent and test servers.
-    run_status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
-    run_status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
+    status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
+    status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
     let dir = target_dir()?.join("bench");
-    run_status(cargo().args(["bench", "--package", "alwayson-tests"]).env("ALWAYSON_BENCH_DIR", &dir))?;
+    status(cargo().args(["bench", "--package", "alwayson-tests"]).env("ALWAYSON_BENCH_DIR", &dir))?;
     println!("\nraw figures and the chart: {}", dir.display());
     Ok(())
 }

@@ -190,8 +190,10 @@ impl Dataplane {
         self.map_fds
             .iter()
             .map(|(name, fd)| {
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap_or_default();
-                let bytes = info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok());
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                    .unwrap_or_default();
+                let bytes =
+                    info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok());
                 (*name, bytes.unwrap_or(0))
             })
             .collect()
