@@ -49,37 +49,51 @@ pub fn build(members: &[Member], size: u32) -> Vec<u32> {
     order.sort_by_key(|&i| members[i].id);
     order.dedup_by_key(|i| members[*i].id);
 
-    let m = u64::from(size);
     let max_weight = order.iter().map(|&i| u64::from(members[i].weight)).max().unwrap_or(1);
-    let mut cursor: Vec<Cursor> = order.iter().map(|&i| Cursor::new(members[i].id, size)).collect();
-    let mut held = vec![0u64; order.len()];
-    // Which slots are taken, one bit each: probing a bitset that fits in cache
-    // is what makes the build fast (most probes hit taken slots).
-    let mut taken = Taken::new(size);
-    let mut filled = 0u64;
+    // Everything the fill loop needs about a member, in one place: it runs M times.
+    let mut claimants: Vec<Claimant> = order
+        .iter()
+        .map(|&i| Claimant {
+            cursor: Cursor::new(members[i].id, size),
+            index: i as u32,
+            weight: u64::from(members[i].weight),
+            held: 0,
+        })
+        .collect();
+    let mut free = FreeSlots::new(size);
     let mut round = 0u64;
-    while filled < m {
+    loop {
         round += 1;
-        for (k, &member) in order.iter().enumerate() {
-            let weight = u64::from(members[member].weight);
-            while held[k] * max_weight < round * weight {
-                let slot = cursor[k].next_free(&mut taken);
-                ring[slot] = member as u32;
-                held[k] += 1;
-                filled += 1;
-                if filled == m {
+        for member in claimants.iter_mut() {
+            while member.held * max_weight < round * member.weight {
+                let slot = free.claim(&mut member.cursor);
+                ring[slot] = member.index;
+                member.held += 1;
+                if free.left == 0 {
                     return ring;
                 }
             }
         }
     }
-    ring
 }
 
-/// A member's walk along its permutation.
+/// A member with a positive weight, while the ring fills.
+struct Claimant {
+    cursor: Cursor,
+    /// Into the caller's `members`.
+    index: u32,
+    weight: u64,
+    /// Slots claimed so far.
+    held: u64,
+}
+
+/// A member's walk along its permutation: slot `j` of it is `offset + j·skip (mod M)`.
 struct Cursor {
     position: u32,
     skip: u32,
+    offset: u32,
+    /// `skip⁻¹ mod M`: turns a slot back into its place in the permutation.
+    skip_inverse: u32,
     size: u32,
 }
 
@@ -87,47 +101,113 @@ impl Cursor {
     fn new(id: SocketAddr, size: u32) -> Self {
         let (addr, family) = addr_words(id.ip());
         let identity = [addr[0], addr[1], addr[2], addr[3], u32::from(id.port()) << 8 | u32::from(family)];
-        Self {
-            position: hash_words(OFFSET_SEED, &identity) % size,
-            skip: hash_words(SKIP_SEED, &identity) % (size - 1) + 1,
-            size,
-        }
+        let offset = hash_words(OFFSET_SEED, &identity) % size;
+        let skip = hash_words(SKIP_SEED, &identity) % (size - 1) + 1;
+        // M is prime, so skip^(M-2) is skip's inverse (Fermat).
+        Self { position: offset, skip, offset, skip_inverse: pow_mod(skip, size - 2, size), size }
     }
 
-    /// Takes the next slot of the permutation that nobody holds yet (the ring is not full).
-    fn next_free(&mut self, taken: &mut Taken) -> usize {
-        loop {
-            let slot = self.position;
-            // position + skip < 2·size, so one subtraction is the modulo.
-            self.position = match self.position + self.skip {
-                p if p >= self.size => p - self.size,
-                p => p,
-            };
-            if taken.take(slot as usize) {
-                return slot as usize;
-            }
-        }
+    /// Where `slot` comes in this member's permutation.
+    #[inline(always)]
+    fn place(&self, slot: u32) -> u64 {
+        let m = u64::from(self.size);
+        // Both factors are below M < 2³², so the product fits.
+        (u64::from(slot) + m - u64::from(self.offset)) % m * u64::from(self.skip_inverse) % m
+    }
+
+    #[inline(always)]
+    fn advance(&mut self) {
+        // position + skip < 2·size, so one subtraction is the modulo.
+        self.position = match self.position + self.skip {
+            p if p >= self.size => p - self.size,
+            p => p,
+        };
     }
 }
 
-/// A bitset of ring slots.
-struct Taken(Vec<u64>);
+fn pow_mod(base: u32, mut exp: u32, m: u32) -> u32 {
+    let (mut base, mut acc, m) = (u64::from(base), 1u64, u64::from(m));
+    while exp > 0 {
+        if exp & 1 == 1 {
+            acc = acc * base % m;
+        }
+        base = base * base % m;
+        exp >>= 1;
+    }
+    acc as u32
+}
 
-impl Taken {
+/// The ring's free slots, and how a member finds the first of them in its
+/// permutation.
+///
+/// While many slots are free, walking the permutation finds one in a few
+/// probes of a bitset that fits in cache. With F slots left a walk costs about
+/// M/F probes; once F is below about √M/2 (the best point measured) it is
+/// cheaper to compute each free slot's place in the member's permutation and
+/// take the earliest. Every slot a member has walked past is
+/// taken for good, so the earliest free place is exactly where its walk would
+/// stop: the ring is the same either way.
+struct FreeSlots {
+    taken: Vec<u64>,
+    /// Free slots; the ring is full at 0.
+    left: u32,
+    /// Below this many free slots, switch to `list`.
+    list_below: u32,
+    list: Vec<u32>,
+}
+
+impl FreeSlots {
     fn new(size: u32) -> Self {
-        Self(vec![0; (size as usize).div_ceil(64)])
+        let mut taken = vec![0u64; (size as usize).div_ceil(64)];
+        // Bits past the ring's end count as taken, so `untaken` never lists them.
+        if !size.is_multiple_of(64) {
+            *taken.last_mut().expect("size > 0") = !0 << (size % 64);
+        }
+        Self { taken, left: size, list_below: size.isqrt() / 2, list: Vec::new() }
     }
 
-    /// Marks `slot` taken; false if it already was.
+    /// Takes the next free slot of `member`'s permutation (the ring is not full).
     #[inline(always)]
-    fn take(&mut self, slot: usize) -> bool {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-        let w = &mut self.0[word];
-        if *w & bit != 0 {
-            return false;
+    fn claim(&mut self, member: &mut Cursor) -> usize {
+        self.left -= 1;
+        if self.left >= self.list_below {
+            return self.walk(member);
         }
-        *w |= bit;
-        true
+        // Empty only before the switch: it holds every free slot from then on.
+        if self.list.is_empty() {
+            self.list = self.untaken();
+        }
+        let (i, _) =
+            self.list.iter().enumerate().min_by_key(|&(_, &s)| member.place(s)).expect("ring not full");
+        let slot = self.list.swap_remove(i);
+        member.position = slot;
+        member.advance();
+        slot as usize
+    }
+
+    fn walk(&mut self, member: &mut Cursor) -> usize {
+        loop {
+            let slot = member.position as usize;
+            member.advance();
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            let w = &mut self.taken[word];
+            if *w & bit == 0 {
+                *w |= bit;
+                return slot;
+            }
+        }
+    }
+
+    fn untaken(&self) -> Vec<u32> {
+        let mut list = Vec::with_capacity(self.left as usize + 1);
+        for (i, &w) in self.taken.iter().enumerate() {
+            let mut free = !w;
+            while free != 0 {
+                list.push((i * 64) as u32 + free.trailing_zeros());
+                free &= free - 1;
+            }
+        }
+        list
     }
 }
 
@@ -161,6 +241,40 @@ mod tests {
             count[slot as usize] += 1;
         }
         count
+    }
+
+    /// The textbook fill: every claim walks the permutation one slot at a time.
+    fn walk_only(members: &[Member], size: u32) -> Vec<u32> {
+        let mut order: Vec<usize> = (0..members.len()).filter(|&i| members[i].weight > 0).collect();
+        order.sort_by_key(|&i| members[i].id);
+        let max_weight = order.iter().map(|&i| members[i].weight).max().unwrap();
+        let mut cursor: Vec<Cursor> = order.iter().map(|&i| Cursor::new(members[i].id, size)).collect();
+        let (mut ring, mut held, mut filled) = (vec![RING_EMPTY; size as usize], vec![0u32; order.len()], 0);
+        for round in 1.. {
+            for (k, &member) in order.iter().enumerate() {
+                while held[k] * max_weight < round * members[member].weight {
+                    while ring[cursor[k].position as usize] != RING_EMPTY {
+                        cursor[k].advance();
+                    }
+                    ring[cursor[k].position as usize] = member as u32;
+                    (held[k], filled) = (held[k] + 1, filled + 1);
+                    if filled == size {
+                        return ring;
+                    }
+                }
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn finishing_from_the_free_list_gives_the_walked_ring() {
+        for (size, n, weights) in
+            [(251, 3, 1), (4_099, 10, 4), (65_537, 100, 1), (65_537, 37, 7), (131_071, 1, 1)]
+        {
+            let members: Vec<Member> = (0..n).map(|i| member(i, 1 + i % weights)).collect();
+            assert_eq!(build(&members, size), walk_only(&members, size), "M={size} N={n}");
+        }
     }
 
     #[test]
