@@ -9,6 +9,7 @@ pub mod fixture;
 pub mod http;
 pub mod mariadb;
 pub mod netns;
+pub mod openapi;
 pub mod packet;
 pub mod process;
 pub mod traffic;
