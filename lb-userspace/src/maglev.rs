@@ -144,9 +144,9 @@ fn pow_mod(base: u32, mut exp: u32, m: u32) -> u32 {
 /// probes of a bitset that fits in cache. With F slots left a walk costs about
 /// M/F probes; once F is below about √M/2 (the best point measured) it is
 /// cheaper to compute each free slot's place in the member's permutation and
-/// take the earliest. Every slot a member has walked past is
-/// taken for good, so the earliest free place is exactly where its walk would
-/// stop: the ring is the same either way.
+/// take the earliest. Every slot a member has walked past is taken for good,
+/// so the earliest free place is exactly where its walk would stop: the ring
+/// is the same either way.
 struct FreeSlots {
     taken: Vec<u64>,
     /// Free slots; the ring is full at 0.
