@@ -1,6 +1,6 @@
 //! A real headless browser for tests: Debian's Chromium driven by
-//! `chromedriver` over the W3C WebDriver protocol (plain HTTP/1.1 + JSON on a
-//! `TcpStream`, one connection per command).
+//! `chromedriver` over the W3C WebDriver protocol (HTTP/1.1 + JSON through
+//! [`crate::http::Client`], one connection per command).
 //!
 //! chromedriver runs inside a namespace of the bed (usually the LB's), so the
 //! Chromium it starts shares that namespace and reaches `127.0.0.1:9180` there;
@@ -29,8 +29,7 @@
 
 use std::{
     cell::Cell,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -38,7 +37,12 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::{bed::TestBed, netns::Netns, process::Process};
+use crate::{
+    bed::TestBed,
+    http::{Client, Request},
+    netns::Netns,
+    process::Process,
+};
 
 /// Debian's Chromium (package `chromium`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -48,7 +52,6 @@ pub const CHROMEDRIVER: &str = "chromedriver";
 pub const DEFAULT_PORT: u16 = 9515;
 /// How W3C WebDriver marks an element reference in JSON.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One command, page loads and session creation included.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const STARTUP: Duration = Duration::from_secs(15);
@@ -57,7 +60,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// A `chromedriver --port=P` process in a namespace, stopped on drop.
 pub struct ChromeDriver<'b> {
     ns: &'b Netns,
-    addr: SocketAddr,
+    /// To chromedriver, from inside `ns`.
+    client: Client,
     process: Process,
     /// Chromium profiles live below here (unique per bed); also the marker
     /// that finds leftover Chromium processes.
@@ -85,7 +89,8 @@ impl<'b> ChromeDriver<'b> {
             .context("starting chromedriver: install Debian's chromium-driver (cargo xtask setup)")?;
         let mut driver = Self {
             ns,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            client: Client::tcp_in(ns, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .timeout(COMMAND_TIMEOUT),
             process,
             profiles,
             sessions: Cell::new(0),
@@ -165,25 +170,20 @@ impl<'b> ChromeDriver<'b> {
 
     /// One WebDriver command: `value` of the answer, or the WebDriver error.
     pub fn command(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let addr = self.addr;
-        let mut stream = self
-            .ns
-            .run(move || TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT))
-            .with_context(|| format!("connecting to chromedriver at {addr} in {}", self.ns.name()))?;
-        stream.set_read_timeout(Some(COMMAND_TIMEOUT))?;
-        stream.set_write_timeout(Some(COMMAND_TIMEOUT))?;
         let body = match (method, body) {
             (_, Some(b)) => b.to_string(),
             ("POST", None) => "{}".to_string(),
             _ => String::new(),
         };
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\
-             Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).with_context(|| format!("{method} {path}"))?;
-        let (status, body) = read_response(&mut stream).with_context(|| format!("{method} {path}"))?;
+        let mut request = Request::new(method, path).header("Accept", "application/json");
+        if !body.is_empty() {
+            request = request.json(&body);
+        }
+        let response = self
+            .client
+            .send(&request)
+            .with_context(|| format!("{method} {path} to chromedriver in {}", self.ns.name()))?;
+        let (status, body) = (response.status, response.body);
         let mut json: Value = serde_json::from_slice(&body).with_context(|| {
             format!("{method} {path}: answer {status} is not JSON: {}", String::from_utf8_lossy(&body))
         })?;
@@ -381,101 +381,6 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-/// Reads one response: chromedriver keeps the connection open despite
-/// `Connection: close`, so the answer ends where its framing says.
-fn read_response(stream: &mut TcpStream) -> Result<(u16, Vec<u8>)> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match parse_response(&raw) {
-            Ok(Some(answer)) => return Ok(answer),
-            Ok(None) => {}
-            Err(e) => return Err(e),
-        }
-        let n = stream.read(&mut buf).context("reading the answer")?;
-        if n == 0 {
-            // The peer closed: whatever came is the whole answer.
-            return parse_response_at_eof(&raw);
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn parse_response_at_eof(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let (status, head_len, framing) =
-        parse_head(raw)?.ok_or_else(|| anyhow!("connection closed inside the header"))?;
-    match framing {
-        Framing::ToEnd => Ok((status, raw[head_len..].to_vec())),
-        _ => parse_response(raw)?.ok_or_else(|| anyhow!("connection closed inside the body")),
-    }
-}
-
-enum Framing {
-    Length(usize),
-    Chunked,
-    ToEnd,
-}
-
-/// Status, header length and body framing, once the header is complete.
-fn parse_head(raw: &[u8]) -> Result<Option<(u16, usize, Framing)>> {
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        ensure!(raw.len() < 64 * 1024, "no end of the HTTP header in 64 KiB");
-        return Ok(None);
-    };
-    let head = std::str::from_utf8(&raw[..end]).context("HTTP header is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let mut framing = Framing::ToEnd;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        if name == "content-length" {
-            framing = Framing::Length(value.parse().context("bad Content-Length")?);
-        } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-            framing = Framing::Chunked;
-            break;
-        }
-    }
-    Ok(Some((status, end + 4, framing)))
-}
-
-/// Status code and body of a complete HTTP/1.1 response; `None` while more
-/// is needed (a body framed by the end of the connection is never complete).
-fn parse_response(raw: &[u8]) -> Result<Option<(u16, Vec<u8>)>> {
-    let Some((status, head_len, framing)) = parse_head(raw)? else { return Ok(None) };
-    let rest = &raw[head_len..];
-    Ok(match framing {
-        Framing::Length(n) => (rest.len() >= n).then(|| (status, rest[..n].to_vec())),
-        Framing::Chunked => dechunk(rest)?.map(|body| (status, body)),
-        Framing::ToEnd => None,
-    })
-}
-
-/// The body of a chunked message; `None` while chunks are missing.
-fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return Ok(None) };
-        let size_text = std::str::from_utf8(&data[..eol])?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(Some(out));
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-}
-
 fn base64_decode(text: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
@@ -620,22 +525,6 @@ mod tests {
         assert_eq!(base64_decode("TWFu").unwrap(), b"Man");
         assert_eq!(base64_decode("TWE=").unwrap(), b"Ma");
         assert!(base64_decode("T!").is_err());
-    }
-
-    #[test]
-    fn responses_by_length_chunked_and_to_the_end() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}xx";
-        assert_eq!(parse_response(plain).unwrap(), Some((200, b"{}xx".to_vec())));
-        assert_eq!(parse_response(&plain[..plain.len() - 1]).unwrap(), None);
-        let chunked = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), Some((404, b"{\"a\":1}".to_vec())));
-        assert_eq!(parse_response(&chunked[..chunked.len() - 12]).unwrap(), None);
-        let open = b"HTTP/1.1 500 Internal\r\nConnection: close\r\n\r\n{}";
-        assert_eq!(parse_response(open).unwrap(), None);
-        assert_eq!(parse_response_at_eof(open).unwrap(), (500, b"{}".to_vec()));
-        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
-        assert!(parse_response_at_eof(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 OK\r\n\r\n").is_err());
     }
 
     #[test]

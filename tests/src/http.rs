@@ -1,6 +1,7 @@
-//! A small HTTP/1.1 client for tests of the agent's API and web listener: one
-//! request per connection (`Connection: close`), the response read to EOF,
-//! `Content-Length` and `Transfer-Encoding: chunked` bodies both understood.
+//! A small HTTP/1.1 client for tests of the agent's API and web listener, and
+//! for WebDriver: one request per connection (`Connection: close`), the
+//! response read to where its framing (`Content-Length`, chunked) ends, or to
+//! EOF.
 //! Nothing clever, so that what a test sees is what the server sent.
 //!
 //! The agent runs in the bed's LB namespace: its TCP listeners on 127.0.0.1
@@ -105,7 +106,7 @@ impl Client {
     }
 
     /// Opens a connection, sends `request` (with this client's headers added)
-    /// and reads the response until the server closes the connection.
+    /// and reads the response (see [`exchange`]).
     pub fn send(&self, request: &Request) -> io::Result<Response> {
         let mut request = request.clone();
         for (name, value) in &self.headers {
@@ -205,13 +206,25 @@ impl Request {
     }
 }
 
-/// Writes `request` to `stream`, reads to EOF and parses the response.
+/// Writes `request` to `stream` and reads the response: up to where its
+/// framing (`Content-Length`, chunked) says it ends, or to EOF when it has
+/// none. Not waiting for the close lets the same client talk to servers that
+/// keep the connection open despite `Connection: close` (chromedriver does).
 pub fn exchange<S: Read + Write>(stream: &mut S, request: &Request, host: &str) -> io::Result<Response> {
     stream.write_all(&request.to_bytes(host))?;
     stream.flush()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    Response::parse(&raw)
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Response::parse(&raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(response) = Response::parse_complete(&raw, false)? {
+            return Ok(response);
+        }
+    }
 }
 
 /// A response: status, headers in order, and the body with any chunked
@@ -236,10 +249,19 @@ impl Response {
     /// Parses a whole response as read up to EOF. Interim `1xx` responses
     /// (other than 101) are skipped.
     pub fn parse(raw: &[u8]) -> io::Result<Self> {
+        Ok(Self::parse_complete(raw, true)?.expect("at EOF a response is complete or an error"))
+    }
+
+    /// The response in `raw` once it is complete; `None` while more is
+    /// needed. `at_eof`: nothing more will come, so a body without framing
+    /// ends here and anything cut short is an error.
+    fn parse_complete(raw: &[u8], at_eof: bool) -> io::Result<Option<Self>> {
+        let cut_short = |what: String| if at_eof { Err(invalid(what)) } else { Ok(None) };
         let mut rest = raw;
         loop {
-            let end = find(rest, b"\r\n\r\n")
-                .ok_or_else(|| invalid(format!("no end of headers in {:?}", String::from_utf8_lossy(raw))))?;
+            let Some(end) = find(rest, b"\r\n\r\n") else {
+                return cut_short(format!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
+            };
             let head = std::str::from_utf8(&rest[..end])
                 .map_err(|_| invalid(format!("headers are not UTF-8: {:?}", String::from_utf8_lossy(raw))))?;
             let after = &rest[end + 4..];
@@ -267,21 +289,26 @@ impl Response {
                 .header("Transfer-Encoding")
                 .is_some_and(|te| te.split(',').any(|c| c.trim().eq_ignore_ascii_case("chunked")));
             response.body = if chunked {
-                dechunk(after)?
+                match dechunk_partial(after)? {
+                    Some(body) => body,
+                    None => return cut_short("chunked body cut short".into()),
+                }
             } else if let Some(length) = response.header("Content-Length") {
                 let length: usize =
                     length.parse().map_err(|_| invalid(format!("Content-Length {length:?}")))?;
                 if after.len() < length {
-                    return Err(invalid(format!(
+                    return cut_short(format!(
                         "body cut short: Content-Length {length}, got {} bytes",
                         after.len()
-                    )));
+                    ));
                 }
                 after[..length].to_vec()
-            } else {
+            } else if at_eof {
                 after.to_vec()
+            } else {
+                return Ok(None);
             };
-            return Ok(response);
+            return Ok(Some(response));
         }
     }
 
@@ -308,20 +335,28 @@ impl Response {
 }
 
 /// Removes the chunked transfer coding: `SIZE[;ext]\r\n DATA\r\n … 0\r\n [trailers] \r\n`.
-pub fn dechunk(mut raw: &[u8]) -> io::Result<Vec<u8>> {
+pub fn dechunk(raw: &[u8]) -> io::Result<Vec<u8>> {
+    dechunk_partial(raw)?.ok_or_else(|| invalid("chunked body cut short".into()))
+}
+
+/// [`dechunk`], with `None` while chunks are missing.
+fn dechunk_partial(mut raw: &[u8]) -> io::Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
     loop {
-        let line_end = find(raw, b"\r\n").ok_or_else(|| invalid("chunk size line without CRLF".into()))?;
+        let Some(line_end) = find(raw, b"\r\n") else { return Ok(None) };
         let line = String::from_utf8_lossy(&raw[..line_end]);
         let size = line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size, 16).map_err(|_| invalid(format!("chunk size {size:?}")))?;
         raw = &raw[line_end + 2..];
         if size == 0 {
             // Trailers, if any, are ignored.
-            return Ok(body);
+            return Ok(Some(body));
         }
-        if raw.len() < size + 2 || &raw[size..size + 2] != b"\r\n" {
-            return Err(invalid(format!("chunk of {size} bytes cut short or not followed by CRLF")));
+        if raw.len() < size + 2 {
+            return Ok(None);
+        }
+        if &raw[size..size + 2] != b"\r\n" {
+            return Err(invalid(format!("chunk of {size} bytes not followed by CRLF")));
         }
         body.extend_from_slice(&raw[..size]);
         raw = &raw[size + 2..];
@@ -363,6 +398,57 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), "Wikipedia in \r\n\r\nchunks.");
         assert!(dechunk(b"5\r\nabc").is_err());
+    }
+
+    /// A server's side of a connection: `data` in pieces of 3 bytes, then
+    /// EOF if `closes`, else the read timeout of a connection left open.
+    struct Peer {
+        data: Vec<u8>,
+        at: usize,
+        closes: bool,
+    }
+
+    impl Read for Peer {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.at == self.data.len() {
+                return if self.closes { Ok(0) } else { Err(io::ErrorKind::TimedOut.into()) };
+            }
+            let n = buf.len().min(3).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for Peer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn over(data: &[u8], closes: bool) -> io::Result<Response> {
+        exchange(&mut Peer { data: data.to_vec(), at: 0, closes }, &Request::new("GET", "/"), "h")
+    }
+
+    #[test]
+    fn a_framed_response_ends_without_the_close() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}xx";
+        assert_eq!(over(plain, false).unwrap().body, b"{}xx");
+        let chunked = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+        let r = over(chunked, false).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"{\"a\":1}"[..]));
+        // Without framing only the close ends the body.
+        let open = b"HTTP/1.1 500 Internal\r\nConnection: close\r\n\r\n{}";
+        assert_eq!(over(open, false).unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(over(open, true).unwrap().body, b"{}");
+        // Cut short by the close, or malformed before the end: errors.
+        assert!(over(&plain[..plain.len() - 1], true).is_err());
+        assert!(over(&chunked[..chunked.len() - 12], true).is_err());
+        assert!(over(b"HTTP/1.1 200 OK\r\n", true).is_err());
+        assert_eq!(over(b"HTTP/1.1 OK\r\n\r\n", false).unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

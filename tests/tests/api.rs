@@ -79,13 +79,15 @@ fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// The unix-socket client, once the API answers.
-fn api_client(agent: &Agent) -> Client {
+/// The agent on [`config`] with the document to check it against, and its
+/// unix-socket client once the API answers.
+fn start(bed: &TestBed, tcp: bool) -> (Doc, Agent<'_>, Client) {
+    let agent = Agent::start(bed, &config(bed, tcp), &[]).expect("agent");
     let api = Client::unix(agent.api_socket());
     wait_until("the control API on its unix socket", API_WAIT, || {
         api.get("/v1/stats").ok().filter(|r| r.status == 200).map(drop)
     });
-    api
+    (Doc::load(), agent, api)
 }
 
 fn stats(doc: &Doc, api: &Client) -> Value {
@@ -169,10 +171,8 @@ fn names_field(body: &Value, field: &str) -> bool {
 #[test]
 fn api_socket_is_for_root_only() {
     root_or_skip!("api_socket_is_for_root_only");
-    let doc = Doc::load();
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let agent = Agent::start(&bed, &config(&bed, false), &[]).expect("agent");
-    let api = api_client(&agent);
+    let (doc, agent, api) = start(&bed, false);
 
     let socket = agent.api_socket();
     let meta = std::fs::metadata(&socket).expect("the socket");
@@ -274,10 +274,8 @@ fn nobody() -> (libc::uid_t, libc::gid_t) {
 #[test]
 fn tcp_listener_needs_the_bearer_token() {
     root_or_skip!("tcp_listener_needs_the_bearer_token");
-    let doc = Doc::load();
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let agent = Agent::start(&bed, &config(&bed, true), &[]).expect("agent");
-    let api = api_client(&agent);
+    let (doc, agent, api) = start(&bed, true);
     let addr: SocketAddr = API_TCP.parse().expect("address");
     let tcp = Client::tcp_in(bed.lb_ns(), addr);
     wait_until("the TCP listener", API_WAIT, || tcp.get("/v1/stats").ok().map(drop));
@@ -325,10 +323,8 @@ fn tcp_listener_needs_the_bearer_token() {
 #[test]
 fn web_listener_serves_dashboard_metrics_and_stats_and_nothing_else() {
     root_or_skip!("web_listener_serves_dashboard_metrics_and_stats_and_nothing_else");
-    let doc = Doc::load();
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let agent = Agent::start(&bed, &config(&bed, false), &[]).expect("agent");
-    let api = api_client(&agent);
+    let (doc, agent, api) = start(&bed, false);
     let web = Client::tcp_in(bed.lb_ns(), WEB_LISTEN.parse().expect("address"));
     wait_until("the web listener", API_WAIT, || web.get("/api/stats").ok().map(drop));
     wait_all_up(&doc, &api, 2);
@@ -421,10 +417,8 @@ fn check_refusal(doc: &Doc, case: &Refused, response: &Response) -> Result<(), S
 #[test]
 fn refused_requests_change_nothing() {
     root_or_skip!("refused_requests_change_nothing");
-    let doc = Doc::load();
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let agent = Agent::start(&bed, &config(&bed, false), &[]).expect("agent");
-    let api = api_client(&agent);
+    let (doc, agent, api) = start(&bed, false);
     wait_all_up(&doc, &api, 2);
 
     const VIPS: &str = "/v1/vips";
@@ -611,11 +605,9 @@ fn refused_requests_change_nothing() {
 #[test]
 fn valid_changes_go_through() {
     root_or_skip!("valid_changes_go_through");
-    let doc = Doc::load();
     // Backend 2 is a real server, not in the config: the API adds it.
     let bed = TestBed::builder().backends(3).build().expect("bed");
-    let agent = Agent::start(&bed, &config(&bed, false), &[]).expect("agent");
-    let api = api_client(&agent);
+    let (doc, agent, api) = start(&bed, false);
     wait_all_up(&doc, &api, 2);
     let added = bed.backend_v4(2).to_string();
     let slots = kernel(&agent).backends.len();

@@ -209,6 +209,7 @@ fn fragments_to_a_vip_are_dropped_and_others_passed() {
     assert_forwarded(&bed, &df, 0, None, "DF set");
 
     let v6 = Frame::tcp(CLIENT6, VIP6);
+    let l3 = v6.l3();
     for kinds in [&[44u8][..], &[0, 44]] {
         let mut f = v6.bytes();
         packet::add_ipv6_ext(&mut f, l3, kinds);
