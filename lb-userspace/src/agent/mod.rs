@@ -102,7 +102,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         file: Arc::clone(&file),
         config: Arc::new(Config { vips: Vec::new(), ..(*file).clone() }),
         ops: effective.ops,
-        admin: effective.admin,
+        admin: Default::default(),
         health: HashMap::new(),
         checks: Supervisor::new(transitions_tx, timings.clone()),
         ramping: false,
@@ -113,7 +113,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         published_config,
         published_topology,
     };
-    agent.switch_to(in_force).await?;
+    agent.switch_to(in_force, effective.admin).await?;
     info!(
         vips = agent.config.vips.len(),
         "config applied in {:.1} ms: {:?}",

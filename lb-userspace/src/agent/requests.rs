@@ -31,9 +31,7 @@ impl Agent {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         // Whatever does not get applied must not be remembered either.
-        let before = std::mem::replace(&mut self.admin, admin);
-        if let Err(e) = self.switch_to(Arc::new(config)).await {
-            self.admin = before;
+        if let Err(e) = self.switch_to(Arc::new(config), admin).await {
             error!("applying an API change failed: {e:#}");
             let message = format!("applying the change failed: {e:#}");
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
@@ -48,7 +46,12 @@ impl Agent {
 
     /// Re-reads the file and replays the runtime operations on it (or not).
     pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, ApiError> {
-        let file = memory::load_config(&self.config_path).map_err(|e| {
+        // Parsing waits for a child process: off the runtime's workers.
+        let path = self.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || memory::load_config(&path)).await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the config file failed: {e}"))
+        })?;
+        let file = loaded.map_err(|e| {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             match &e {
                 ConfigError::Invalid(problems) => {
@@ -72,9 +75,7 @@ impl Agent {
         }
         // Without runtime changes, what is in force is the file itself.
         let next = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
-        let before = std::mem::replace(&mut self.admin, effective.admin);
-        if let Err(e) = self.switch_to(next).await {
-            self.admin = before;
+        if let Err(e) = self.switch_to(next, effective.admin).await {
             error!("applying the reloaded config failed: {e:#}");
             let message = format!("applying the reload failed: {e:#}");
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));

@@ -3,8 +3,9 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
@@ -23,6 +24,9 @@ use crate::{
     runtime::{AdminStates, Op},
     stats::{BackendInfo, Timings, Topology, VipInfo},
 };
+
+/// The longest a config change waits for the first checks of new backends.
+const FIRST_CHECK_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) struct Agent {
     pub reconciler: Reconciler,
@@ -49,14 +53,24 @@ pub(super) struct Agent {
 }
 
 impl Agent {
-    /// Moves to `next`: backends nobody has judged yet get one check first (the
+    /// Moves to `next` with `admin`: backends nobody has judged yet get one check first (the
     /// kernel's state counts as a judgement for adopted ones), so nothing enters
     /// a ring before it has answered; then the maps, then the checker tasks.
-    pub async fn switch_to(&mut self, next: Arc<Config>) -> Result<()> {
+    /// If the maps cannot be written, what was in force stays in force: the
+    /// config, admin states, health table and checkers are as before, and the
+    /// maps are written back to them.
+    pub async fn switch_to(&mut self, next: Arc<Config>, admin: AdminStates) -> Result<()> {
         let targets = health::targets(&next);
+        let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
+        let mut health: HashMap<BackendRef, BackendHealth> =
+            self.health.iter().filter(|(b, _)| wanted.contains(b)).map(|(b, h)| (*b, h.clone())).collect();
         let unjudged: Vec<Target> =
-            targets.iter().filter(|t| !self.health.contains_key(&t.backend)).cloned().collect();
-        let mut first = health::first_results(&unjudged).await;
+            targets.iter().filter(|t| !health.contains_key(&t.backend)).cloned().collect();
+        // A check's timeout may be long; a backend whose first answer takes
+        // longer starts DOWN and its checker decides from there.
+        let mut first = tokio::time::timeout(FIRST_CHECK_WAIT, health::first_results(&unjudged))
+            .await
+            .unwrap_or_default();
         for t in &unjudged {
             let adopted = self.reconciler.backend_state(&t.backend.vip, t.backend.addr);
             let (up, reason) = match adopted {
@@ -72,22 +86,26 @@ impl Agent {
             if !up {
                 warn!("health: {} starts DOWN: {reason}", t.label);
             }
-            self.health.insert(
+            health.insert(
                 t.backend,
                 BackendHealth { up, came_up: None, transitions: 0, reason: reason.into() },
             );
         }
-        let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
-        self.health.retain(|b, _| wanted.contains(b));
 
-        let known: Vec<_> = backend_addresses(&self.config).collect();
-        let new: Vec<_> = backend_addresses(&next).filter(|a| !known.contains(a)).collect();
+        let known: HashSet<IpAddr> = backend_addresses(&self.config).collect();
+        let new: Vec<IpAddr> = backend_addresses(&next).filter(|a| !known.contains(a)).collect();
         if neighbours::probe(new).await > 0 {
             // Give the kernel a moment to resolve them before rings point at them.
             tokio::time::sleep(neighbours::SETTLE).await;
         }
-        self.config = next;
-        self.try_apply()?;
+        let config = std::mem::replace(&mut self.config, next);
+        let admin = std::mem::replace(&mut self.admin, admin);
+        let health = std::mem::replace(&mut self.health, health);
+        if let Err(e) = self.try_apply() {
+            (self.config, self.admin, self.health) = (config, admin, health);
+            self.apply("putting back what was in force");
+            return Err(e);
+        }
         let health = &self.health;
         self.checks.sync(&targets, |b| health.get(b).is_some_and(|h| h.up));
         Ok(())

@@ -14,7 +14,11 @@ use serde_json::Value as Json_;
 use tokio::sync::oneshot;
 
 use super::{error::ApiError, Applied, Request, Shared};
-use crate::{config::Config, runtime::Op, stats::Admin};
+use crate::{
+    config::{Config, Problem, WEIGHT},
+    runtime::Op,
+    stats::Admin,
+};
 
 type Reply<T> = Result<T, ApiError>;
 
@@ -122,10 +126,10 @@ pub async fn patch_backend(
 ) -> Reply<Json<Json_>> {
     let value = parse_object(&body)?;
     let patch: Patch = serde_json::from_value(value).map_err(|e| {
-        let field = e.to_string().split('`').nth(1).unwrap_or("body").to_string();
+        let field = Problem::key_of(&e.to_string(), "body");
         ApiError::invalid(
             e.to_string(),
-            &[problem(&field, "", "unknown field: only weight and admin can change")],
+            &[Problem::new(field, "", "unknown field: only weight and admin can change")],
         )
     })?;
     let mut ops = Vec::new();
@@ -133,7 +137,7 @@ pub async fn patch_backend(
         let weight = weight.as_i64().ok_or_else(|| {
             ApiError::invalid(
                 "weight must be an integer",
-                &[problem("weight", &weight.to_string(), "must be an integer 0..=256")],
+                &[Problem::new("weight", weight.to_string(), format!("must be an integer {WEIGHT:?}"))],
             )
         })?;
         ops.push(Op::SetWeight { vip: vip.clone(), backend: backend.clone(), weight });
@@ -142,7 +146,7 @@ pub async fn patch_backend(
         let state = serde_json::from_value::<Admin>(admin.clone()).map_err(|_| {
             ApiError::invalid(
                 "admin must be ready, drain or maint",
-                &[problem("admin", &admin.to_string(), "must be \"ready\", \"drain\" or \"maint\"")],
+                &[Problem::new("admin", admin.to_string(), "must be \"ready\", \"drain\" or \"maint\"")],
             )
         })?;
         ops.push(Op::SetAdmin { vip: vip.clone(), backend: backend.clone(), admin: state });
@@ -155,10 +159,6 @@ pub async fn patch_backend(
     let admin = applied.admin.get(&(vip, backend)).copied().unwrap_or_default();
     body["admin"] = serde_json::to_value(admin).unwrap_or_default();
     Ok(Json(body))
-}
-
-fn problem(field: &str, value: &str, reason: &str) -> crate::config::Problem {
-    crate::config::Problem { field: field.into(), value: value.into(), reason: reason.into(), location: None }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,8 +181,11 @@ pub async fn reload(State(shared): State<Shared>, body: Bytes) -> Reply<Json<Rel
         ReloadBody::default()
     } else {
         serde_json::from_value(parse_object(&body)?).map_err(|e| {
-            let field = e.to_string().split('`').nth(1).unwrap_or("body").to_string();
-            ApiError::invalid(e.to_string(), &[problem(&field, "", "unknown field: only discard_runtime")])
+            let field = Problem::key_of(&e.to_string(), "body");
+            ApiError::invalid(
+                e.to_string(),
+                &[Problem::new(field, "", "unknown field: only discard_runtime")],
+            )
         })?
     };
     let outcome =

@@ -7,26 +7,14 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    config::{Location, Problem},
-    runtime::OpError,
-};
+use crate::{config::Problem, runtime::OpError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// Validation problems, each naming its field (its `location` only for reloads).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<ProblemBody>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProblemBody {
-    pub field: String,
-    pub value: String,
-    pub reason: String,
-    /// Where in the config file (reloads only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
+    pub problems: Vec<Problem>,
 }
 
 #[derive(Debug)]
@@ -41,16 +29,8 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<String>, problems: &[Problem]) -> Self {
-        let problems = problems
-            .iter()
-            .map(|p| ProblemBody {
-                field: p.field.clone(),
-                value: p.value.clone(),
-                reason: p.reason.clone(),
-                location: p.location,
-            })
-            .collect();
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, body: ErrorBody { error: message.into(), problems } }
+        let body = ErrorBody { error: message.into(), problems: problems.to_vec() };
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, body }
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::{error, info};
 
 pub use self::{
     control::Reloaded,
-    error::{ApiError, ErrorBody, ProblemBody},
+    error::{ApiError, ErrorBody},
 };
 use crate::{
     config::Config,

@@ -23,6 +23,8 @@ mod resolve;
 mod tests;
 mod values;
 
+pub use self::values::{show_duration, WEIGHT};
+
 use std::{
     fmt, io,
     net::{IpAddr, SocketAddr},
@@ -391,7 +393,21 @@ pub struct Problem {
     pub value: String,
     pub reason: String,
     /// Where the value is in the file; `None` for defaults and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+}
+
+impl Problem {
+    /// A problem outside any file (an API request): no location.
+    pub fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), value: value.into(), reason: reason.into(), location: None }
+    }
+
+    /// For a serde or toml error about one key: that key, which their messages
+    /// quote in backticks ("unknown field `wieght`"), else `whole`.
+    pub fn key_of(message: &str, whole: &str) -> String {
+        message.split('`').nth(1).unwrap_or(whole).to_string()
+    }
 }
 
 impl fmt::Display for Problem {

@@ -13,7 +13,7 @@ const MIN_RING_SIZE: u32 = 7;
 pub(super) const MAX_VIPS: RangeInclusive<i64> = 1..=65_536;
 pub(super) const MAX_BACKENDS: RangeInclusive<i64> = 1..=1_048_576;
 pub(super) const CONN_TABLE_SIZE: RangeInclusive<i64> = 1_024..=67_108_864;
-pub(super) const WEIGHT: RangeInclusive<i64> = 0..=256;
+pub const WEIGHT: RangeInclusive<i64> = 0..=256;
 pub(super) const DEFAULT_WEIGHT: u32 = 1;
 /// Linux `IFNAMSIZ` is 16 bytes including the terminating NUL.
 const MAX_IFNAME_LEN: usize = 15;
@@ -197,7 +197,7 @@ fn duration_text(s: &str) -> Result<Duration, String> {
 /// A duration as the config writes it: `"0s"`, `"250ms"`, `"1500ms"`, `"2s"`,
 /// `"1m"`: the largest unit that holds it exactly. Whole milliseconds only,
 /// which every resolved duration is.
-pub(super) fn show_duration(value: Duration) -> String {
+pub fn show_duration(value: Duration) -> String {
     let ms = value.as_millis();
     if ms == 0 {
         return "0s".into();

@@ -2,7 +2,7 @@
 //! The error is the reason an operator reads in the log ("connection refused",
 //! "status 503", "exit 2").
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, process::Stdio};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -10,7 +10,7 @@ use tokio::{
     process::Command,
 };
 
-use crate::config::{CheckKind, HealthCheck};
+use crate::config::{show_duration, CheckKind, HealthCheck};
 
 /// The most of an HTTP response read to find its status line.
 const HTTP_HEAD_LIMIT: usize = 1024;
@@ -28,15 +28,7 @@ pub async fn probe(check: &HealthCheck, backend: SocketAddr) -> Result<(), Strin
     };
     match tokio::time::timeout(check.timeout, work).await {
         Ok(result) => result,
-        Err(_) => Err(format!("timeout after {}", show(check.timeout))),
-    }
-}
-
-fn show(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+        Err(_) => Err(format!("timeout after {}", show_duration(check.timeout))),
     }
 }
 

@@ -20,11 +20,6 @@ impl Tracker {
         self.up
     }
 
-    /// Consecutive results so far that argue for a transition.
-    pub fn streak(&self) -> u32 {
-        self.streak
-    }
-
     /// Records one check; returns the new state when this check changed it.
     pub fn record(&mut self, ok: bool) -> Option<bool> {
         if ok == self.up {

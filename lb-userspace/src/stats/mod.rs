@@ -344,6 +344,3 @@ impl Serialize for Snapshot {
         .serialize(s)
     }
 }
-
-/// Where the latest numbers are published.
-pub type Published = tokio::sync::watch::Receiver<Arc<Snapshot>>;

@@ -5,13 +5,18 @@
 //! however big the config. A reload replays the list on the new file;
 //! operations that no longer apply are dropped (and logged).
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+mod document;
+mod saved;
+
+use std::{collections::HashMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use self::document::{array_mut, check_fits, mini_document, table_of, validated_vip};
+pub use self::saved::{load, save};
 use crate::{
-    config::{Config, ConfigError, Problem, Vip},
+    config::{Config, Problem, Vip},
     stats::Admin,
 };
 
@@ -83,181 +88,6 @@ fn backend_index(vip: &Vip, name: &str) -> Result<usize, OpError> {
         .ok_or_else(|| OpError::NotFound(format!("no backend named {name:?} in this VIP")))
 }
 
-fn array_mut<'d>(table: &'d mut toml::Table, key: &str) -> &'d mut Vec<toml::Value> {
-    let entry = table.entry(key.to_string()).or_insert_with(|| toml::Value::Array(Vec::new()));
-    if !entry.is_array() {
-        *entry = toml::Value::Array(Vec::new());
-    }
-    entry.as_array_mut().expect("made an array above")
-}
-
-/// The config's global sections with just `vip` (or no VIP) as a TOML document:
-/// an operation is validated on the VIP it touches, not on the whole config.
-fn mini_document(config: &Config, vip: Option<&Arc<Vip>>) -> toml::Table {
-    let mini = Config {
-        global: config.global.clone(),
-        api: config.api.clone(),
-        web: config.web.clone(),
-        vips: vip.into_iter().cloned().collect(),
-    };
-    toml::from_str(&mini.to_toml()).expect("a resolved config round-trips")
-}
-
-/// The one VIP of a validated mini document.
-fn validated_vip(doc: &toml::Table, prefixes: &[String]) -> Result<Arc<Vip>, OpError> {
-    let mut config = validate(doc, prefixes)?;
-    Ok(config.vips.pop().expect("the mini document has one VIP"))
-}
-
-/// What the whole config must still satisfy when one VIP changes: unique VIPs
-/// and names, and room in the maps.
-fn check_fits(config: &Config, replacing: Option<usize>, vip: &Vip) -> Result<(), OpError> {
-    let others = config.vips.iter().enumerate().filter(|(i, _)| Some(*i) != replacing).map(|(_, v)| v);
-    for other in others.clone() {
-        if other.key() == vip.key() {
-            return Err(OpError::Conflict(format!(
-                "VIP {} already serves {}/{}",
-                other.name,
-                vip.socket(),
-                vip.protocol
-            )));
-        }
-        if other.name == vip.name {
-            return Err(OpError::Conflict(format!("a VIP named {:?} already exists", vip.name)));
-        }
-    }
-    let global = &config.global;
-    let vips = others.clone().count() + 1;
-    let backends = others.map(|v| v.backends.len()).sum::<usize>() + vip.backends.len();
-    let too_many = |what: &str, count: usize, max: u32, setting: &str| OpError::Invalid {
-        message: format!("{count} {what} would exceed global.{setting} = {max}"),
-        problems: vec![Problem {
-            field: what.into(),
-            value: count.to_string(),
-            reason: format!("more than global.{setting} = {max}"),
-            location: None,
-        }],
-    };
-    if vips > global.max_vips as usize {
-        return Err(too_many("VIPs", vips, global.max_vips, "max_vips"));
-    }
-    if backends > global.max_backends as usize {
-        return Err(too_many("backends", backends, global.max_backends, "max_backends"));
-    }
-    Ok(())
-}
-
-/// A JSON request body as a TOML table, or why it cannot be one.
-fn table_of(json: &Json, what: &str) -> Result<toml::Table, OpError> {
-    fn convert(json: &Json, at: &str) -> Result<toml::Value, OpError> {
-        let invalid = |reason: &str| OpError::Invalid {
-            message: format!("{at}: {reason}"),
-            problems: vec![Problem {
-                field: at.to_string(),
-                value: json.to_string(),
-                reason: reason.into(),
-                location: None,
-            }],
-        };
-        Ok(match json {
-            Json::Null => return Err(invalid("null is not a value: leave the key out")),
-            Json::Bool(b) => toml::Value::Boolean(*b),
-            Json::Number(n) => match n.as_i64() {
-                Some(i) => toml::Value::Integer(i),
-                None => toml::Value::Float(n.as_f64().ok_or_else(|| invalid("number out of range"))?),
-            },
-            Json::String(s) => toml::Value::String(s.clone()),
-            Json::Array(items) => toml::Value::Array(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| convert(v, &format!("{at}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Json::Object(map) => toml::Value::Table(
-                map.iter()
-                    .map(|(k, v)| {
-                        Ok((
-                            k.clone(),
-                            convert(v, &if at.is_empty() { k.clone() } else { format!("{at}.{k}") })?,
-                        ))
-                    })
-                    .collect::<Result<_, OpError>>()?,
-            ),
-        })
-    }
-    match convert(json, "")? {
-        toml::Value::Table(t) => Ok(t),
-        _ => Err(OpError::Invalid {
-            message: format!("the body must be a JSON object describing a {what}"),
-            problems: Vec::new(),
-        }),
-    }
-}
-
-/// Problem fields as the request sees them: `vip[3] (web).backend[0].weight` → `backend[0].weight`.
-fn relative(problems: Vec<Problem>, prefixes: &[String]) -> Vec<Problem> {
-    problems
-        .into_iter()
-        .map(|mut p| {
-            let mut rest = p.field.as_str();
-            for prefix in prefixes {
-                let Some(after) = rest.strip_prefix(prefix.as_str()) else { return p };
-                let after = match after.strip_prefix(" (") {
-                    Some(named) => named.split_once(')').map_or(after, |(_, r)| r),
-                    None => after,
-                };
-                rest = after.strip_prefix('.').unwrap_or(after);
-            }
-            p.field = if rest.is_empty() { "body".into() } else { rest.to_string() };
-            p
-        })
-        .collect()
-}
-
-/// Validates an edited document; `prefixes` locate the edited part for problem fields.
-fn validate(doc: &toml::Table, prefixes: &[String]) -> Result<Config, OpError> {
-    let text = toml::to_string(doc)
-        .map_err(|e| OpError::Invalid { message: e.to_string(), problems: Vec::new() })?;
-    Config::from_toml(&text).map_err(|e| match e {
-        ConfigError::Invalid(problems) => {
-            if problems
-                .iter()
-                .any(|p| p.reason.starts_with("duplicate") || p.reason.starts_with("listed twice"))
-            {
-                return OpError::Conflict(
-                    problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.field, p.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                );
-            }
-            let problems = relative(problems, prefixes);
-            let message = problems
-                .iter()
-                .map(|p| format!("{} = {}: {}", p.field, p.value, p.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
-            OpError::Invalid { message, problems }
-        }
-        other => {
-            // Unknown keys and wrong types: toml names the key; the line numbers are of our document.
-            let message = other.to_string();
-            let key = message.split('`').nth(1).unwrap_or("body").to_string();
-            OpError::Invalid {
-                message: message.lines().last().unwrap_or_default().trim().to_string(),
-                problems: vec![Problem {
-                    field: key,
-                    value: String::new(),
-                    reason: message.lines().last().unwrap_or_default().trim().into(),
-                    location: None,
-                }],
-            }
-        }
-    })
-}
-
 /// One operation on `config`: the new config and admin states, or why not.
 /// Only the VIP the operation touches is re-validated (by the config file's
 /// own validator); what spans VIPs is checked by [`check_fits`].
@@ -315,33 +145,6 @@ pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, A
         }
     }
     Ok((next, admin))
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Saved {
-    ops: Vec<Op>,
-}
-
-/// The operations saved by a previous agent (none if the file is missing).
-pub fn load(path: &Path) -> std::io::Result<Vec<Op>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<Saved>(&bytes)
-            .map(|s| s.ops)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Saves the operations (atomically: a crash leaves the old or the new list).
-pub fn save(path: &Path, ops: &[Op]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let json = serde_json::to_vec_pretty(&Saved { ops: ops.to_vec() }).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
