@@ -3,7 +3,8 @@
 //! counting that are not drops (a packet forwarded despite IPv4 options, a
 //! flow re-selected because its backend went away).
 
-/// XDP verdicts, numbered as the kernel numbers `xdp_action`.
+/// XDP verdicts, numbered as the kernel numbers `xdp_action` (the XDP program
+/// asserts this at compile time), so a verdict's counter slot is its action.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -17,18 +18,12 @@ pub enum Verdict {
 impl Verdict {
     pub const ALL: [Verdict; 5] = [Self::Aborted, Self::Drop, Self::Pass, Self::Tx, Self::Redirect];
 
-    pub const fn from_action(action: u32) -> Option<Self> {
-        match action {
-            0 => Some(Self::Aborted),
-            1 => Some(Self::Drop),
-            2 => Some(Self::Pass),
-            3 => Some(Self::Tx),
-            4 => Some(Self::Redirect),
-            _ => None,
-        }
+    pub const fn slot(self) -> u32 {
+        self as u32
     }
 
-    pub const fn slot(self) -> u32 {
+    /// The `xdp_action` the program returns for this verdict.
+    pub const fn action(self) -> u32 {
         self as u32
     }
 
@@ -47,7 +42,9 @@ impl Verdict {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// An IP or L4 header runs past the end of the frame.
+    /// The frame ends inside a header: a runt Ethernet frame, a VLAN tag, the IP
+    /// header; or, addressed to a VIP address, an IPv6 extension header or the
+    /// TCP/UDP header (which must also end within the IP packet).
     Truncated = 0,
     /// IPv4 header length below 20 bytes, or an IP version that disagrees with the EtherType.
     BadIpHeader = 1,
@@ -66,11 +63,14 @@ pub enum DropReason {
     NoRoute = 6,
     /// The backend's next hop has no resolved neighbour entry yet.
     NoNeighbour = 7,
-    /// A ring slot or flow names a backend slot that is not set up.
+    /// The ring slot a new flow hashes to names a backend slot that is beyond
+    /// the map, belongs to another VIP, or does not take flows (neither UP nor
+    /// DRAINING). A pinned flow whose backend is unusable is re-selected instead.
     BadBackend = 8,
     /// The VIP asks for a forwarding mode this program does not implement.
     UnsupportedMode = 9,
-    /// A map lookup that cannot fail did (a VIP or backend index beyond the map).
+    /// A map lookup that cannot fail did (the config entry, a ring chunk or a
+    /// next-hop slot beyond its map), or the agent has not written the ring size yet.
     Internal = 10,
 }
 
@@ -115,16 +115,20 @@ impl DropReason {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A VIP packet with IPv4 options: forwarded unchanged (DSR does not touch L3).
+    /// A VIP packet with IPv4 options, forwarded unchanged (DSR does not touch L3).
     Ipv4Options = 0,
     /// A fragment to an address that is not a VIP: passed to the stack.
     FragmentPassed = 1,
-    /// A VIP packet that carried IPv6 extension headers the parser walked.
+    /// A VIP packet with IPv6 extension headers the parser walked, forwarded unchanged.
     Ipv6ExtHeaders = 2,
-    /// A packet to a non-VIP address the parser could not fully classify
-    /// (unknown L4, too many extension headers): passed to the stack.
+    /// A packet to a non-VIP address the parser could not classify (TCP/UDP
+    /// header cut short, IPv6 extension chain cut short or longer than the
+    /// parser walks): passed to the stack.
     UnclassifiedPassed = 3,
-    /// A connection-table hit whose backend was DOWN or removed: re-selected.
+    /// A flow in the connection table whose backend can no longer take it
+    /// (DOWN, removed, now another VIP's) or whose VIP index changed, balanced
+    /// again onto a backend of its VIP's ring. Not counted when the packet is
+    /// then passed or dropped before a backend is chosen.
     ConnReselected = 4,
     /// The connection table refused an insert; the packet was still forwarded.
     ConnInsertFailed = 5,

@@ -1,5 +1,5 @@
-//! Names of the program, its maps and its load-time globals: the agent finds
-//! them by these names, so they are spelled once, here.
+//! Names of the program and of the maps the agent creates, pins and writes:
+//! it finds them by these names, so they are spelled once, here.
 
 /// The XDP program.
 pub const PROGRAM: &str = "balancer";
@@ -12,8 +12,9 @@ pub const VIP_INDEX: &str = "VIP_INDEX";
 /// `Array<u32>` of `VIP_FILTER_SLOTS`: how many VIP addresses hash to each slot
 /// (`types::vip_filter_slot`). A zero settles "not for a VIP" without a hash-map lookup.
 pub const VIP_FILTER: &str = "VIP_FILTER";
-/// `HashMap<VipKey, u32>` keyed by address only (port 0, proto 0): lets the
-/// parser decide whether a packet it cannot classify was meant for a VIP.
+/// `HashMap<VipKey, u32>` keyed by address only (port 0, proto 0): decides
+/// whether a packet that cannot be balanced (a fragment, a truncated TCP/UDP
+/// header) was meant for a VIP address, and so is dropped rather than passed.
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
 /// `Array<Backend>`: every backend slot of every VIP.
 pub const BACKENDS: &str = "BACKENDS";

@@ -63,9 +63,16 @@ impl VipKey {
         Self { addr, port_be: port.to_be(), proto, family }
     }
 
-    /// The key of `VIP_ADDRS`: the address alone.
+    /// The key of `VIP_ADDRS` for an address: port and protocol 0.
+    #[inline(always)]
+    pub const fn of_address(addr: [u32; 4], family: u8) -> Self {
+        Self { addr, port_be: 0, proto: 0, family }
+    }
+
+    /// This key's `VIP_ADDRS` key: the address alone.
+    #[inline(always)]
     pub const fn address_only(&self) -> Self {
-        Self { addr: self.addr, port_be: 0, proto: 0, family: self.family }
+        Self::of_address(self.addr, self.family)
     }
 }
 
@@ -88,8 +95,7 @@ pub struct VipValue {
     pub index: u32,
     /// A [`Mode`] as u8.
     pub mode: u8,
-    pub flags: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
 /// Backend slot states, as stored in [`Backend::state`].
@@ -166,8 +172,6 @@ pub struct ConnValue {
     pub backend: u32,
     /// The VIP index the flow was balanced for (checked against `VIP_INDEX` on every hit).
     pub vip: u32,
-    /// `bpf_ktime_get_coarse_ns` of the last packet.
-    pub last_seen_ns: u64,
 }
 
 /// A cached `bpf_fib_lookup` result for one backend (per CPU).
@@ -186,7 +190,7 @@ pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `VIP_INDEX` entry: which VIP an index belongs to, so an established flow can
 /// be forwarded from the connection table without looking the VIP up by key.
@@ -243,7 +247,7 @@ const _: () = {
     assert!(size_of::<VipValue>() == 8);
     assert!(size_of::<Backend>() == 24);
     assert!(size_of::<FlowKey>() == 40);
-    assert!(size_of::<ConnValue>() == 16);
+    assert!(size_of::<ConnValue>() == 8);
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<TrafficStats>() == 24);
     assert!(size_of::<DataplaneConfig>() == 24);

@@ -1,7 +1,7 @@
 //! Per-CPU counting. A slot missing from the map is ignored: counting must never
 //! change a verdict.
 
-use lb_common::{DropReason, Event, TrafficStats};
+use lb_common::{DropReason, Event, TrafficStats, Verdict};
 
 use crate::maps::{BACKEND_STATS, COUNTERS, VIP_STATS};
 
@@ -13,8 +13,8 @@ fn bump(slot: u32) {
 }
 
 #[inline(always)]
-pub fn verdict(action: u32) {
-    bump(action);
+pub fn verdict(verdict: Verdict) {
+    bump(verdict.slot());
 }
 
 #[inline(always)]

@@ -2,6 +2,13 @@
 //! frame is re-addressed to the backend's next hop and sent back out (XDP_TX)
 //! or out of another interface (XDP_REDIRECT). Next hops come from
 //! `bpf_fib_lookup`, cached per backend and CPU for `NEXTHOP_TTL_NS`.
+//!
+//! VLAN-tagged frames keep their tags as they came in. XDP_TX sends them back on
+//! the same link and VLAN, which works when the backend is on the client's VLAN.
+//! A tagged frame whose backend's egress differs from the ingress interface
+//! (XDP_REDIRECT) is unsupported: it is not re-tagged, so it leaves another port
+//! with the ingress tags; in native mode a redirect into a VLAN device (no
+//! `ndo_xdp_xmit`) fails and the kernel drops the frame, uncounted here.
 
 use core::mem::{size_of, zeroed};
 
@@ -13,7 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use lb_common::{sizes::NEXTHOP_TTL_NS, types::FAMILY_V4, Backend, DropReason, NextHop};
+use lb_common::{sizes::NEXTHOP_TTL_NS, types::FAMILY_V4, Backend, DropReason, NextHop, Verdict};
 use network_types::eth::EthHdr;
 
 use crate::{maps::NEXTHOPS, parse::ptr_at};
@@ -22,7 +29,7 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
 #[inline(always)]
-pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<u32, DropReason> {
+pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<Verdict, DropReason> {
     let hop = next_hop(ctx, index, backend, now)?;
     // The parser already proved the Ethernet header is there.
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Truncated)?;
@@ -31,11 +38,11 @@ pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<
         (*eth).src_addr = hop.smac;
     }
     if hop.ifindex as usize == ctx.ingress_ifindex() {
-        Ok(xdp_action::XDP_TX)
+        Ok(Verdict::Tx)
     } else {
         // bpf_redirect answers XDP_ABORTED on bad flags; never let that out.
         match unsafe { bpf_redirect(hop.ifindex, 0) } as u32 {
-            xdp_action::XDP_REDIRECT => Ok(xdp_action::XDP_REDIRECT),
+            xdp_action::XDP_REDIRECT => Ok(Verdict::Redirect),
             _ => Err(DropReason::NoRoute),
         }
     }

@@ -15,78 +15,97 @@ mod parse;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
-use lb_common::{DropReason, Mode};
+use lb_common::{DropReason, Event, Mode, Verdict, VipKey};
 
 use crate::{parse::Packet, select::Conn};
 
+// A verdict is returned as its `xdp_action` and counted in its slot.
+const _: () = {
+    assert!(Verdict::Aborted.action() == xdp_action::XDP_ABORTED);
+    assert!(Verdict::Drop.action() == xdp_action::XDP_DROP);
+    assert!(Verdict::Pass.action() == xdp_action::XDP_PASS);
+    assert!(Verdict::Tx.action() == xdp_action::XDP_TX);
+    assert!(Verdict::Redirect.action() == xdp_action::XDP_REDIRECT);
+};
+
 #[xdp]
 pub fn balancer(ctx: XdpContext) -> u32 {
-    let action = match process(&ctx) {
-        Ok(action) => action,
+    let verdict = match process(&ctx) {
+        Ok(verdict) => verdict,
         Err(reason) => {
             counters::drop(reason);
-            xdp_action::XDP_DROP
+            Verdict::Drop
         }
     };
-    counters::verdict(action);
-    action
+    counters::verdict(verdict);
+    verdict.action()
+}
+
+/// Only `dsr` is built; the other modes drop with their own reason.
+#[inline(always)]
+fn supported(mode: u8) -> Result<(), DropReason> {
+    if mode == Mode::Dsr as u8 {
+        Ok(())
+    } else {
+        Err(DropReason::UnsupportedMode)
+    }
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext) -> Result<u32, DropReason> {
+fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     let flow = match parse::packet(ctx)? {
         Packet::Flow(flow) => flow,
-        Packet::Other => return Ok(xdp_action::XDP_PASS),
+        Packet::Other => return Ok(Verdict::Pass),
         Packet::Unbalanceable { addr, family, reason, passed } => {
-            let key = lb_common::VipKey { addr, port_be: 0, proto: 0, family };
-            if select::is_vip_address(key) {
+            if select::is_vip_address(&VipKey::of_address(addr, family)) {
                 return Err(reason);
             }
             counters::event(passed);
-            return Ok(xdp_action::XDP_PASS);
+            return Ok(Verdict::Pass);
         }
     };
     if !select::maybe_vip_address(&flow.key.dst, flow.key.family) {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(Verdict::Pass);
     }
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Established flows: one connection-table lookup, no VIP lookup by key.
-    let (vip_index, mode, choice) = match select::connection(&flow, now) {
-        Conn::Hit { choice, mode, vip } => (vip, mode, choice),
+    let (vip_index, choice) = match select::connection(&flow) {
+        Conn::Hit { choice, mode, vip } => {
+            supported(mode)?;
+            (vip, choice)
+        }
         conn => {
             let Some(vip) = select::vip(&flow.key) else {
-                return Ok(xdp_action::XDP_PASS);
+                return Ok(Verdict::Pass);
             };
-            let known = match conn {
-                Conn::Stale(entry) => Some(entry),
-                _ => None,
+            supported(vip.mode)?;
+            let (known, moved) = match conn {
+                Conn::Stale { entry, moved } => (Some(entry), moved),
+                _ => (None, false),
             };
-            if vip.mode != Mode::Dsr as u8 {
-                return Err(DropReason::UnsupportedMode);
-            }
-            let choice = match select::balance(&flow, &vip, known, now) {
+            let choice = match select::balance(&flow, &vip, known) {
                 Err(DropReason::NoBackend) => {
-                    notice::no_backend(ctx, vip.index);
+                    notice::no_backend(ctx, vip.index, now);
                     return Err(DropReason::NoBackend);
                 }
                 other => other?,
             };
-            if !choice.remembered {
-                notice::conn_table_full(ctx);
+            if moved {
+                counters::event(Event::ConnReselected);
             }
-            (vip.index, vip.mode, choice)
+            if !choice.remembered {
+                notice::conn_table_full(ctx, now);
+            }
+            (vip.index, choice)
         }
     };
+    let verdict = forward::dsr(ctx, choice.index, &choice.backend, now)?;
     if let Some(note) = flow.note {
         counters::event(note);
     }
-    if mode != Mode::Dsr as u8 {
-        return Err(DropReason::UnsupportedMode);
-    }
-    let action = forward::dsr(ctx, choice.index, &choice.backend, now)?;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     counters::traffic(vip_index, choice.index, bytes, choice.new_flow);
-    Ok(action)
+    Ok(verdict)
 }
 
 #[cfg(not(test))]

@@ -1,4 +1,5 @@
-//! Every map of the balancer. Sizes here are defaults: the agent sets the real
+//! The maps the agent creates, pins and writes (`NOTICE_LAST`, the kernel's
+//! own, is in `notice.rs`). Sizes here are defaults: the agent sets the real
 //! ones at load time from its config. Names are the statics' names and must
 //! match `lb_common::maps`.
 
@@ -10,7 +11,7 @@ use aya_ebpf::{
 use lb_common::{
     counters::COUNTER_SLOTS,
     sizes::{
-        DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, RING_CHUNK,
+        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
         VIP_FILTER_SLOTS,
     },
     types::RingChunk,
@@ -35,8 +36,8 @@ pub static VIP_INDEX: Array<VipSlot> = Array::with_max_entries(DEFAULT_MAX_VIPS,
 #[map]
 pub static VIP_FILTER: Array<u32> = Array::with_max_entries(VIP_FILTER_SLOTS, 0);
 
-/// VIP addresses alone, to decide the fate of packets that cannot be classified
-/// (fragments, truncated L4): dropped when meant for a VIP, passed otherwise.
+/// VIP addresses alone, to decide the fate of packets that cannot be balanced
+/// (fragments, truncated L4): dropped when meant for a VIP address, passed otherwise.
 #[map]
 pub static VIP_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
 
@@ -47,8 +48,10 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKEN
 /// Maglev rings, `ring_size` slots per VIP index, each a backend slot or `RING_EMPTY`.
 /// Mmapable: the agent writes changed slots as plain stores, no syscall per slot.
 #[map]
-pub static RING: Array<RingChunk> =
-    Array::with_max_entries(DEFAULT_MAX_VIPS * DEFAULT_RING_SIZE / RING_CHUNK + 1, BPF_F_MMAPABLE);
+pub static RING: Array<RingChunk> = Array::with_max_entries(
+    ring_chunks(DEFAULT_MAX_VIPS as u64 * DEFAULT_RING_SIZE as u64) as u32,
+    BPF_F_MMAPABLE,
+);
 
 /// Connection table: flow -> backend. LRU, so a full table evicts the idlest flows.
 #[map]

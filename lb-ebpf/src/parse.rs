@@ -4,10 +4,12 @@
 //!
 //! Policy for what cannot be balanced, in one place:
 //! - not IP, or IP carrying neither TCP nor UDP: `Packet::Other`, passed untouched;
+//! - a runt Ethernet frame or a truncated VLAN tag: `Err(Truncated)`, dropped;
 //! - an IP header that is truncated or inconsistent (IHL < 5, lengths beyond the
 //!   frame): `Err`, dropped; the kernel would drop it too;
-//! - fragments, over-long IPv6 extension chains, truncated TCP/UDP headers:
-//!   `Packet::Unbalanceable`, dropped when addressed to a VIP address, passed otherwise.
+//! - fragments, truncated or over-long IPv6 extension chains, truncated TCP/UDP
+//!   headers: `Packet::Unbalanceable`, dropped when addressed to a VIP address,
+//!   passed otherwise.
 
 use core::mem::size_of;
 
@@ -81,7 +83,7 @@ pub struct Flow {
     pub key: FlowKey,
     /// A TCP SYN without ACK: always (re)selects a backend.
     pub syn: bool,
-    /// Something about the packet worth counting if it turns out to be VIP traffic.
+    /// Something about the packet worth counting once it has been forwarded.
     pub note: Option<Event>,
 }
 

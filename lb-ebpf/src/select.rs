@@ -15,24 +15,23 @@ use crate::{
     parse::Flow,
 };
 
-/// The VIP a flow is addressed to: exact port first, then the VIP's port-0 wildcard.
+/// The VIP a flow is addressed to: exact port first, then the VIP's port-0
+/// wildcard. The caller has passed `maybe_vip_address`, so traffic that gets
+/// this far is usually for a VIP address.
 #[inline(always)]
 pub fn vip(key: &FlowKey) -> Option<VipValue> {
     let mut vip = VipKey { addr: key.dst, port_be: key.dport_be, proto: key.proto, family: key.family };
     if let Some(value) = unsafe { VIPS.get(&vip) } {
         return Some(*value);
     }
-    // Most traffic that misses is not for a VIP address at all: one lookup settles it.
-    if !is_vip_address(vip.address_only()) {
-        return None;
-    }
     vip.port_be = 0;
     unsafe { VIPS.get(&vip) }.copied()
 }
 
+/// Whether `key` (address only, [`VipKey::of_address`]) is a VIP address.
 #[inline(always)]
-pub fn is_vip_address(key: VipKey) -> bool {
-    maybe_vip_address(&key.addr, key.family) && unsafe { VIP_ADDRS.get(&key) }.is_some()
+pub fn is_vip_address(key: &VipKey) -> bool {
+    maybe_vip_address(&key.addr, key.family) && unsafe { VIP_ADDRS.get(key) }.is_some()
 }
 
 /// False: certainly not a VIP address (one array read); true: perhaps.
@@ -58,41 +57,37 @@ pub enum Conn {
         mode: u8,
         vip: u32,
     },
-    /// Known, but to be balanced again (a SYN, or its backend or VIP went away):
-    /// the entry is rewritten in place.
-    Stale(*mut ConnValue),
+    /// Known, but to be balanced again: the entry is rewritten in place.
+    /// `moved`: its backend or VIP went away (false for a SYN).
+    Stale {
+        entry: *mut ConnValue,
+        moved: bool,
+    },
     Miss,
 }
 
 #[inline(always)]
-pub fn connection(flow: &Flow, now: u64) -> Conn {
+pub fn connection(flow: &Flow) -> Conn {
     let Some(conn) = CONNS.get_ptr_mut(&flow.key) else { return Conn::Miss };
     if flow.syn {
-        return Conn::Stale(conn);
+        return Conn::Stale { entry: conn, moved: false };
     }
     let (index, vip) = unsafe { ((*conn).backend, (*conn).vip) };
     if let Some(slot) = VIP_INDEX.get(vip).filter(|slot| slot.serves(&flow.key)) {
         if let Some(backend) = BACKENDS.get(index) {
             if backend.vip == vip && BackendState::keeps_flows(backend.state) {
-                unsafe { (*conn).last_seen_ns = now };
                 let choice = Choice { index, backend: *backend, new_flow: false, remembered: true };
                 return Conn::Hit { choice, mode: slot.mode, vip };
             }
         }
     }
-    counters::event(Event::ConnReselected);
-    Conn::Stale(conn)
+    Conn::Stale { entry: conn, moved: true }
 }
 
 /// Balances a flow on its VIP's ring and records the choice (`known`: the
 /// connection-table entry to overwrite, if it has one).
 #[inline(always)]
-pub fn balance(
-    flow: &Flow,
-    vip: &VipValue,
-    known: Option<*mut ConnValue>,
-    now: u64,
-) -> Result<Choice, DropReason> {
+pub fn balance(flow: &Flow, vip: &VipValue, known: Option<*mut ConnValue>) -> Result<Choice, DropReason> {
     let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
     let ring_size = config.ring_size;
     // checked_rem: a ring size the agent has not written yet must not become a panic path.
@@ -107,9 +102,11 @@ pub fn balance(
     if backend.vip != vip.index || !BackendState::keeps_flows(backend.state) {
         return Err(DropReason::BadBackend);
     }
-    let conn = ConnValue { backend: index, vip: vip.index, last_seen_ns: now };
+    let conn = ConnValue { backend: index, vip: vip.index };
     let remembered = match known {
         // In place: no new LRU node, and readers elsewhere see whole u32s.
+        // The LRU may have reused this element for another flow since the lookup;
+        // accepted: rare (a full table evicting it meanwhile), and at worst that one flow moves.
         Some(entry) => {
             unsafe { *entry = conn };
             true

@@ -288,7 +288,7 @@ impl Reconciler {
         for vip in desired {
             let state = self.vips.get_mut(&vip.key).expect("allocated above");
             if state.mode != vip.mode as u8 {
-                let value = VipValue { index: state.index, mode: vip.mode as u8, flags: 0, _pad: [0; 2] };
+                let value = VipValue { index: state.index, mode: vip.mode as u8, _pad: [0; 3] };
                 self.dp.set_vip(vip.key, value)?;
                 state.mode = vip.mode as u8;
             }

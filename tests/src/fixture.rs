@@ -124,7 +124,7 @@ impl FixtureBed {
         }
         let ring = self.write_ring(index, backends)?;
         let key = VipKey::new(vip.ip(), vip.port(), proto);
-        self.dp.set_vip(key, VipValue { index, mode: Mode::Dsr as u8, flags: 0, _pad: [0; 2] })?;
+        self.dp.set_vip(key, VipValue { index, mode: Mode::Dsr as u8, _pad: [0; 3] })?;
         Ok(ring)
     }
 

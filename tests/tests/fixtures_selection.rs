@@ -144,7 +144,7 @@ fn a_vip_in_a_mode_not_built_yet_drops_with_its_reason() {
     bed.set_vip(addr("10.77.100.1:80"), PROTO_TCP, 0, &[Slot { slot: 0, addr: backend_v4(0), weight: 1 }])
         .unwrap();
     let key = VipKey::new("10.77.100.1".parse().unwrap(), 80, PROTO_TCP);
-    bed.dp.set_vip(key, VipValue { index: 0, mode: Mode::Nat as u8, flags: 0, _pad: [0; 2] }).unwrap();
+    bed.dp.set_vip(key, VipValue { index: 0, mode: Mode::Nat as u8, _pad: [0; 3] }).unwrap();
     let before = bed.dp.counters().unwrap();
     assert_eq!(bed.run(&Frame::syn("10.77.2.1:1", "10.77.100.1:80").bytes()).action, XDP_DROP);
     assert_eq!(bed.dp.counters().unwrap().since(&before).drop(DropReason::UnsupportedMode), 1);
