@@ -23,8 +23,6 @@ mod resolve;
 mod tests;
 mod values;
 
-pub use self::values::{show_duration, WEIGHT};
-
 use std::{
     fmt, io,
     net::{IpAddr, SocketAddr},
@@ -38,6 +36,8 @@ use lb_common::{
     VipKey,
 };
 use serde::{Deserialize, Serialize};
+
+pub use self::values::{show_duration, WEIGHT};
 
 /// Default flow-hash seed ("AVON"). Every LB node of a cluster must use the
 /// same seed, or a flow that moves between nodes lands on another backend.
