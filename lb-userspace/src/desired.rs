@@ -3,16 +3,72 @@
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     time::{Duration, Instant},
 };
+
+use lb_common::{BackendState, Mode, VipKey};
 
 use crate::{
     config::{CheckKind, Config, OnAllDown},
     health::BackendRef,
-    reconcile::{DesiredBackend, DesiredVip},
     runtime::AdminStates,
     stats::Admin,
 };
+
+/// One VIP as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredVip {
+    pub key: VipKey,
+    pub mode: Mode,
+    /// With no primary usable: all usable backups take flows, not just the first.
+    pub allbackups: bool,
+    pub backends: Vec<DesiredBackend>,
+}
+
+/// One backend as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredBackend {
+    pub addr: SocketAddr,
+    /// 0 drains: no new flows, established ones continue.
+    pub weight: u32,
+    /// Only takes new flows while no primary can.
+    pub backup: bool,
+    /// Health: a backend that is not up takes no new flows and loses its established ones.
+    pub up: bool,
+}
+
+impl DesiredBackend {
+    /// The state its kernel slot should hold.
+    pub fn state(&self) -> BackendState {
+        match (self.up, self.weight) {
+            (false, _) => BackendState::Down,
+            (true, 0) => BackendState::Draining,
+            (true, _) => BackendState::Up,
+        }
+    }
+
+    pub fn takes_new_flows(&self) -> bool {
+        self.up && self.weight > 0
+    }
+}
+
+/// Who takes new flows (HAProxy's rules): the usable primaries; when none is
+/// usable, the first usable backup by identity, or all of them with `allbackups`.
+pub fn ring_members(vip: &DesiredVip) -> Vec<&DesiredBackend> {
+    let usable =
+        |backup: bool| vip.backends.iter().filter(move |b| b.backup == backup && b.takes_new_flows());
+    let primaries: Vec<&DesiredBackend> = usable(false).collect();
+    if !primaries.is_empty() {
+        return primaries;
+    }
+    let mut backups: Vec<&DesiredBackend> = usable(true).collect();
+    backups.sort_by_key(|b| b.addr);
+    if !vip.allbackups {
+        backups.truncate(1);
+    }
+    backups
+}
 
 /// What health checking has said about one backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,5 +168,58 @@ mod tests {
         assert_eq!(ramped_weight(3, Duration::from_millis(100), p), 1);
         assert_eq!(ramped_weight(0, Duration::ZERO, p), 0, "a drained backend stays drained");
         assert_eq!(ramped_weight(7, Duration::ZERO, Duration::ZERO), 7, "no slow start");
+    }
+
+    fn vip(allbackups: bool, backends: &[(&str, bool, bool, u32)]) -> DesiredVip {
+        DesiredVip {
+            key: VipKey::new("10.77.100.1".parse().unwrap(), 80, 6),
+            mode: Mode::Dsr,
+            allbackups,
+            backends: backends
+                .iter()
+                .map(|&(addr, backup, up, weight)| DesiredBackend {
+                    addr: addr.parse().unwrap(),
+                    weight,
+                    backup,
+                    up,
+                })
+                .collect(),
+        }
+    }
+
+    fn members(vip: &DesiredVip) -> Vec<String> {
+        ring_members(vip).iter().map(|b| b.addr.to_string()).collect()
+    }
+
+    #[test]
+    fn usable_primaries_take_all_new_flows() {
+        let v = vip(
+            false,
+            &[
+                ("10.0.0.1:80", false, true, 1),
+                ("10.0.0.2:80", false, false, 1),
+                ("10.0.0.3:80", true, true, 1),
+            ],
+        );
+        assert_eq!(members(&v), ["10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn without_primaries_the_first_backup_by_identity_serves() {
+        let backends = [
+            ("10.0.0.1:80", false, false, 1),
+            ("10.0.0.9:80", true, true, 1),
+            ("10.0.0.5:80", true, true, 1),
+            ("10.0.0.3:80", true, false, 1),
+        ];
+        assert_eq!(members(&vip(false, &backends)), ["10.0.0.5:80"]);
+        assert_eq!(members(&vip(true, &backends)), ["10.0.0.5:80", "10.0.0.9:80"]);
+    }
+
+    #[test]
+    fn drained_primaries_do_not_count_as_usable() {
+        let v = vip(false, &[("10.0.0.1:80", false, true, 0), ("10.0.0.2:80", true, true, 1)]);
+        assert_eq!(members(&v), ["10.0.0.2:80"]);
+        assert_eq!(v.backends[0].state(), BackendState::Draining);
     }
 }

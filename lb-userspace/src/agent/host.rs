@@ -38,22 +38,21 @@ pub fn enable_forwarding(interface: &str) -> Result<()> {
 
 /// Names the config setting behind a data plane error the kernel raised.
 pub fn explain(error: DataplaneError, global: &Global) -> anyhow::Error {
-    use aya::{maps::MapError, EbpfError};
-    use lb_common::maps::{SizedBy, SIZED_MAPS};
-    if let DataplaneError::Load(EbpfError::MapError(MapError::CreateError { name, io_error })) = &error {
-        let setting = SIZED_MAPS.iter().find(|(n, _)| n == name).map(|(_, by)| match by {
+    use lb_common::maps::SizedBy;
+    if let Some(refused) = error.refused_map() {
+        let setting = match refused.sized_by {
             SizedBy::Vips => format!("global.max_vips = {}", global.max_vips),
             SizedBy::Backends => format!("global.max_backends = {}", global.max_backends),
             SizedBy::ConnTable => format!("global.conn_table_size = {}", global.conn_table_size),
             SizedBy::Ring => {
                 format!("global.max_vips × global.ring_size = {} × {}", global.max_vips, global.ring_size)
             }
-        });
-        if let Some(setting) = setting {
-            return anyhow::anyhow!(
-                "the kernel refused to create map {name} sized by {setting}: {io_error}; lower it"
-            );
-        }
+        };
+        return anyhow::anyhow!(
+            "the kernel refused to create map {} sized by {setting}: {}; lower it",
+            refused.name,
+            refused.reason
+        );
     }
     anyhow::Error::new(error)
 }

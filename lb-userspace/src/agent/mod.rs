@@ -21,8 +21,8 @@ use tracing::{info, warn};
 use self::state::Agent;
 use crate::{
     api::{self, Shared},
-    config::{Config, Global, XdpMode},
-    dataplane::{AttachMode, Dataplane, LoadSettings, Opened, PinnedOptions},
+    config::{Config, Global},
+    dataplane::{Dataplane, LoadSettings, Opened, PinnedOptions},
     health::Supervisor,
     neighbours,
     reconcile::{ApplyReport, Reconciler},
@@ -189,11 +189,7 @@ fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
         settings: load_settings(global),
         pin_dir: global.pin_path.clone(),
         interface: global.interface.clone(),
-        mode: match global.xdp_mode {
-            XdpMode::Native => AttachMode::Native,
-            XdpMode::Generic => AttachMode::Generic,
-            XdpMode::Auto => AttachMode::Auto,
-        },
+        mode: global.xdp_mode,
         replace: options.replace,
         fresh: options.fresh,
     };

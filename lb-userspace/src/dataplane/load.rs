@@ -3,7 +3,9 @@
 //! restart keeps the connection table and never stops forwarding.
 
 use std::{
+    ffi::{CStr, OsStr},
     io,
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
 };
 
@@ -11,7 +13,7 @@ use aya::{
     maps::{Array, Map, MapData},
     programs::{
         links::{FdLink, PinnedLink},
-        Xdp, XdpMode,
+        Xdp, XdpMode as KernelMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -23,23 +25,14 @@ use lb_common::{
 };
 
 use super::{Dataplane, DataplaneError, LoadSettings, BALANCER_OBJECT};
+use crate::config::XdpMode;
 
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// Where bpffs is mounted when the pin directory is not on one.
+const BPFFS_ROOT: &CStr = c"/sys/fs/bpf";
 /// The pinned XDP link, beside the maps.
 const LINK_PIN: &str = "link";
-
-/// How the program is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// In the driver; fails where the driver has no XDP support.
-    Native,
-    /// In the kernel's generic path (slower, works everywhere).
-    Generic,
-    /// Native, falling back to generic (with a warning) where native fails.
-    Auto,
-}
 
 /// Where and how to run a pinned, attached data plane.
 #[derive(Clone, Debug)]
@@ -48,7 +41,8 @@ pub struct PinnedOptions {
     /// Directory on bpffs holding the maps and the link.
     pub pin_dir: PathBuf,
     pub interface: String,
-    pub mode: AttachMode,
+    /// How the program is attached (`Auto`: native, falling back to generic with a warning).
+    pub mode: XdpMode,
     /// Swap this build's program in (atomically) even if one is running.
     pub replace: bool,
     /// Start from empty maps even if pinned ones exist (drops the connection table).
@@ -213,28 +207,23 @@ fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError>
 }
 
 /// Attaches and pins the link. Returns whether `Auto` fell back to generic mode.
-fn attach(
-    ebpf: &mut Ebpf,
-    interface: &str,
-    mode: AttachMode,
-    link_path: &Path,
-) -> Result<bool, DataplaneError> {
+fn attach(ebpf: &mut Ebpf, interface: &str, mode: XdpMode, link_path: &Path) -> Result<bool, DataplaneError> {
     let program = balancer_mut(ebpf)?;
-    let try_attach = |program: &mut Xdp, xdp_mode: XdpMode| {
-        program.attach(interface, xdp_mode).map_err(|source| DataplaneError::Attach {
+    let try_attach = |program: &mut Xdp, kernel_mode: KernelMode| {
+        program.attach(interface, kernel_mode).map_err(|source| DataplaneError::Attach {
             interface: interface.to_owned(),
-            mode: if xdp_mode == XdpMode::Skb { "generic" } else { "native" },
+            mode: if kernel_mode == KernelMode::Skb { "generic" } else { "native" },
             source,
         })
     };
     let (id, fallback) = match mode {
-        AttachMode::Native => (try_attach(program, XdpMode::Driver)?, false),
-        AttachMode::Generic => (try_attach(program, XdpMode::Skb)?, false),
-        AttachMode::Auto => match try_attach(program, XdpMode::Driver) {
+        XdpMode::Native => (try_attach(program, KernelMode::Driver)?, false),
+        XdpMode::Generic => (try_attach(program, KernelMode::Skb)?, false),
+        XdpMode::Auto => match try_attach(program, KernelMode::Driver) {
             Ok(id) => (id, false),
             Err(native) => {
                 tracing::warn!("native XDP attach failed ({native}); falling back to generic mode");
-                (try_attach(program, XdpMode::Skb)?, true)
+                (try_attach(program, KernelMode::Skb)?, true)
             }
         },
     };
@@ -274,19 +263,20 @@ fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     if is_bpffs(existing) {
         return Ok(());
     }
-    if !dir.starts_with(BPFFS_ROOT) {
+    let root = Path::new(OsStr::from_bytes(BPFFS_ROOT.to_bytes()));
+    if !dir.starts_with(root) {
         return Err(DataplaneError::Bpffs {
             path: dir.to_owned(),
             source: io::Error::other(format!("{} is not on a bpf filesystem", existing.display())),
         });
     }
-    let (src, target, fstype) = (c"bpf", c"/sys/fs/bpf", c"bpf");
+    let (src, fstype) = (c"bpf", c"bpf");
     // SAFETY: static C strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe { libc::mount(src.as_ptr(), BPFFS_ROOT.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(DataplaneError::Bpffs { path: dir.to_owned(), source: io::Error::last_os_error() });
     }
-    tracing::info!("mounted bpffs at {BPFFS_ROOT}");
+    tracing::info!("mounted bpffs at {}", root.display());
     Ok(())
 }
 

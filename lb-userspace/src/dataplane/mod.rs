@@ -13,10 +13,10 @@ use std::{os::fd::AsFd as _, path::PathBuf};
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp},
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, Pod,
 };
 use lb_common::{
-    maps::{self as names, SizedBy},
+    maps::{self as names, SizedBy, SIZED_MAPS},
     sizes::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
     },
@@ -25,7 +25,7 @@ use lb_common::{
 
 pub use self::{
     counters::Counters,
-    load::{AttachMode, Opened, PinnedOptions},
+    load::{Opened, PinnedOptions},
     pinned::PinnedStats,
     ring::RingMemory,
     test_run::{Baseline, TestRunOutcome},
@@ -76,6 +76,26 @@ pub enum DataplaneError {
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// A map the kernel refused to create at load, and what sizes it.
+#[derive(Debug)]
+pub struct RefusedMap<'a> {
+    pub name: &'a str,
+    pub sized_by: SizedBy,
+    pub reason: &'a std::io::Error,
+}
+
+impl DataplaneError {
+    /// The sized map the kernel refused to create, if that is what went wrong
+    /// (too large for the kernel's limits or the memory it has).
+    pub fn refused_map(&self) -> Option<RefusedMap<'_>> {
+        let DataplaneError::Load(EbpfError::MapError(MapError::CreateError { name, io_error })) = self else {
+            return None;
+        };
+        let (_, sized_by) = SIZED_MAPS.iter().find(|(n, _)| n == name)?;
+        Some(RefusedMap { name, sized_by: *sized_by, reason: io_error })
+    }
+}
 
 /// What is fixed when the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,8 +154,32 @@ pub struct Dataplane {
     map_fds: Vec<(&'static str, std::os::fd::OwnedFd)>,
 }
 
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+pub(super) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
     move |source| DataplaneError::Map { name, source }
+}
+
+/// Every backend slot in use (state other than `Unused`), with its contents.
+pub(super) fn used_backends(backends: &Array<MapData, Backend>) -> Result<Vec<(u32, Backend)>> {
+    let mut used = Vec::new();
+    for (slot, backend) in backends.iter().enumerate() {
+        let backend = backend.map_err(map_err(names::BACKENDS))?;
+        if backend.state != lb_common::BackendState::Unused as u8 {
+            used.push((slot as u32, backend));
+        }
+    }
+    Ok(used)
+}
+
+/// Sets entry `index` of a per-CPU map to `value` on every CPU.
+fn set_every_cpu<T: Pod>(
+    map: &mut PerCpuArray<MapData, T>,
+    name: &'static str,
+    index: u32,
+    value: T,
+) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+    let values = PerCpuValues::try_from(vec![value; cpus]).map_err(DataplaneError::Cpus)?;
+    map.set(index, values, 0).map_err(map_err(name))
 }
 
 fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T> {
@@ -258,17 +302,22 @@ impl Dataplane {
         self.vip_filter.set(slot, count.saturating_add_signed(change), 0).map_err(map_err(names::VIP_FILTER))
     }
 
-    /// Removes a VIP (its established flows stop too); `last_on_address` also
-    /// forgets its address (no other VIP uses it).
-    pub fn remove_vip(&mut self, key: &VipKey, last_on_address: bool) -> Result<()> {
-        let index = self.vips.get(key, 0).map_err(map_err(names::VIPS))?.index;
-        self.vips.remove(key).map_err(map_err(names::VIPS))?;
+    /// Removes VIP `key` held at `index` (its established flows stop too);
+    /// `last_on_address` also forgets its address (no other VIP uses it).
+    /// Whatever of it is already gone stays gone: a removal that failed part
+    /// way can be repeated.
+    pub fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<()> {
+        self.check("VIP index", index, self.settings.max_vips)?;
+        if found(self.vips.get(key, 0), names::VIPS)?.is_some() {
+            self.vips.remove(key).map_err(map_err(names::VIPS))?;
+        }
         let free =
             VipSlot { key: VipKey { addr: [0; 4], port_be: 0, proto: 0, family: 0 }, mode: 0, _pad: [0; 3] };
         self.vip_index.set(index, free, 0).map_err(map_err(names::VIP_INDEX))?;
-        if last_on_address {
-            self.vip_addrs.remove(&key.address_only()).map_err(map_err(names::VIP_ADDRS))?;
-            self.count_address(&key.address_only(), -1)?;
+        let address = key.address_only();
+        if last_on_address && found(self.vip_addrs.get(&address, 0), names::VIP_ADDRS)?.is_some() {
+            self.vip_addrs.remove(&address).map_err(map_err(names::VIP_ADDRS))?;
+            self.count_address(&address, -1)?;
         }
         Ok(())
     }
@@ -293,14 +342,7 @@ impl Dataplane {
 
     /// Every backend slot in use (state other than `Unused`).
     pub fn backend_entries(&self) -> Result<Vec<(u32, Backend)>> {
-        let mut used = Vec::new();
-        for (index, backend) in self.backends.iter().enumerate() {
-            let backend = backend.map_err(map_err(names::BACKENDS))?;
-            if backend.state != lb_common::BackendState::Unused as u8 {
-                used.push((index as u32, backend));
-            }
-        }
-        Ok(used)
+        used_backends(&self.backends)
     }
 
     pub fn backend(&self, index: u32) -> Result<Backend> {
@@ -310,9 +352,7 @@ impl Dataplane {
     /// Drops the cached FIB result of a backend on every CPU.
     pub fn forget_next_hop(&mut self, index: u32) -> Result<()> {
         let zero = NextHop { stamp_ns: 0, ifindex: 0, dmac: [0; 6], smac: [0; 6] };
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
-        let values = PerCpuValues::try_from(vec![zero; cpus]).map_err(DataplaneError::Cpus)?;
-        self.nexthops.set(index, values, 0).map_err(map_err(names::NEXTHOPS))
+        set_every_cpu(&mut self.nexthops, names::NEXTHOPS, index, zero)
     }
 
     /// Runs `f` on the ring of VIP `vip`, in the kernel's own memory: writes
@@ -322,18 +362,9 @@ impl Dataplane {
         self.ring.write(vip, f)
     }
 
-    pub fn with_ring<T>(&self, vip: u32, f: impl FnOnce(&[u32]) -> T) -> Result<T> {
-        self.check("VIP index", vip, self.settings.max_vips)?;
-        self.ring.read(vip, f)
-    }
-
     /// The backend a flow is pinned to, if the connection table has it.
     pub fn connection(&self, flow: &FlowKey) -> Result<Option<ConnValue>> {
-        match self.conns.get(flow, 0) {
-            Ok(value) => Ok(Some(value)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DataplaneError::Map { name: names::CONNS, source }),
-        }
+        found(self.conns.get(flow, 0), names::CONNS)
     }
 
     pub fn counters(&self) -> Result<Counters> {
@@ -346,5 +377,26 @@ impl Dataplane {
 
     pub fn backend_stats(&self, backend: u32) -> Result<TrafficStats> {
         counters::sum_stats(&self.backend_stats, backend).map_err(map_err(names::BACKEND_STATS))
+    }
+
+    /// Zeroes VIP `vip`'s traffic counters, for a new VIP given a used index.
+    pub fn clear_vip_stats(&mut self, vip: u32) -> Result<()> {
+        self.check("VIP index", vip, self.settings.max_vips)?;
+        set_every_cpu(&mut self.vip_stats, names::VIP_STATS, vip, TrafficStats::default())
+    }
+
+    /// Zeroes backend slot `backend`'s traffic counters, for a new backend given a used slot.
+    pub fn clear_backend_stats(&mut self, backend: u32) -> Result<()> {
+        self.check("backend index", backend, self.settings.max_backends)?;
+        set_every_cpu(&mut self.backend_stats, names::BACKEND_STATS, backend, TrafficStats::default())
+    }
+}
+
+/// A lookup's value, `None` if the key is not there.
+pub(super) fn found<T>(lookup: Result<T, MapError>, name: &'static str) -> Result<Option<T>> {
+    match lookup {
+        Ok(value) => Ok(Some(value)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(DataplaneError::Map { name, source }),
     }
 }

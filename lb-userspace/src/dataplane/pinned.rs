@@ -6,7 +6,7 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use lb_common::{maps as names, Backend, ConnValue, FlowKey, TrafficStats, VipKey, VipValue};
 
-use super::{counters, Counters, DataplaneError};
+use super::{counters, found, map_err, used_backends, Counters, DataplaneError};
 
 pub struct PinnedStats {
     counters: PerCpuArray<MapData, u64>,
@@ -22,9 +22,8 @@ fn open<T: TryFrom<Map, Error = MapError>>(
     name: &'static str,
     wrap: fn(MapData) -> Map,
 ) -> Result<T, DataplaneError> {
-    let err = |source| DataplaneError::Map { name, source };
-    let data = MapData::from_pin(dir.join(name)).map_err(err)?;
-    T::try_from(wrap(data)).map_err(err)
+    let data = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
+    T::try_from(wrap(data)).map_err(map_err(name))
 }
 
 impl PinnedStats {
@@ -40,41 +39,28 @@ impl PinnedStats {
     }
 
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        Counters::read(&self.counters).map_err(|source| DataplaneError::Map { name: names::COUNTERS, source })
+        Counters::read(&self.counters).map_err(map_err(names::COUNTERS))
     }
 
     pub fn vip(&self, key: &VipKey) -> Result<Option<VipValue>, DataplaneError> {
-        match self.vips.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DataplaneError::Map { name: names::VIPS, source }),
-        }
+        found(self.vips.get(key, 0), names::VIPS)
     }
 
     pub fn vip_stats(&self, index: u32) -> Result<TrafficStats, DataplaneError> {
-        counters::sum_stats(&self.vip_stats, index)
-            .map_err(|source| DataplaneError::Map { name: names::VIP_STATS, source })
+        counters::sum_stats(&self.vip_stats, index).map_err(map_err(names::VIP_STATS))
     }
 
     pub fn backend_stats(&self, slot: u32) -> Result<TrafficStats, DataplaneError> {
-        counters::sum_stats(&self.backend_stats, slot)
-            .map_err(|source| DataplaneError::Map { name: names::BACKEND_STATS, source })
+        counters::sum_stats(&self.backend_stats, slot).map_err(map_err(names::BACKEND_STATS))
     }
 
     pub fn backend(&self, slot: u32) -> Result<Backend, DataplaneError> {
-        self.backends.get(&slot, 0).map_err(|source| DataplaneError::Map { name: names::BACKENDS, source })
+        self.backends.get(&slot, 0).map_err(map_err(names::BACKENDS))
     }
 
     /// Every backend slot in use, with its contents.
     pub fn backends(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
-        let mut used = Vec::new();
-        for (slot, backend) in self.backends.iter().enumerate() {
-            let backend = backend.map_err(|source| DataplaneError::Map { name: names::BACKENDS, source })?;
-            if backend.state != lb_common::BackendState::Unused as u8 {
-                used.push((slot as u32, backend));
-            }
-        }
-        Ok(used)
+        used_backends(&self.backends)
     }
 
     /// Entries in the connection table (walks it: for tests and occasional stats).

@@ -3,7 +3,7 @@
 //! The map's entries are `RING_CHUNK`-slot arrays, so the slots lie densely, one
 //! u32 after another, exactly as the kernel indexes them.
 //!
-//! Only the pages of the ring being read or written are mapped, and only while
+//! Only the pages of the ring being written are mapped, and only while
 //! they are: with a thousand VIPs the rings take hundreds of megabytes, which
 //! must stay the kernel's memory, not become the agent's resident set.
 
@@ -75,19 +75,12 @@ impl RingMemory {
         Ok(Window { base, len, skip: start - offset, slots: self.ring_size })
     }
 
-    /// Runs `f` on VIP `vip`'s ring, read-only.
-    pub fn read<T>(&self, vip: u32, f: impl FnOnce(&[u32]) -> T) -> Result<T, DataplaneError> {
-        let w = self.window(vip)?;
-        // SAFETY: within the mapping, 4-byte aligned (pages and slot offsets are);
-        // u32 stores by anyone are atomic, so reads see whole slots.
-        let ring = unsafe { std::slice::from_raw_parts(w.base.as_ptr().add(w.skip).cast::<u32>(), w.slots) };
-        Ok(f(ring))
-    }
-
     /// Runs `f` on VIP `vip`'s ring, to change it (the kernel only reads this map).
     pub fn write<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
         let w = self.window(vip)?;
-        // SAFETY: as in `read`; `&mut self` keeps other writers of this process out.
+        // SAFETY: within the mapping, 4-byte aligned (pages and slot offsets are);
+        // u32 stores are atomic, so the kernel reads whole slots; `&mut self`
+        // keeps other writers of this process out.
         let ring =
             unsafe { std::slice::from_raw_parts_mut(w.base.as_ptr().add(w.skip).cast::<u32>(), w.slots) };
         Ok(f(ring))

@@ -243,7 +243,8 @@ impl Sampler {
         let rate = self.previous.as_ref().and_then(|(at, before)| {
             let secs = now.duration_since(*at).as_secs_f64();
             let prev = before.get(&key)?;
-            // A counter that went down belongs to a reused slot: no rate this time.
+            // A counter that went down was zeroed for a reused VIP index or slot (the
+            // reconciler does when it hands one out): no rate this time.
             (secs > 0.0 && total.packets >= prev.packets && total.bytes >= prev.bytes).then(|| {
                 ((total.packets - prev.packets) as f64 / secs, (total.bytes - prev.bytes) as f64 * 8.0 / secs)
             })

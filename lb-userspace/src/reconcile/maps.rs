@@ -1,0 +1,57 @@
+//! What the reconciler needs of a data plane: the maps it reads when adopting
+//! and writes when applying. [`Dataplane`] is the real one; the tests use a
+//! fake that checks the kernel's invariants after every write.
+
+use lb_common::{Backend, VipKey, VipValue};
+
+use crate::dataplane::{Dataplane, DataplaneError, LoadSettings};
+
+pub trait Maps {
+    fn settings(&self) -> &LoadSettings;
+    fn vip_entries(&self) -> Result<Vec<(VipKey, VipValue)>, DataplaneError>;
+    fn backend_entries(&self) -> Result<Vec<(u32, Backend)>, DataplaneError>;
+    fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError>;
+    fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<(), DataplaneError>;
+    fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError>;
+    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError>;
+    fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError>;
+    fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError>;
+}
+
+impl Maps for Dataplane {
+    fn settings(&self) -> &LoadSettings {
+        Dataplane::settings(self)
+    }
+
+    fn vip_entries(&self) -> Result<Vec<(VipKey, VipValue)>, DataplaneError> {
+        Dataplane::vip_entries(self)
+    }
+
+    fn backend_entries(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
+        Dataplane::backend_entries(self)
+    }
+
+    fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError> {
+        Dataplane::set_vip(self, key, value)
+    }
+
+    fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<(), DataplaneError> {
+        Dataplane::remove_vip(self, key, index, last_on_address)
+    }
+
+    fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError> {
+        Dataplane::set_backend(self, slot, backend)
+    }
+
+    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
+        Dataplane::with_ring_mut(self, vip, f)
+    }
+
+    fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError> {
+        Dataplane::clear_vip_stats(self, vip)
+    }
+
+    fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        Dataplane::clear_backend_stats(self, slot)
+    }
+}

@@ -1,0 +1,441 @@
+//! Desired state → kernel maps. The reconciler owns the data plane: it gives
+//! every VIP an index and every backend a slot (kept stable, so connection-table
+//! entries stay meaningful across reloads and agent restarts), builds each VIP's
+//! Maglev ring and writes only what changed, in an order that never lets the
+//! kernel see a ring slot pointing at a backend that is not set up:
+//!
+//! 1. backends that keep flows, before any ring names them;
+//! 2. rings whose members changed;
+//! 3. VIPs, once their rings are complete;
+//! 4. backends that stop keeping flows, now that no ring names them;
+//! 5. what goes away: a VIP made invisible, then its ring cleared; backends
+//!    marked unused. Only then are their ids given back.
+//!
+//! An id given back is reused by a later pass only: a config that fits only
+//! once what it leaves out has left (replacing a backend at `max_backends`)
+//! is applied in two passes, what fits first. What the reconciler records as
+//! written was written: after a failed write, the next apply writes it again.
+
+mod ids;
+mod maps;
+mod rings;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{hash_map::Entry, BTreeMap, HashMap, HashSet},
+    net::SocketAddr,
+};
+
+use lb_common::{
+    sizes::RING_EMPTY,
+    types::{addr_words, words_addr},
+    Backend, BackendState, VipKey, VipValue,
+};
+
+use self::ids::IdPool;
+pub use self::maps::Maps;
+use crate::{
+    dataplane::{Dataplane, DataplaneError},
+    desired::DesiredVip,
+    maglev::Member,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("no free {what}: the data plane was loaded with room for {max} (raise {setting} and restart with --fresh)")]
+    Full { what: &'static str, max: u32, setting: &'static str },
+}
+
+impl ReconcileError {
+    fn no_vip_index(max: u32) -> Self {
+        Self::Full { what: "VIP index", max, setting: "global.max_vips" }
+    }
+
+    fn no_backend_slot(max: u32) -> Self {
+        Self::Full { what: "backend slot", max, setting: "global.max_backends" }
+    }
+}
+
+/// What one `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+    pub backends_changed: usize,
+    pub ring_slots_written: usize,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    slot: u32,
+    /// What the kernel's `BACKENDS[slot]` holds; `None` when that is not known
+    /// (a write failed), so the next apply writes it again.
+    written: Option<Backend>,
+    /// Whether its VIP's ring, as last written, names it.
+    in_ring: bool,
+}
+
+#[derive(Debug)]
+struct VipState {
+    index: u32,
+    /// What the kernel's `VIPS` entry holds; `None` before it is written or when not known.
+    written: Option<VipValue>,
+    backends: BTreeMap<SocketAddr, SlotState>,
+    /// Ring members as last written; `None` rebuilds the ring.
+    members: Option<Vec<Member>>,
+}
+
+pub struct Reconciler<M = Dataplane> {
+    dp: M,
+    vips: HashMap<VipKey, VipState>,
+    vip_ids: IdPool,
+    slots: IdPool,
+    /// Slots a previous agent left to VIPs that no longer exist: out of the
+    /// pool until the next apply has marked them unused.
+    orphans: Vec<(u32, Backend)>,
+}
+
+impl<M: Maps> Reconciler<M> {
+    /// Takes over a data plane, adopting whatever VIPs and backend slots it
+    /// already holds (a restarted agent keeps every index and slot as it was).
+    pub fn adopt(dp: M) -> Result<Self, ReconcileError> {
+        let settings = *dp.settings();
+        let mut vips: HashMap<VipKey, VipState> = dp
+            .vip_entries()?
+            .into_iter()
+            .map(|(key, value)| {
+                let state = VipState {
+                    index: value.index,
+                    written: Some(value),
+                    backends: BTreeMap::new(),
+                    members: None,
+                };
+                (key, state)
+            })
+            .collect();
+        let by_index: HashMap<u32, VipKey> = vips.iter().map(|(k, v)| (v.index, *k)).collect();
+        let mut used_slots = HashSet::new();
+        let mut orphans = Vec::new();
+        for (slot, backend) in dp.backend_entries()? {
+            used_slots.insert(slot);
+            let Some(vip) = by_index.get(&backend.vip).and_then(|key| vips.get_mut(key)) else {
+                orphans.push((slot, backend));
+                continue;
+            };
+            let addr =
+                SocketAddr::new(words_addr(backend.addr, backend.family), u16::from_be(backend.port_be));
+            let adopted = SlotState { slot, written: Some(backend), in_ring: false };
+            if let Some(twin) = vip.backends.insert(addr, adopted) {
+                // The same backend twice in one VIP: one slot too many.
+                orphans.push((twin.slot, twin.written.unwrap_or(backend)));
+            }
+        }
+        let used_vips = vips.values().map(|v| v.index).collect();
+        Ok(Self {
+            vip_ids: IdPool::with_used(settings.max_vips, &used_vips),
+            slots: IdPool::with_used(settings.max_backends, &used_slots),
+            vips,
+            dp,
+            orphans,
+        })
+    }
+
+    pub fn dataplane(&self) -> &M {
+        &self.dp
+    }
+
+    pub fn into_dataplane(self) -> M {
+        self.dp
+    }
+
+    /// The VIP index given to `key`, once the VIP is in the kernel.
+    pub fn vip_index(&self, key: &VipKey) -> Option<u32> {
+        self.vips.get(key).filter(|v| v.written.is_some()).map(|v| v.index)
+    }
+
+    /// The backend slot given to `backend` of VIP `key`.
+    pub fn backend_slot(&self, key: &VipKey, backend: SocketAddr) -> Option<u32> {
+        self.vips.get(key)?.backends.get(&backend).map(|s| s.slot)
+    }
+
+    /// Whether a backend is one of its VIP's ring members (takes new flows).
+    pub fn in_ring(&self, key: &VipKey, backend: SocketAddr) -> bool {
+        self.vips.get(key).and_then(|v| v.backends.get(&backend)).is_some_and(|s| s.in_ring)
+    }
+
+    /// The state the kernel holds for a backend (a restarted agent starts health from it).
+    pub fn backend_state(&self, key: &VipKey, backend: SocketAddr) -> Option<u8> {
+        self.vips.get(key)?.backends.get(&backend)?.written.map(|w| w.state)
+    }
+
+    /// Makes the kernel hold exactly `desired`. `Full` (nothing written) when
+    /// it does not fit even once what it leaves out is gone.
+    pub fn apply(&mut self, desired: &[DesiredVip]) -> Result<ApplyReport, ReconcileError> {
+        let (new_vips, new_slots) = self.needed(desired);
+        let (leaving_vips, leaving_slots) = self.leaving(desired);
+        if new_vips > self.vip_ids.available() + leaving_vips {
+            return Err(ReconcileError::no_vip_index(self.vip_ids.max()));
+        }
+        if new_slots > self.slots.available() + leaving_slots {
+            return Err(ReconcileError::no_backend_slot(self.slots.max()));
+        }
+        let addresses: HashSet<VipKey> = desired.iter().map(|v| v.key.address_only()).collect();
+        let mut report = ApplyReport::default();
+        if new_vips > self.vip_ids.available() || new_slots > self.slots.available() {
+            // What comes needs the ids of what goes: first a pass with what fits, which frees them.
+            let fits = self.what_fits(desired);
+            self.apply_pass(&fits, &addresses, &mut report)?;
+        }
+        self.apply_pass(desired, &addresses, &mut report)?;
+        Ok(report)
+    }
+
+    /// One pass of the five steps. `addresses`: the VIP addresses still in use
+    /// once the whole apply is done.
+    fn apply_pass(
+        &mut self,
+        desired: &[DesiredVip],
+        addresses: &HashSet<VipKey>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ReconcileError> {
+        // 1. Index and slots for everything wanted; backends that keep flows written before any ring names them.
+        let mut later = Vec::new();
+        for vip in desired {
+            self.write_backends(vip, &mut later, report)?;
+        }
+
+        // 2. Rings whose members changed: built on every core, then only the changed slots written.
+        let jobs = rings::ring_jobs(&self.vips, desired);
+        let Self { dp, vips, .. } = self;
+        for job in &jobs {
+            vips.get_mut(&job.vip).expect("jobs are of known VIPs").members = None;
+        }
+        rings::rebuild(dp, &jobs, |job, changed| {
+            report.ring_slots_written += changed;
+            let state = vips.get_mut(&job.vip).expect("jobs are of known VIPs");
+            let members: HashSet<SocketAddr> = job.members.iter().map(|m| m.id).collect();
+            for (addr, s) in &mut state.backends {
+                s.in_ring = members.contains(addr);
+            }
+            state.members = Some(job.members.clone());
+        })?;
+
+        // 3. VIPs become visible only now that their rings are complete.
+        for vip in desired {
+            let state = vips.get_mut(&vip.key).expect("indexed in step 1");
+            let want = VipValue { index: state.index, mode: vip.mode as u8, _pad: [0; 3] };
+            if state.written != Some(want) {
+                state.written = None;
+                dp.set_vip(vip.key, want)?;
+                state.written = Some(want);
+            }
+        }
+
+        // 4. Backends that take no flows any more: the rings no longer name them.
+        for (key, addr, want) in later {
+            let s = vips.get_mut(&key).and_then(|v| v.backends.get_mut(&addr)).expect("listed in step 1");
+            write_backend(dp, s, want)?;
+        }
+
+        // 5. What is left out.
+        self.remove_leaving(desired, addresses, report)
+    }
+
+    /// Step 1 for one VIP: an index if it is new, a slot for each new backend,
+    /// and every backend written that can be now; the others go to `later`.
+    fn write_backends(
+        &mut self,
+        vip: &DesiredVip,
+        later: &mut Vec<(VipKey, SocketAddr, Backend)>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ReconcileError> {
+        let Self { dp, vips, vip_ids, slots, .. } = self;
+        let state = match vips.entry(vip.key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let index = take_id(vip_ids, ReconcileError::no_vip_index, |i| dp.clear_vip_stats(i))?;
+                report.vips_added += 1;
+                e.insert(VipState { index, written: None, backends: BTreeMap::new(), members: None })
+            }
+        };
+        for b in &vip.backends {
+            let want = kernel_backend(b.addr, state.index, b.state());
+            match state.backends.get_mut(&b.addr) {
+                Some(s) if s.written == Some(want) => {}
+                Some(s) => {
+                    report.backends_changed += usize::from(s.written.is_some());
+                    if BackendState::keeps_flows(want.state) {
+                        write_backend(dp, s, want)?;
+                    } else {
+                        later.push((vip.key, b.addr, want));
+                    }
+                }
+                None => {
+                    let slot =
+                        take_id(slots, ReconcileError::no_backend_slot, |s| dp.clear_backend_stats(s))?;
+                    report.backends_added += 1;
+                    let s = state.backends.entry(b.addr).or_insert(SlotState {
+                        slot,
+                        written: None,
+                        in_ring: false,
+                    });
+                    // No ring names a slot just taken: whatever its state, it is written now.
+                    write_backend(dp, s, want)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 5: a VIP left out becomes invisible, then its ring is cleared and
+    /// its backends marked unused; a backend left out of a VIP that stays is
+    /// marked unused (step 2 rebuilt that VIP's ring without it). Each id is
+    /// given back once what held it is written.
+    fn remove_leaving(
+        &mut self,
+        desired: &[DesiredVip],
+        addresses: &HashSet<VipKey>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ReconcileError> {
+        let wanted = wanted_backends(desired);
+        let gone: Vec<VipKey> = self.vips.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+        let Self { dp, vips, vip_ids, slots, orphans } = self;
+        for key in gone {
+            let state = vips.get_mut(&key).expect("listed from the map");
+            let index = state.index;
+            state.written = None;
+            dp.remove_vip(&key, state.index, !addresses.contains(&key.address_only()))?;
+            state.members = None;
+            dp.with_ring_mut(state.index, |ring| ring.fill(RING_EMPTY))?;
+            let all: Vec<SocketAddr> = state.backends.keys().copied().collect();
+            release(dp, slots, state, &all, report)?;
+            vips.remove(&key);
+            vip_ids.give_back(index);
+            report.vips_removed += 1;
+        }
+        for (key, state) in vips.iter_mut() {
+            let keep = &wanted[key];
+            // Step 1 gave every wanted backend a slot: any more are leaving.
+            if state.backends.len() > keep.len() {
+                let leaving: Vec<SocketAddr> =
+                    state.backends.keys().filter(|a| !keep.contains(a)).copied().collect();
+                release(dp, slots, state, &leaving, report)?;
+            }
+        }
+        while let Some(&(slot, backend)) = orphans.last() {
+            dp.set_backend(slot, Backend { state: BackendState::Unused as u8, ..backend })?;
+            orphans.pop();
+            slots.give_back(slot);
+            report.backends_removed += 1;
+        }
+        Ok(())
+    }
+
+    /// VIP indexes and backend slots `desired` needs and does not have yet.
+    fn needed(&self, desired: &[DesiredVip]) -> (usize, usize) {
+        desired.iter().fold((0, 0), |(vips, slots), vip| match self.vips.get(&vip.key) {
+            Some(state) => {
+                (vips, slots + vip.backends.iter().filter(|b| !state.backends.contains_key(&b.addr)).count())
+            }
+            None => (vips + 1, slots + vip.backends.len()),
+        })
+    }
+
+    /// VIP indexes and backend slots held by what `desired` leaves out.
+    fn leaving(&self, desired: &[DesiredVip]) -> (usize, usize) {
+        let wanted = wanted_backends(desired);
+        let (mut vips, mut slots) = (0, self.orphans.len());
+        for (key, state) in &self.vips {
+            match wanted.get(key) {
+                Some(keep) => slots += state.backends.keys().filter(|a| !keep.contains(a)).count(),
+                None => {
+                    vips += 1;
+                    slots += state.backends.len();
+                }
+            }
+        }
+        (vips, slots)
+    }
+
+    /// `desired` without the new VIPs and backends that fit only once what
+    /// leaves has left.
+    fn what_fits(&self, desired: &[DesiredVip]) -> Vec<DesiredVip> {
+        let (mut vips_free, mut slots_free) = (self.vip_ids.available(), self.slots.available());
+        desired
+            .iter()
+            .filter_map(|vip| {
+                let state = self.vips.get(&vip.key);
+                if state.is_none() {
+                    vips_free = vips_free.checked_sub(1)?;
+                }
+                let backends = vip
+                    .backends
+                    .iter()
+                    .filter(|b| {
+                        let has_slot = state.is_some_and(|s| s.backends.contains_key(&b.addr));
+                        has_slot || slots_free.checked_sub(1).map(|left| slots_free = left).is_some()
+                    })
+                    .cloned()
+                    .collect();
+                Some(DesiredVip { key: vip.key, mode: vip.mode, allbackups: vip.allbackups, backends })
+            })
+            .collect()
+    }
+}
+
+/// Each wanted VIP's backends.
+fn wanted_backends(desired: &[DesiredVip]) -> HashMap<VipKey, HashSet<SocketAddr>> {
+    desired.iter().map(|v| (v.key, v.backends.iter().map(|b| b.addr).collect())).collect()
+}
+
+/// A backend's `BACKENDS` entry.
+fn kernel_backend(addr: SocketAddr, vip: u32, state: BackendState) -> Backend {
+    let (words, family) = addr_words(addr.ip());
+    Backend { addr: words, port_be: addr.port().to_be(), family, state: state as u8, vip }
+}
+
+/// An id for something new, its counters zeroed (they still hold those of
+/// whatever had it before).
+fn take_id(
+    pool: &mut IdPool,
+    full: fn(u32) -> ReconcileError,
+    clear_stats: impl FnOnce(u32) -> Result<(), DataplaneError>,
+) -> Result<u32, ReconcileError> {
+    let id = pool.take().ok_or_else(|| full(pool.max()))?;
+    if let Err(e) = clear_stats(id) {
+        pool.give_back(id);
+        return Err(e.into());
+    }
+    Ok(id)
+}
+
+/// Writes a backend slot; until the write has succeeded, its contents are not known.
+fn write_backend<M: Maps>(dp: &mut M, s: &mut SlotState, want: Backend) -> Result<(), DataplaneError> {
+    s.written = None;
+    dp.set_backend(s.slot, want)?;
+    s.written = Some(want);
+    Ok(())
+}
+
+/// Marks backends `addrs` of a VIP unused, then gives their slots back.
+fn release<M: Maps>(
+    dp: &mut M,
+    slots: &mut IdPool,
+    vip: &mut VipState,
+    addrs: &[SocketAddr],
+    report: &mut ApplyReport,
+) -> Result<(), DataplaneError> {
+    for addr in addrs {
+        let s = vip.backends.get_mut(addr).expect("a backend of this VIP");
+        write_backend(dp, s, kernel_backend(*addr, vip.index, BackendState::Unused))?;
+        slots.give_back(s.slot);
+        vip.backends.remove(addr);
+        report.backends_removed += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! The reconciler against a fake data plane that checks, after every write,
+//! what the kernel relies on: a visible VIP's ring names only slots of that VIP
+//! that keep flows. Failures are injected at every write of an apply, to check
+//! that the next apply (or a restarted agent's) still gets the kernel right.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+};
+
+use lb_common::{sizes::RING_EMPTY, types::words_addr, Backend, BackendState, Mode, VipKey, VipValue};
+
+use super::{Maps, ReconcileError, Reconciler};
+use crate::{
+    dataplane::{DataplaneError, LoadSettings},
+    desired::{DesiredBackend, DesiredVip},
+};
+
+const RING_SIZE: u32 = 13;
+
+struct Fake {
+    settings: LoadSettings,
+    vips: HashMap<VipKey, VipValue>,
+    vip_index: Vec<Option<VipKey>>,
+    addresses: HashSet<VipKey>,
+    backends: Vec<Backend>,
+    /// A fresh ring map holds zeros, as the kernel's does.
+    rings: Vec<Vec<u32>>,
+    vip_stats: Vec<u64>,
+    backend_stats: Vec<u64>,
+    /// Every backend write, in order.
+    backend_writes: Vec<(u32, Backend)>,
+    writes: usize,
+    /// The write that fails, and whether it takes effect before failing.
+    fail: Option<(usize, bool)>,
+}
+
+const UNUSED: Backend = Backend { addr: [0; 4], port_be: 0, family: 0, state: 0, vip: 0 };
+
+impl Fake {
+    fn new(max_vips: u32, max_backends: u32) -> Self {
+        let settings =
+            LoadSettings { max_vips, max_backends, ring_size: RING_SIZE, ..LoadSettings::default() };
+        Self {
+            settings,
+            vips: HashMap::new(),
+            vip_index: vec![None; max_vips as usize],
+            addresses: HashSet::new(),
+            backends: vec![UNUSED; max_backends as usize],
+            rings: vec![vec![0; RING_SIZE as usize]; max_vips as usize],
+            vip_stats: vec![0; max_vips as usize],
+            backend_stats: vec![0; max_backends as usize],
+            backend_writes: Vec::new(),
+            writes: 0,
+            fail: None,
+        }
+    }
+
+    fn write(&mut self, effect: impl FnOnce(&mut Self)) -> Result<(), DataplaneError> {
+        self.writes += 1;
+        let failing = self.fail.filter(|(n, _)| *n == self.writes);
+        if failing.is_none_or(|(_, half)| half) {
+            effect(self);
+            self.check();
+        }
+        match failing {
+            Some(_) => Err(DataplaneError::Cpus(std::io::Error::other("injected failure"))),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self) {
+        for (key, value) in &self.vips {
+            assert_eq!(self.vip_index[value.index as usize], Some(*key), "VIP_INDEX of a visible VIP");
+            for &slot in &self.rings[value.index as usize] {
+                if slot == RING_EMPTY {
+                    continue;
+                }
+                let b = self.backends[slot as usize];
+                assert!(
+                    b.vip == value.index && BackendState::keeps_flows(b.state),
+                    "the ring of visible VIP {} names slot {slot}, holding {b:?}",
+                    value.index
+                );
+            }
+        }
+    }
+
+    /// What the kernel serves, by identity (ids may differ between histories):
+    /// each visible VIP's mode and ring, every used slot's backend, the addresses.
+    fn served(&self) -> Served {
+        let addr = |b: &Backend| SocketAddr::new(words_addr(b.addr, b.family), u16::from_be(b.port_be));
+        let key_of = |index: u32| self.vips.iter().find(|(_, v)| v.index == index).map(|(k, _)| *k);
+        let vips = self
+            .vips
+            .iter()
+            .map(|(key, v)| {
+                let ring = self.rings[v.index as usize]
+                    .iter()
+                    .map(|&s| (s != RING_EMPTY).then(|| addr(&self.backends[s as usize])))
+                    .collect();
+                (*key, (v.mode, ring))
+            })
+            .collect();
+        let mut backends = HashMap::new();
+        for b in self.backends.iter().filter(|b| b.state != BackendState::Unused as u8) {
+            *backends.entry((key_of(b.vip), addr(b), b.state)).or_default() += 1;
+        }
+        Served { vips, backends, addresses: self.addresses.clone() }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Served {
+    vips: HashMap<VipKey, (u8, Vec<Option<SocketAddr>>)>,
+    /// How many slots hold each (VIP, backend, state).
+    backends: HashMap<(Option<VipKey>, SocketAddr, u8), usize>,
+    addresses: HashSet<VipKey>,
+}
+
+impl Maps for Fake {
+    fn settings(&self) -> &LoadSettings {
+        &self.settings
+    }
+
+    fn vip_entries(&self) -> Result<Vec<(VipKey, VipValue)>, DataplaneError> {
+        Ok(self.vips.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn backend_entries(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
+        let used = self.backends.iter().enumerate().filter(|(_, b)| b.state != BackendState::Unused as u8);
+        Ok(used.map(|(slot, b)| (slot as u32, *b)).collect())
+    }
+
+    fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError> {
+        self.write(|f| {
+            f.vip_index[value.index as usize] = Some(key);
+            f.addresses.insert(key.address_only());
+            f.vips.insert(key, value);
+        })
+    }
+
+    fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<(), DataplaneError> {
+        self.write(|f| {
+            f.vips.remove(key);
+            f.vip_index[index as usize] = None;
+            if last_on_address {
+                f.addresses.remove(&key.address_only());
+            }
+        })
+    }
+
+    fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError> {
+        self.write(|f| {
+            f.backends[slot as usize] = backend;
+            f.backend_writes.push((slot, backend));
+        })
+    }
+
+    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
+        let mut out = None;
+        self.write(|fake| out = Some(f(&mut fake.rings[vip as usize])))?;
+        Ok(out.expect("written"))
+    }
+
+    fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError> {
+        self.write(|f| f.vip_stats[vip as usize] = 0)
+    }
+
+    fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        self.write(|f| f.backend_stats[slot as usize] = 0)
+    }
+}
+
+fn key(vip: &str) -> VipKey {
+    let addr: SocketAddr = vip.parse().unwrap();
+    VipKey::new(addr.ip(), addr.port(), 6)
+}
+
+fn addr(backend: &str) -> SocketAddr {
+    backend.parse().unwrap()
+}
+
+/// A VIP with backends `(address, weight, up)`.
+fn vip(at: &str, backends: &[(&str, u32, bool)]) -> DesiredVip {
+    DesiredVip {
+        key: key(at),
+        mode: Mode::Dsr,
+        allbackups: false,
+        backends: backends
+            .iter()
+            .map(|&(a, weight, up)| DesiredBackend { addr: addr(a), weight, backup: false, up })
+            .collect(),
+    }
+}
+
+fn applied(max_vips: u32, max_backends: u32, desired: &[DesiredVip]) -> Reconciler<Fake> {
+    let mut r = Reconciler::adopt(Fake::new(max_vips, max_backends)).unwrap();
+    r.apply(desired).unwrap();
+    r
+}
+
+/// No id is held by anything but what `desired` names.
+fn assert_no_leaks(r: &Reconciler<Fake>, desired: &[DesiredVip]) {
+    let backends: usize = desired.iter().map(|v| v.backends.len()).sum();
+    let s = &r.dp.settings;
+    assert_eq!(r.vip_ids.available(), s.max_vips as usize - desired.len(), "VIP indexes leaked");
+    assert_eq!(r.slots.available(), s.max_backends as usize - backends, "backend slots leaked");
+    assert_eq!(r.dp.backend_entries().unwrap().len(), backends, "used slots in the kernel");
+}
+
+#[test]
+fn replacing_a_backend_at_max_backends_reuses_its_slot_once_unused() {
+    let before = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, true)])];
+    let after = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true), ("10.0.0.3:80", 1, true)])];
+    let mut r = applied(1, 2, &before);
+    let old_slot = r.backend_slot(&before[0].key, addr("10.0.0.2:80")).unwrap();
+    r.dp.backend_stats[old_slot as usize] = 7;
+    r.dp.backend_writes.clear();
+
+    let report = r.apply(&after).unwrap();
+    assert_eq!((report.backends_added, report.backends_removed), (1, 1));
+    let new_slot = r.backend_slot(&after[0].key, addr("10.0.0.3:80")).unwrap();
+    assert_eq!(new_slot, old_slot, "the only free slot");
+    let writes: Vec<u8> =
+        r.dp.backend_writes.iter().filter(|(s, _)| *s == old_slot).map(|(_, b)| b.state).collect();
+    assert_eq!(writes, [BackendState::Unused as u8, BackendState::Up as u8], "unused before reused");
+    assert_eq!(r.dp.backend_stats[old_slot as usize], 0, "the new backend's counters start at zero");
+    assert!(r.in_ring(&after[0].key, addr("10.0.0.3:80")));
+    assert_eq!(r.dp.served(), applied(1, 2, &after).dp.served());
+    assert_no_leaks(&r, &after);
+}
+
+#[test]
+fn replacing_a_vip_at_max_vips_reuses_its_index() {
+    let before = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true)])];
+    let after = [vip("10.77.100.1:443", &[("10.0.0.1:443", 1, true)])];
+    let mut r = applied(1, 2, &before);
+    r.dp.vip_stats[0] = 7;
+    let report = r.apply(&after).unwrap();
+    assert_eq!((report.vips_added, report.vips_removed), (1, 1));
+    assert_eq!(r.vip_index(&after[0].key), Some(0));
+    assert_eq!(r.vip_index(&before[0].key), None);
+    assert_eq!(r.dp.vip_stats[0], 0);
+    assert_eq!(r.dp.served(), applied(1, 2, &after).dp.served());
+    assert_no_leaks(&r, &after);
+}
+
+#[test]
+fn more_than_fits_is_full_and_writes_nothing() {
+    let before = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, true)])];
+    let mut r = applied(2, 2, &before);
+    let writes = r.dp.writes;
+    let mut bigger = before.to_vec();
+    bigger[0].backends.push(DesiredBackend { addr: addr("10.0.0.3:80"), weight: 1, backup: false, up: true });
+    let err = r.apply(&bigger).unwrap_err();
+    assert!(matches!(err, ReconcileError::Full { setting: "global.max_backends", .. }), "{err}");
+    let more_vips = [before[0].clone(), vip("10.77.100.2:80", &[]), vip("10.77.100.3:80", &[])];
+    let err = r.apply(&more_vips).unwrap_err();
+    assert!(matches!(err, ReconcileError::Full { setting: "global.max_vips", .. }), "{err}");
+    assert_eq!(r.dp.writes, writes);
+}
+
+#[test]
+fn slots_of_vips_that_no_longer_exist_are_cleared_then_reused() {
+    let mut fake = Fake::new(2, 2);
+    fake.backends[0] = Backend { state: BackendState::Up as u8, vip: 1, ..UNUSED };
+    let mut r = Reconciler::adopt(fake).unwrap();
+    assert_eq!(r.slots.available(), 1);
+    let desired = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, true)])];
+    r.apply(&desired).unwrap();
+    assert_eq!(r.dp.served(), applied(2, 2, &desired).dp.served());
+    assert_no_leaks(&r, &desired);
+}
+
+#[test]
+fn a_restarted_agent_adopts_every_index_and_slot() {
+    let desired = [
+        vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 0, true)]),
+        vip("10.77.100.2:80", &[("10.0.0.3:80", 1, false)]),
+    ];
+    let first = applied(4, 8, &desired);
+    let ids = |r: &Reconciler<Fake>| {
+        let slot = |v: &DesiredVip, b: &DesiredBackend| r.backend_slot(&v.key, b.addr);
+        let all = desired.iter().flat_map(|v| v.backends.iter().map(move |b| (v, b)));
+        (
+            desired.iter().map(|v| r.vip_index(&v.key)).collect::<Vec<_>>(),
+            all.map(|(v, b)| slot(v, b)).collect::<Vec<_>>(),
+        )
+    };
+    let before = ids(&first);
+    let mut second = Reconciler::adopt(first.into_dataplane()).unwrap();
+    assert_eq!(ids(&second), before);
+    assert_eq!(second.backend_state(&desired[1].key, addr("10.0.0.3:80")), Some(BackendState::Down as u8));
+    let report = second.apply(&desired).unwrap();
+    assert_eq!(report.ring_slots_written, 0, "rings are rebuilt, and found as they were");
+    assert_eq!(report.backends_changed, 0);
+}
+
+/// Pairs of desired states: the first applied cleanly, the second with a write failing.
+fn histories() -> Vec<(u32, u32, Vec<DesiredVip>, Vec<DesiredVip>)> {
+    let x = "10.77.100.1:80";
+    vec![
+        (2, 4, vec![], vec![vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, false)])]),
+        (
+            4,
+            8,
+            vec![vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 2, true), ("10.0.0.3:80", 1, true)])],
+            vec![
+                vip(x, &[("10.0.0.1:80", 1, false), ("10.0.0.3:80", 0, true), ("10.0.0.4:80", 1, true)]),
+                vip("10.77.100.1:443", &[("10.0.0.5:80", 1, true)]),
+            ],
+        ),
+        // At capacity: a VIP and a backend replaced.
+        (
+            2,
+            3,
+            vec![
+                vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, true)]),
+                vip("10.77.100.2:80", &[("10.0.0.3:80", 1, true)]),
+            ],
+            vec![
+                vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.4:80", 1, true)]),
+                vip("10.77.100.3:80", &[("10.0.0.5:80", 1, true)]),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn after_a_failed_write_the_next_apply_gets_the_kernel_right() {
+    for (max_vips, max_backends, a, b) in histories() {
+        let want_a = applied(max_vips, max_backends, &a).dp.served();
+        let want_b = applied(max_vips, max_backends, &b).dp.served();
+        let clean = {
+            let mut r = applied(max_vips, max_backends, &a);
+            let before = r.dp.writes;
+            r.apply(&b).unwrap();
+            r.dp.writes - before
+        };
+        for n in 1..=clean {
+            for half in [false, true] {
+                for (retry, want) in [(&b, &want_b), (&a, &want_a)] {
+                    for restart in [false, true] {
+                        let what = format!("{a:?} -> {b:?}: write {n} fails (half {half}), then {retry:?} (restart {restart})");
+                        let mut r = applied(max_vips, max_backends, &a);
+                        r.dp.fail = Some((r.dp.writes + n, half));
+                        assert!(r.apply(&b).is_err(), "{what}");
+                        r.dp.fail = None;
+                        if restart {
+                            r = Reconciler::adopt(r.into_dataplane()).unwrap();
+                        }
+                        r.apply(retry).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        assert_eq!(&r.dp.served(), want, "{what}");
+                        assert_no_leaks(&r, retry);
+                    }
+                }
+            }
+        }
+    }
+}
