@@ -5,13 +5,14 @@
 //! new connection per request. Modes alternate over rounds in the same run;
 //! medians are reported, and ratios to HAProxy. Figures, not verdicts.
 
-use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
     bed::TestBed,
     bench::{dir, spread, Table},
     process::Process,
+    wait_until,
 };
 use serde_json::json;
 
@@ -84,15 +85,14 @@ fn parse_wrk(out: &str) -> Run {
 }
 
 fn wrk(bed: &TestBed, target: &str, close: bool, connections: u32) -> Run {
-    let net = format!("--net=/run/netns/{}", bed.client_ns(0).name());
     let threads = connections.min(2);
-    let mut args = vec![net, "--".into(), "wrk".into(), format!("-t{threads}"), format!("-c{connections}")];
+    let mut args = vec![format!("-t{threads}"), format!("-c{connections}")];
     args.extend([format!("-d{SECONDS}s"), "--latency".into(), "--timeout".into(), "5s".into()]);
     if close {
         args.extend(["-H".into(), "Connection: close".into()]);
     }
     args.push(format!("http://{target}/"));
-    let out = Command::new("nsenter").args(&args).output().expect("run wrk");
+    let out = bed.client_ns(0).command("wrk").args(&args).output().expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
     parse_wrk(&text)
@@ -115,8 +115,7 @@ fn nginx(bed: &TestBed, i: usize) -> Process {
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).expect("nginx.conf");
     let args = ["-p".to_string(), d.to_string(), "-c".to_string(), path.display().to_string()];
-    let p = bed.spawn(bed.backend_ns(i), "nginx", &args, &format!("nginx{i}")).expect("nginx");
-    p
+    bed.spawn(bed.backend_ns(i), "nginx", &args, &format!("nginx{i}")).expect("nginx")
 }
 
 fn haproxy(bed: &TestBed) -> Process {
@@ -139,13 +138,14 @@ fn haproxy(bed: &TestBed) -> Process {
 }
 
 fn wait_listening(bed: &TestBed, target: &str) {
-    for _ in 0..100 {
-        if bed.tcp_connect(0, target.parse().unwrap(), Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{target} never accepted a connection");
+    let addr = target.parse().unwrap();
+    wait_until(
+        &format!("{target} to accept a connection"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || bed.tcp_connect(0, addr, Duration::from_millis(200)).ok().map(drop),
+    )
+    .unwrap();
 }
 
 /// A grouped bar chart of requests per second, as SVG.
@@ -200,10 +200,7 @@ fn chart(results: &[(&str, [f64; 3])], path: &Path) {
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("e2e: needs root (namespaces, XDP); skipped");
-        return;
-    }
+    alwayson_tests::root_or_skip!("the e2e benchmark");
     let bed = TestBed::builder().clients(1).backends(3).start_servers(false).build().expect("bed");
     let _backends: Vec<Process> = (0..3).map(|i| nginx(&bed, i)).collect();
     let config = config_toml(&bed, &[VipConf::new(VIP, PORT, "tcp").backends(0..3)]);

@@ -9,10 +9,11 @@ use std::{
 };
 
 use alwayson_tests::{
-    agent::{config_toml, Agent, VipConf},
+    agent::{config_toml, find_backend, Agent, VipConf},
     bed::TestBed,
     bench::{spread, Table},
     traffic::Opener,
+    wait_until,
 };
 use lb_common::BackendState;
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
@@ -21,17 +22,8 @@ use serde_json::json;
 const KILLS: usize = 10;
 const BACKENDS: usize = 3;
 
-fn slot_of(agent: &Agent, bed: &TestBed, i: usize) -> u32 {
-    let addr = lb_common::types::addr_words(bed.backend_v4(i)).0;
-    let stats = agent.stats().expect("pinned maps");
-    stats.backends().expect("backends").into_iter().find(|(_, b)| b.addr == addr).expect("slot").0
-}
-
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("failover: needs root (namespaces, XDP); skipped");
-        return;
-    }
+    alwayson_tests::root_or_skip!("the failover benchmark");
     let bed = TestBed::builder().backends(BACKENDS).build().expect("bed");
     let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..BACKENDS)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
@@ -44,8 +36,8 @@ fn main() {
     let mut detected = Vec::new();
     for kill in 0..KILLS {
         let victim = kill % BACKENDS;
-        let slot = slot_of(&agent, &bed, victim);
         let stats = agent.stats().expect("pinned maps");
+        let (slot, _) = find_backend(&stats, bed.backend_v4(victim)).expect("BACKENDS").expect("slot");
         let flows = || stats.backend_stats(slot).expect("BACKEND_STATS").new_flows;
         let state = || stats.backend(slot).expect("BACKENDS").state;
 
@@ -76,10 +68,11 @@ fn main() {
         );
 
         bed.start_servers(victim).expect("restart");
-        let back = Instant::now();
-        while state() != BackendState::Up as u8 && back.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        // The next kill must find it UP, or its figures are not a failover's.
+        wait_until("the restarted backend UP", Duration::from_secs(5), Duration::from_millis(5), || {
+            (state() == BackendState::Up as u8).then_some(())
+        })
+        .unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
     let report = opener.stop();

@@ -7,10 +7,7 @@ use lb_userspace::dataplane::{Dataplane, LoadSettings};
 use serde_json::json;
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("memory: needs root (loading BPF maps); skipped");
-        return;
-    }
+    alwayson_tests::root_or_skip!("the memory benchmark");
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut table = Table::new(
         "memory",

@@ -25,10 +25,7 @@ fn ns(d: Duration) -> f64 {
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("per_packet: needs root (BPF_PROG_TEST_RUN, namespaces); skipped");
-        return;
-    }
+    alwayson_tests::root_or_skip!("the per_packet benchmark");
     let bed = FixtureBed::standard();
     let baseline = Baseline::load().expect("baseline programs");
     // (name, the frame measured, a frame sent once before to open its flow)

@@ -9,7 +9,7 @@ use std::{
 };
 
 use alwayson_tests::{
-    agent::{config_toml, Agent},
+    agent::{config_toml_with, Agent, Tables},
     bed::TestBed,
     bench::Table,
 };
@@ -18,10 +18,13 @@ use serde_json::json;
 const VIPS: usize = 1_000;
 const BACKENDS: usize = 100;
 
+/// Room in the maps for all of them (sizes cannot change under a running data plane).
+const SIZES: Tables = Tables { global: "max_vips = 1024\nmax_backends = 131072", api: "" };
+
+/// `base` and the VIPs.
 fn vip_config(base: &str) -> String {
-    let sized = base.replace("[global]\n", "[global]\nmax_vips = 1024\nmax_backends = 131072\n");
     let mut out = String::with_capacity(VIPS * BACKENDS * 40);
-    out.push_str(&sized);
+    out.push_str(base);
     for v in 0..VIPS {
         let _ = write!(
             out,
@@ -62,14 +65,10 @@ fn logged_ms(log: &str, needle: &str) -> Option<f64> {
 }
 
 fn main() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("scale: needs root (namespaces, XDP); skipped");
-        return;
-    }
+    alwayson_tests::root_or_skip!("the scale benchmark");
     let bed = TestBed::builder().backends(1).start_servers(false).build().expect("bed");
-    let empty =
-        config_toml(&bed, &[]).replace("[global]\n", "[global]\nmax_vips = 1024\nmax_backends = 131072\n");
-    let big = vip_config(&config_toml(&bed, &[]));
+    let empty = config_toml_with(&bed, &[], SIZES);
+    let big = vip_config(&empty);
     let mut agent = Agent::start(&bed, &empty, &[]).expect("agent");
 
     let sent = Instant::now();

@@ -5,18 +5,22 @@ use std::{
     fmt::Write as _,
     net::IpAddr,
     path::PathBuf,
-    time::{Duration, Instant},
+    process::{Command, ExitStatus},
+    time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, ensure, Context as _, Result};
+use lb_common::{types::words_addr, Backend};
 use lb_userspace::dataplane::PinnedStats;
 
 use crate::{
     bed::TestBed,
     process::{bin_path, Process},
+    wait::try_wait_until,
 };
 
 const STARTUP: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(20);
 /// The agent's log line once a config (first or reloaded) is in the maps.
 pub const APPLIED: &str = "config applied";
 pub const RELOADED: &str = "reloaded config applied";
@@ -31,6 +35,8 @@ pub struct VipConf {
     pub port: u16,
     pub protocol: &'static str,
     pub backends: Vec<BackendConf>,
+    /// More `key = value` lines for the VIP's table (see [`VipConf::keys`]).
+    pub keys: String,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +48,21 @@ pub struct BackendConf {
 
 impl VipConf {
     pub fn new(address: &str, port: u16, protocol: &'static str) -> Self {
-        Self { address: address.parse().expect("VIP address"), port, protocol, backends: Vec::new() }
+        Self {
+            address: address.parse().expect("VIP address"),
+            port,
+            protocol,
+            backends: Vec::new(),
+            keys: String::new(),
+        }
+    }
+
+    /// Adds `key = value` lines (TOML, one or more) to the VIP's table: health
+    /// checks, `allbackups`, `slowstart`, `on_all_down`…
+    pub fn keys(mut self, toml: &str) -> Self {
+        self.keys.push_str(toml.trim_end());
+        self.keys.push('\n');
+        self
     }
 
     /// Backends `indices`, weight 1 each.
@@ -61,19 +81,40 @@ impl VipConf {
     }
 }
 
+/// More `key = value` lines for the config's fixed tables (TOML, one or more each).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tables<'a> {
+    pub global: &'a str,
+    pub api: &'a str,
+}
+
 /// A config for `bed`: the LB's eth0, native XDP, pins in the bed's pin dir.
 pub fn config_toml(bed: &TestBed, vips: &[VipConf]) -> String {
+    config_toml_with(bed, vips, Tables::default())
+}
+
+/// [`config_toml`] with `extra` keys in `[global]` and `[api]`.
+pub fn config_toml_with(bed: &TestBed, vips: &[VipConf], extra: Tables) -> String {
+    let lines = |keys: &str| if keys.is_empty() { String::new() } else { format!("{}\n", keys.trim_end()) };
     let mut out = String::new();
     let pin = bed.pin_dir().display();
-    let _ = writeln!(out, "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{pin}\"\n");
+    let _ = writeln!(
+        out,
+        "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{pin}\"\n{}",
+        lines(extra.global)
+    );
     let tmp = bed.temp_dir().display();
-    let _ = writeln!(out, "[api]\nsocket = \"{tmp}/api.sock\"\nruntime_file = \"{tmp}/runtime.json\"\n");
+    let _ = writeln!(
+        out,
+        "[api]\nsocket = \"{tmp}/api.sock\"\nruntime_file = \"{tmp}/runtime.json\"\n{}",
+        lines(extra.api)
+    );
     let _ = writeln!(out, "[web]\nlisten = \"{WEB_LISTEN}\"\n");
     for vip in vips {
         let _ = writeln!(
             out,
-            "[[vip]]\naddress = \"{}\"\nport = {}\nprotocol = \"{}\"\n",
-            vip.address, vip.port, vip.protocol
+            "[[vip]]\naddress = \"{}\"\nport = {}\nprotocol = \"{}\"\n{}",
+            vip.address, vip.port, vip.protocol, vip.keys
         );
         for b in &vip.backends {
             let addr = if vip.address.is_ipv6() { bed.backend_v6(b.index) } else { bed.backend_v4(b.index) };
@@ -119,17 +160,15 @@ impl<'b> Agent<'b> {
 
     /// Waits until `needle` has appeared `n` times in this run's log.
     fn wait_for(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while self.count(needle) < n {
-            if !self.process.running() {
-                bail!("alwayson exited before logging {needle:?}; log:\n{}", self.log());
+        let what = format!("alwayson to log {needle:?}");
+        let logged = try_wait_until(&what, timeout, POLL, || {
+            if self.count(needle) >= n {
+                return Ok(Some(()));
             }
-            if Instant::now() > deadline {
-                bail!("alwayson did not log {needle:?} within {timeout:?}; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
+            ensure!(self.process.running(), "alwayson exited before logging {needle:?}");
+            Ok(None)
+        });
+        logged.map_err(|e| anyhow!("{e:#}; log:\n{}", self.log()))
     }
 
     /// Rewrites the config, sends SIGHUP and waits for the agent to say it applied it.
@@ -177,6 +216,38 @@ impl<'b> Agent<'b> {
     pub fn stats(&self) -> Result<PinnedStats> {
         Ok(PinnedStats::open(self.bed.pin_dir())?)
     }
+
+    /// `alwayson ARGS --socket <this agent's API socket>`, run to its end.
+    pub fn cli(&self, args: &[&str]) -> Result<Cli> {
+        let socket = self.api_socket().display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["--socket", &socket]);
+        cli(&all)
+    }
+}
+
+/// What an `alwayson` command line did.
+#[derive(Debug)]
+pub struct Cli {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `alwayson ARGS` in the caller's namespace, run to its end.
+pub fn cli(args: &[&str]) -> Result<Cli> {
+    let out = Command::new(bin_path("alwayson")?).args(args).output().context("running alwayson")?;
+    Ok(Cli {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// The slot and contents of the backend at `addr` in the kernel's backend
+/// table, if it has one (pass one [`PinnedStats`] to poll without reopening).
+pub fn find_backend(stats: &PinnedStats, addr: IpAddr) -> Result<Option<(u32, Backend)>> {
+    Ok(stats.backends()?.into_iter().find(|(_, b)| words_addr(b.addr, b.family) == addr))
 }
 
 fn spawn(bed: &TestBed, config: &std::path::Path, args: &[String]) -> Result<Process> {

@@ -25,13 +25,15 @@
 //! its command line or below chromedriver in the process tree, and kills and
 //! reaps the Chromium processes this process adopted as the child subreaper
 //! (set by [`ChromeDriver::start`]: Chromium's crash handler double-forks),
-//! so no Chromium outlives the test, not even as a zombie.
+//! so no Chromium outlives the test, not even as a zombie. The subreaper flag
+//! is never cleared: it stays set for the rest of the test process.
+//! The /proc searches live in [`crate::proc_scan`].
 
 use std::{
     cell::Cell,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
@@ -42,7 +44,9 @@ use crate::{
     bed::TestBed,
     http::{Client, Request},
     netns::Netns,
+    proc_scan,
     process::Process,
+    wait::{try_wait_until, wait_until},
 };
 
 /// Debian's Chromium (package `chromium`).
@@ -81,6 +85,10 @@ impl<'b> ChromeDriver<'b> {
         // Chromium double-forks its crash handler, and a killed chromedriver
         // orphans its browser: as the subreaper, this process adopts them
         // (not init), so dropping the driver can kill and reap every one.
+        // The flag stays set for the rest of the test process (nothing here
+        // clears it): any orphan below it from then on is adopted by it, not
+        // by init, and is reaped only if something waits for it. Tests fork
+        // little else; a driver's drop reaps the `chrom*` ones.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes who adopts orphans.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let profiles = bed.temp_dir().join(format!("chromium-{port}"));
@@ -101,22 +109,17 @@ impl<'b> ChromeDriver<'b> {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + STARTUP;
-        loop {
+        let mut last = String::new();
+        let ready = try_wait_until("chromedriver to be ready", STARTUP, POLL, || {
             match self.command("GET", "/status", None) {
-                Ok(status) if status["ready"] == json!(true) => return Ok(()),
-                Ok(_) | Err(_) if !self.process.running() => {
-                    bail!("chromedriver exited before it was ready; log:\n{}", self.process.log())
-                }
-                Ok(status) if Instant::now() >= deadline => {
-                    bail!("chromedriver not ready within {STARTUP:?}: {status}; log:\n{}", self.process.log())
-                }
-                Err(e) if Instant::now() >= deadline => {
-                    bail!("chromedriver not ready within {STARTUP:?}: {e:#}; log:\n{}", self.process.log())
-                }
-                _ => std::thread::sleep(POLL),
+                Ok(status) if status["ready"] == json!(true) => return Ok(Some(())),
+                Ok(status) => last = format!("last status {status}"),
+                Err(e) => last = format!("last error {e:#}"),
             }
-        }
+            ensure!(self.process.running(), "chromedriver exited before it was ready");
+            Ok(None)
+        });
+        ready.map_err(|e| anyhow!("{e:#}: {last}; log:\n{}", self.process.log()))
     }
 
     /// chromedriver's output so far.
@@ -200,13 +203,13 @@ impl<'b> ChromeDriver<'b> {
 
 impl Drop for ChromeDriver<'_> {
     fn drop(&mut self) {
-        let below = descendants(self.process.pid());
+        let below = proc_scan::descendants(self.process.pid());
         self.process.stop(Duration::from_secs(2));
         let marker = self.profiles.display().to_string();
-        let mut pids: Vec<u32> = below.into_iter().filter(|&p| alive(p)).collect();
-        pids.extend(pids_with_arg(|a| a.contains(&marker)));
-        kill_and_wait(&pids, Duration::from_secs(3));
-        reap_adopted(Duration::from_secs(3));
+        let mut pids: Vec<u32> = below.into_iter().filter(|&p| proc_scan::alive(p)).collect();
+        pids.extend(proc_scan::pids_with_arg(|a| a.contains(&marker)));
+        proc_scan::kill_and_wait(&pids, Duration::from_secs(3));
+        proc_scan::reap_children_named("chrom", Duration::from_secs(3));
     }
 }
 
@@ -218,15 +221,6 @@ pub struct Session<'d, 'b> {
 }
 
 impl Session<'_, '_> {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// This browser's profile directory (`--user-data-dir`).
-    pub fn profile_dir(&self) -> &Path {
-        &self.profile
-    }
-
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
         self.driver.command(method, &format!("/session/{}{path}", self.id), body)
     }
@@ -236,16 +230,12 @@ impl Session<'_, '_> {
         self.cmd("POST", "/url", Some(&json!({ "url": url }))).map(drop)
     }
 
-    pub fn current_url(&self) -> Result<String> {
-        string(self.cmd("GET", "/url", None)?)
-    }
-
     pub fn title(&self) -> Result<String> {
         string(self.cmd("GET", "/title", None)?)
     }
 
     /// Runs `script` as a function body (`return …` gives the result) with
-    /// `arguments` = `args`. Elements in `args` are passed as [`Element::to_json`].
+    /// `arguments` = `args` (JSON values; an element would be `{ELEMENT_KEY: id}`).
     pub fn execute(&self, script: &str, args: &[Value]) -> Result<Value> {
         self.cmd("POST", "/execute/sync", Some(&json!({ "script": script, "args": args })))
     }
@@ -254,18 +244,19 @@ impl Session<'_, '_> {
     /// truthy (not null, false, 0 or ""), at most `timeout`; returns that value.
     /// `what` names the condition in the error.
     pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.execute(script, &[]) {
-                Ok(v) if truthy(&v) => return Ok(v),
-                Ok(v) => format!("last result {v}"),
-                Err(e) => format!("last error {e:#}"),
-            };
-            if Instant::now() >= deadline {
-                bail!("waited {timeout:?} for {what}: {last}");
+        let mut last = String::new();
+        let value = wait_until(what, timeout, POLL, || match self.execute(script, &[]) {
+            Ok(v) if truthy(&v) => Some(v),
+            Ok(v) => {
+                last = format!("last result {v}");
+                None
             }
-            std::thread::sleep(POLL);
-        }
+            Err(e) => {
+                last = format!("last error {e:#}");
+                None
+            }
+        });
+        value.map_err(|e| anyhow!("{e:#}: {last}"))
     }
 
     /// The first element matching the CSS selector.
@@ -302,7 +293,7 @@ impl Drop for Session<'_, '_> {
             eprintln!("cleanup: deleting WebDriver session {}: {e:#}", self.id);
         }
         let arg = format!("--user-data-dir={}", self.profile.display());
-        kill_and_wait(&pids_with_arg(|a| a == arg), Duration::from_secs(3));
+        proc_scan::kill_and_wait(&proc_scan::pids_with_arg(|a| a == arg), Duration::from_secs(3));
     }
 }
 
@@ -316,11 +307,6 @@ impl<'s> Element<'s> {
     fn from_json(session: &'s Session<'s, 's>, v: &Value) -> Result<Self> {
         let id = v[ELEMENT_KEY].as_str().ok_or_else(|| anyhow!("not an element reference: {v}"))?;
         Ok(Self { session, id: id.to_string() })
-    }
-
-    /// The reference, for [`Session::execute`]'s `args`.
-    pub fn to_json(&self) -> Value {
-        json!({ ELEMENT_KEY: self.id })
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -338,10 +324,6 @@ impl<'s> Element<'s> {
     /// The rendered text, as a user sees it.
     pub fn text(&self) -> Result<String> {
         string(self.cmd("GET", "/text", None)?)
-    }
-
-    pub fn tag_name(&self) -> Result<String> {
-        string(self.cmd("GET", "/name", None)?)
     }
 
     pub fn displayed(&self) -> Result<bool> {
@@ -387,112 +369,6 @@ fn truthy(v: &Value) -> bool {
 fn installed(path: &str) -> Result<()> {
     ensure!(Path::new(path).is_file(), "{path} not found");
     Ok(())
-}
-
-/// Pids of running processes (not zombies, not this one) with an argument
-/// that satisfies `matches`.
-pub fn pids_with_arg(matches: impl Fn(&str) -> bool) -> Vec<u32> {
-    let me = std::process::id();
-    proc_pids()
-        .into_iter()
-        .filter(|&pid| pid != me && alive(pid))
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| cmd.split(|&b| b == 0).any(|arg| matches(&String::from_utf8_lossy(arg))))
-        })
-        .collect()
-}
-
-fn proc_pids() -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
-}
-
-struct Stat {
-    comm: String,
-    state: char,
-    ppid: u32,
-}
-
-/// From /proc/PID/stat (the command name may hold spaces and parentheses).
-fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (open, close) = (text.find('(')?, text.rfind(')')?);
-    let mut fields = text[close + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some(Stat { comm: text[open + 1..close].to_string(), state, ppid })
-}
-
-fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
-}
-
-/// Chromium processes (running or zombies) this process adopted as the
-/// subreaper: the crash handler Chromium double-forks, and whatever
-/// chromedriver left behind when it died.
-fn adopted_chromium() -> Vec<u32> {
-    let me = std::process::id();
-    proc_pids()
-        .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|s| s.ppid == me && s.comm.starts_with("chrom")))
-        .collect()
-}
-
-/// Kills and reaps [`adopted_chromium`] until none is left (at most `timeout`):
-/// the crash handler leaves a moment after its browser.
-fn reap_adopted(timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pids = adopted_chromium();
-        if pids.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            eprintln!("cleanup: adopted Chromium processes {pids:?} not reaped within {timeout:?}");
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) and waitpid(2) on a child of ours (adopted, so
-            // no std::process::Child owns it), by its pid.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Every process below `root` in the process tree.
-fn descendants(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> =
-        proc_pids().into_iter().filter_map(|pid| Some((pid, stat(pid)?.ppid))).collect();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(pid, _)| *pid));
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
-/// SIGKILLs `pids` (by pid, nothing else) and waits until they are gone.
-fn kill_and_wait(pids: &[u32], timeout: Duration) {
-    for &pid in pids {
-        // SAFETY: kill(2) with a pid we found running our driver's browser.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    }
-    let deadline = Instant::now() + timeout;
-    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
-    if !left.is_empty() {
-        eprintln!("cleanup: Chromium processes {left:?} survived SIGKILL for {timeout:?}");
-    }
 }
 
 #[cfg(test)]

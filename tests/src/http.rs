@@ -57,11 +57,6 @@ impl Client {
         Self::new(Endpoint::Unix(path.into()))
     }
 
-    /// A TCP listener reachable from the caller's own namespace.
-    pub fn tcp(addr: SocketAddr) -> Self {
-        Self::new(Endpoint::Tcp { addr, netns: None })
-    }
-
     /// A TCP listener inside `ns` (e.g. the agent's, in `bed.lb_ns()`).
     pub fn tcp_in(ns: &Netns, addr: SocketAddr) -> Self {
         Self::new(Endpoint::Tcp { addr, netns: Some(ns.name().to_string()) })
@@ -81,10 +76,6 @@ impl Client {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
-    }
-
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 
     pub fn get(&self, path: &str) -> io::Result<Response> {
@@ -137,16 +128,7 @@ impl Client {
 fn tcp_connect(addr: SocketAddr, ns: Option<&str>, timeout: Duration) -> io::Result<TcpStream> {
     match ns {
         None => TcpStream::connect_timeout(&addr, timeout),
-        Some(name) => std::thread::scope(|scope| {
-            let thread = scope.spawn(|| {
-                netns::enter(name);
-                TcpStream::connect_timeout(&addr, timeout)
-            });
-            match thread.join() {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }),
+        Some(name) => netns::run_in(name, || TcpStream::connect_timeout(&addr, timeout)),
     }
 }
 
@@ -237,7 +219,8 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-fn invalid(what: String) -> io::Error {
+/// An `InvalidData` error saying `what` (also for the bed's own protocol checks).
+pub(crate) fn invalid(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 

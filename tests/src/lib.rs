@@ -2,6 +2,7 @@
 //! that need root.
 
 pub mod agent;
+pub mod api;
 pub mod bed;
 pub mod bench;
 pub mod browser;
@@ -11,8 +12,12 @@ pub mod mariadb;
 pub mod netns;
 pub mod openapi;
 pub mod packet;
+pub mod proc_scan;
 pub mod process;
 pub mod traffic;
+pub mod wait;
+
+pub use wait::{try_wait_until, wait_until};
 
 /// Whether this process may do what the test needs (root: namespaces, BPF).
 /// Under `CI=true` a missing privilege fails the test; on a developer's

@@ -18,12 +18,17 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::{bed::TestBed, netns::Netns, process::Process};
+use crate::{
+    bed::TestBed,
+    netns::Netns,
+    process::Process,
+    wait::{try_wait_until, wait_until},
+};
 
 /// The port every server listens on (all addresses, so also on the VIPs a
 /// DSR backend holds on `lo`).
@@ -58,8 +63,6 @@ pub struct MariaDb<'b> {
     ns: &'b Netns,
     name: String,
     host: IpAddr,
-    server_id: u32,
-    dir: PathBuf,
     socket: PathBuf,
     process: Process,
 }
@@ -88,7 +91,7 @@ impl<'b> MariaDb<'b> {
         for d in [&data, &tmp] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        install_db(&data, &dir.join("install.log"))?;
+        install_db(&data, &tmp, &dir.join("install.log"))?;
 
         let socket = dir.join("mysqld.sock");
         let path = |p: &Path| p.display().to_string();
@@ -121,7 +124,7 @@ impl<'b> MariaDb<'b> {
         process
             .wait_for_line("ready for connections", STARTUP)
             .with_context(|| format!("starting MariaDB {name} in {}", ns.name()))?;
-        let server = Self { ns, name: name.to_string(), host, server_id, dir, socket, process };
+        let server = Self { ns, name: name.to_string(), host, socket, process };
         let id = server.sql("SELECT @@server_id")?;
         if id.trim() != server_id.to_string() {
             bail!("MariaDB {name} says its server_id is {:?}, not {server_id}", id.trim());
@@ -133,42 +136,14 @@ impl<'b> MariaDb<'b> {
         &self.name
     }
 
-    pub fn ns(&self) -> &'b Netns {
-        self.ns
-    }
-
     /// The address other servers reach this one at.
     pub fn host(&self) -> IpAddr {
         self.host
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host, PORT)
-    }
-
-    pub fn server_id(&self) -> u32 {
-        self.server_id
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
     /// What `mariadbd` has written (its error log goes to stderr).
     pub fn log(&self) -> String {
         self.process.log()
-    }
-
-    pub fn running(&mut self) -> bool {
-        self.process.running()
     }
 
     /// Runs `sql` (one or more statements) as root over the socket; returns
@@ -187,17 +162,13 @@ impl<'b> MariaDb<'b> {
 
     /// Polls `sql` until its output, trimmed, is `expected`.
     pub fn wait_for(&self, sql: &str, expected: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = self.sql(sql);
-            if matches!(&last, Ok(out) if out.trim() == expected) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("{}: {sql:?} did not give {expected:?} within {timeout:?}; last: {last:?}", self.name);
-            }
-            std::thread::sleep(POLL);
-        }
+        let mut last = Ok(String::new());
+        let what = format!("{}: {sql:?} to give {expected:?}", self.name);
+        let given = wait_until(&what, timeout, POLL, || {
+            last = self.sql(sql);
+            matches!(&last, Ok(out) if out.trim() == expected).then_some(())
+        });
+        given.map_err(|e| anyhow!("{e:#}; last: {last:?}"))
     }
 
     /// `SHOW SLAVE STATUS` as field → value (empty when this is no replica).
@@ -223,11 +194,13 @@ impl<'b> MariaDb<'b> {
 
 /// A fresh system database in `data`, root logging in without a password
 /// (over the socket, as root, it could anyway).
-fn install_db(data: &Path, log: &Path) -> Result<()> {
+fn install_db(data: &Path, tmp: &Path, log: &Path) -> Result<()> {
     let out = Command::new("mariadb-install-db")
         .arg("--no-defaults")
         .arg("--user=root")
         .arg(format!("--datadir={}", data.display()))
+        // Its own, not /tmp: two bootstraps at once have failed on each other's temporary tables there.
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"])
         .stdin(Stdio::null())
         .output()
@@ -262,28 +235,24 @@ pub fn setup_replication(primary: &MariaDb, replica: &MariaDb) -> Result<()> {
          START SLAVE;",
         primary.host()
     ))?;
-    let deadline = Instant::now() + REPLICATION_START;
-    loop {
-        let status = replica.slave_status()?;
-        let field = |k: &str| status.get(k).map(String::as_str).unwrap_or("");
-        if field("Slave_IO_Running") == "Yes" && field("Slave_SQL_Running") == "Yes" {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} does not replicate {} after {REPLICATION_START:?}: IO {:?} ({}), SQL {:?} ({}); \
-                 replica log:\n{}",
-                replica.name(),
-                primary.name(),
-                field("Slave_IO_Running"),
-                field("Last_IO_Error"),
-                field("Slave_SQL_Running"),
-                field("Last_SQL_Error"),
-                replica.log()
-            );
-        }
-        std::thread::sleep(POLL);
-    }
+    let mut last = BTreeMap::new();
+    let what = format!("{} to replicate {}", replica.name(), primary.name());
+    let running = try_wait_until(&what, REPLICATION_START, POLL, || {
+        last = replica.slave_status()?;
+        let field = |k: &str| last.get(k).map(String::as_str).unwrap_or("");
+        Ok((field("Slave_IO_Running") == "Yes" && field("Slave_SQL_Running") == "Yes").then_some(()))
+    });
+    running.map_err(|e| {
+        let field = |k: &str| last.get(k).map(String::as_str).unwrap_or("");
+        anyhow!(
+            "{e:#}: IO {:?} ({}), SQL {:?} ({}); replica log:\n{}",
+            field("Slave_IO_Running"),
+            field("Last_IO_Error"),
+            field("Slave_SQL_Running"),
+            field("Last_SQL_Error"),
+            replica.log()
+        )
+    })
 }
 
 /// On the primary (so they replicate): the [`APP`] and [`MONITOR`] users,
@@ -339,13 +308,12 @@ pub fn query(ns: &Netns, server: SocketAddr, user: &User, sql: &str, timeout: Du
     run_bounded(ns, "mariadb", &args, timeout).with_context(|| format!("as {} on {server}", user.name))
 }
 
-/// `program args…` in `ns` (by nsenter, which execs it: killing the child kills
+/// `program args…` in `ns` (by [`Netns::command`]: killing the child kills
 /// the program); its stdout, or an error with its stderr, or an error once
 /// `timeout` has passed (the program killed).
 fn run_bounded(ns: &Netns, program: &str, args: &[&str], timeout: Duration) -> Result<String> {
-    let net = format!("--net=/run/netns/{}", ns.name());
-    let mut child = Command::new("nsenter")
-        .args([net.as_str(), "--", program])
+    let mut child = ns
+        .command(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -363,18 +331,12 @@ fn run_bounded(ns: &Netns, program: &str, args: &[&str], timeout: Duration) -> R
     };
     let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
+    let what = format!("{program} in {}", ns.name());
+    let status = try_wait_until(&what, timeout, Duration::from_millis(2), || Ok(child.try_wait()?)).ok();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let (out, err) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
     match status {
         None => bail!("{program} in {} did not finish within {timeout:?}: {}", ns.name(), err.trim()),

@@ -1,8 +1,10 @@
 //! Network namespaces that clean up after themselves.
 
 use std::{
+    ffi::OsStr,
     fs::File,
     os::fd::AsRawFd as _,
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -57,22 +59,38 @@ impl Netns {
     /// Runs `f` on a thread that has entered the namespace, so sockets it opens
     /// and `BPF_PROG_TEST_RUN` calls it makes see this namespace's devices.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let name = self.name.as_str();
-        std::thread::scope(|scope| {
-            let thread = scope.spawn(move || {
-                enter(name);
-                f()
-            });
-            match thread.join() {
-                Ok(value) => value,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        run_in(&self.name, f)
+    }
+
+    /// `nsenter --net=/run/netns/NAME -- PROGRAM`, arguments and stdio still
+    /// to add: only the network namespace changes. (`ip netns exec` would also
+    /// remount /sys, hiding the host's bpffs at /sys/fs/bpf, so an agent's pins
+    /// would vanish with it.) nsenter execs the program, so the child's pid is
+    /// the program's and killing the child kills the program.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        command
     }
 }
 
+/// [`Netns::run`] by the namespace's name, for callers that keep only the
+/// name (a `Clone + 'static` HTTP client).
+pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(move || {
+            enter(name);
+            f()
+        });
+        match thread.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 /// Moves the calling thread into namespace `name` (for threads of their own;
-/// [`Netns::run`] is the scoped way).
+/// [`Netns::run`] and [`run_in`] are the scoped way).
 pub fn enter(name: &str) {
     let path = format!("/run/netns/{name}");
     let ns = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));

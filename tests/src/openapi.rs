@@ -203,7 +203,11 @@ impl Doc {
         }
         let body =
             response.json().map_err(|e| format!("{what}: body is not JSON ({e}): {:?}", response.text()))?;
-        let errors = self.errors(&entry["schema"], &body);
+        // A JSON entry without a schema would let any body through: the document is wrong.
+        let schema = entry
+            .get("schema")
+            .ok_or_else(|| format!("{what}: the documented {media} content has no schema"))?;
+        let errors = self.errors(schema, &body);
         if !errors.is_empty() {
             return Err(format!(
                 "{what}: body breaks the documented schema:\n{}\nbody: {body:#}",

@@ -6,23 +6,21 @@ use std::{
     fs::{File, OpenOptions},
     io::{Read as _, Seek as _, SeekFrom},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    process::{Child, ExitStatus, Stdio},
+    time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
-use crate::netns::Netns;
+use crate::{netns::Netns, wait::try_wait_until};
 
 /// How often `wait_for_line` and `wait` look.
 const POLL: Duration = Duration::from_millis(10);
 
-/// A program run as `nsenter --net=/run/netns/NS PROGRAM ARGS…`: only the
-/// network namespace changes. (`ip netns exec` would also remount /sys, hiding
-/// the host's bpffs at /sys/fs/bpf, so an agent's pins would vanish with it.)
-/// nsenter execs the program, so the child's pid is the program's. Stdout and stderr go to one log file
-/// (appended to: a restarted server keeps its history; `log()` shows only this
-/// run's part). Killed with SIGKILL and reaped on drop.
+/// A program run in a namespace by [`Netns::command`] (only the network
+/// namespace changes; the child's pid is the program's). Stdout and stderr go
+/// to one log file (appended to: a restarted server keeps its history; `log()`
+/// shows only this run's part). Killed with SIGKILL and reaped on drop.
 pub struct Process {
     child: Child,
     label: String,
@@ -47,9 +45,8 @@ impl Process {
             .with_context(|| format!("opening log {}", log.display()))?;
         let log_start = out.metadata()?.len();
         let err = out.try_clone()?;
-        let net = format!("--net=/run/netns/{}", ns.name());
-        let child = Command::new("nsenter")
-            .args([OsStr::new(&net), OsStr::new("--"), program])
+        let child = ns
+            .command(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -61,10 +58,6 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// What this run has written so far (stdout and stderr interleaved).
@@ -81,20 +74,17 @@ impl Process {
     /// Waits until the log holds a line containing `needle`. Fails, with the
     /// log, on timeout or when the process exits first.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.lines().any(|line| line.contains(needle)) {
-                return Ok(());
+        let what = format!("{} to print {needle:?}", self.label);
+        let printed = try_wait_until(&what, timeout, POLL, || {
+            if self.log().lines().any(|line| line.contains(needle)) {
+                return Ok(Some(()));
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited ({status}) before printing {needle:?}; log:\n{}", self.label, self.log());
+                bail!("{} exited ({status}) before printing {needle:?}", self.label);
             }
-            if Instant::now() >= deadline {
-                bail!("{} did not print {needle:?} within {timeout:?}; log:\n{log}", self.label);
-            }
-            std::thread::sleep(POLL);
-        }
+            Ok(None)
+        });
+        printed.map_err(|e| anyhow!("{e:#}; log:\n{}", self.log()))
     }
 
     /// Sends `sig` (e.g. `libc::SIGTERM`, `libc::SIGHUP`, `libc::SIGKILL`).
@@ -111,14 +101,8 @@ impl Process {
 
     /// The exit status, once the process has exited within `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-                _ => return None,
-            }
-        }
+        let what = format!("{} to exit", self.label);
+        try_wait_until(&what, timeout, POLL, || Ok(self.child.try_wait()?)).ok()
     }
 
     /// Whether the process is still running.

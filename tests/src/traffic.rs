@@ -7,8 +7,8 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -63,7 +63,8 @@ impl StreamReport {
 }
 
 /// `n` TCP connections to `vip`, each sending a chunk every `period` and
-/// checking its echo, until stopped.
+/// checking its echo, until stopped. Dropped without [`Streams::stop`] (a test
+/// that panicked), the threads are stopped and joined all the same.
 pub struct Streams {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<(u64, Duration, Option<String>)>>,
@@ -98,10 +99,11 @@ impl Streams {
         &self.backends
     }
 
-    pub fn stop(self) -> StreamReport {
+    pub fn stop(mut self) -> StreamReport {
         self.stop.store(true, Ordering::Relaxed);
         let mut report = StreamReport { backends: self.backends.clone(), ..Default::default() };
-        for (t, backend) in self.threads.into_iter().zip(self.backends) {
+        let threads = std::mem::take(&mut self.threads);
+        for (t, backend) in threads.into_iter().zip(std::mem::take(&mut self.backends)) {
             let (trips, gap, error) = t.join().expect("stream thread");
             report.round_trips += trips;
             report.max_gap = report.max_gap.max(gap);
@@ -109,6 +111,16 @@ impl Streams {
             report.streams.push(StreamOutcome { backend, round_trips: trips, max_gap: gap, error });
         }
         report
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            // A panicked stream thread has nothing more to report.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -162,18 +174,20 @@ pub struct OpenReport {
 }
 
 /// Opens a new connection to `vip` every `period` (reads the banner, closes),
-/// on its own thread, until stopped.
+/// on its own thread, until stopped. Dropped without [`Opener::stop`] (a test
+/// that panicked), the thread is stopped and joined all the same.
 pub struct Opener {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<OpenReport>,
-    report: Arc<Mutex<u64>>,
+    /// `None` once [`Opener::stop`] has joined it.
+    thread: Option<JoinHandle<OpenReport>>,
+    ok: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl Opener {
     pub fn start(bed: &TestBed, client: usize, vip: SocketAddr, period: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(Mutex::new(0u64));
+        let ok = Arc::new(AtomicU64::new(0));
         let ns = bed.client_ns(client).name().to_string();
         let (stop2, ok2) = (stop.clone(), ok.clone());
         let started = Instant::now();
@@ -186,7 +200,7 @@ impl Opener {
                 match banner(vip) {
                     Ok(name) => {
                         report.ok += 1;
-                        *ok2.lock().unwrap() += 1;
+                        ok2.fetch_add(1, Ordering::Relaxed);
                         *report.by_backend.entry(name.clone()).or_default() += 1;
                         report.timeline.push((at, name));
                     }
@@ -199,7 +213,7 @@ impl Opener {
             }
             report
         });
-        Self { stop, thread, report: ok, started }
+        Self { stop, thread: Some(thread), ok, started }
     }
 
     /// The instant the timeline's durations count from.
@@ -209,12 +223,22 @@ impl Opener {
 
     /// Successful connections so far.
     pub fn ok_so_far(&self) -> u64 {
-        *self.report.lock().unwrap()
+        self.ok.load(Ordering::Relaxed)
     }
 
-    pub fn stop(self) -> OpenReport {
+    pub fn stop(mut self) -> OpenReport {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("opener thread")
+        self.thread.take().expect("joined only here").join().expect("opener thread")
+    }
+}
+
+impl Drop for Opener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            // A panicked opener thread has nothing more to report.
+            let _ = thread.join();
+        }
     }
 }
 

@@ -1,26 +1,17 @@
 //! `alwayson` as an operator meets it: `check-config` on good and bad files,
 //! and `run` refusing clearly when it cannot work.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use alwayson_tests::{
-    agent::{config_toml, VipConf},
+    agent::{cli, config_toml, VipConf},
     bed::TestBed,
     process::bin_path,
     require_root,
 };
-
-fn alwayson(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin_path("alwayson").expect("alwayson binary"))
-        .args(args)
-        .output()
-        .expect("run alwayson");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -28,17 +19,31 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("alwayson-cli-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A directory of this test's own, removed on drop (also when the test panics).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("alwayson-cli-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("cleanup: removing {}: {e}", self.0.display());
+        }
+    }
 }
 
 #[test]
 fn check_config_prints_the_resolved_config() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/alwayson.toml");
-    let (code, out, err) = alwayson(&["check-config", &example.display().to_string()]);
-    assert_eq!(code, 0, "{err}");
+    let run = cli(&["check-config", &example.display().to_string()]).expect("alwayson check-config");
+    assert!(run.status.success(), "{}", run.stderr);
+    let out = run.stdout;
     for expected in
         ["interface = \"eth0\"", "ring_size = 65537", "conn_table_size = 262144", "[[vip.backend]]"]
     {
@@ -48,7 +53,7 @@ fn check_config_prints_the_resolved_config() {
 
 #[test]
 fn check_config_names_field_value_and_reason_for_every_problem() {
-    let dir = temp_dir("bad");
+    let dir = TempDir::new("bad");
     let cases = [
         ("[global]\ninterface = \"eth0\"\nbogus = 1\n", &["bogus", "line 3"][..]),
         (
@@ -63,14 +68,13 @@ fn check_config_names_field_value_and_reason_for_every_problem() {
         ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
-        let path = write(&dir, &format!("bad{i}.toml"), text);
-        let (code, out, err) = alwayson(&["check-config", &path]);
-        assert_ne!(code, 0, "case {i} accepted:\n{out}");
+        let path = write(&dir.0, &format!("bad{i}.toml"), text);
+        let run = cli(&["check-config", &path]).expect("alwayson check-config");
+        assert!(!run.status.success(), "case {i} accepted:\n{}", run.stdout);
         for needle in *needles {
-            assert!(err.contains(needle), "case {i}: {needle:?} missing from:\n{err}");
+            assert!(run.stderr.contains(needle), "case {i}: {needle:?} missing from:\n{}", run.stderr);
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

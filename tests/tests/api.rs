@@ -6,154 +6,33 @@
 
 use std::{
     ffi::CString,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::unix::{
         ffi::OsStrExt as _,
         fs::{FileTypeExt as _, MetadataExt as _},
     },
     path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use alwayson_tests::{
-    agent::{config_toml, Agent, VipConf, WEB_LISTEN},
+    agent::{config_toml, VipConf, WEB_LISTEN},
+    api::{
+        backend_path, backend_stats, backends_path, kernel, kernel_backend, snapshot, start, stats, vip_path,
+        wait_all_up, wait_state, API_TCP, API_WAIT, NEW_VIP, TOKEN, VIP, VIP_NAME,
+    },
     bed::TestBed,
-    http::{percent_encode, Client, Request, Response},
+    http::{Client, Request, Response},
     openapi::Doc,
-    root_or_skip,
+    root_or_skip, wait_until,
 };
-use lb_common::{
-    types::{words_addr, PROTO_TCP},
-    BackendState, VipKey, VipValue,
-};
+use lb_common::{types::PROTO_TCP, BackendState, VipKey};
 use serde_json::{json, Value};
 
-const VIP: &str = "10.77.100.1";
-/// The config VIP's default name, `<address>:<port>/<protocol>`.
-const VIP_NAME: &str = "10.77.100.1:80/tcp";
-/// A VIP that is not in the config (added through the API in some tests).
-const NEW_VIP: &str = "10.77.100.2";
 const NEW_VIP_NAME: &str = "10.77.100.2:80/tcp";
 /// A name no VIP has.
 const NO_VIP: &str = "10.77.100.9:80/tcp";
-const API_TCP: &str = "127.0.0.1:9181";
-const TOKEN: &str = "api-test-token-0123456789abcdef";
-const API_WAIT: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------
-// The real agent (root).
-
-fn vip_path(vip: &str) -> String {
-    format!("/v1/vips/{}", percent_encode(vip))
-}
-
-fn backends_path(vip: &str) -> String {
-    format!("{}/backends", vip_path(vip))
-}
-
-fn backend_path(vip: &str, backend: &str) -> String {
-    format!("{}/backends/{}", vip_path(vip), percent_encode(backend))
-}
-
-/// The initial config: VIP 10.77.100.1:80/tcp on backends 0 and 1; with
-/// `tcp`, the control API also on TCP with the bearer token.
-fn config(bed: &TestBed, tcp: bool) -> String {
-    let toml = config_toml(bed, &[VipConf::new(VIP, 80, "tcp").backends(0..2)]);
-    if !tcp {
-        return toml;
-    }
-    let with = toml.replacen("[api]\n", &format!("[api]\ntcp = \"{API_TCP}\"\ntoken = \"{TOKEN}\"\n"), 1);
-    assert_ne!(with, toml, "config_toml wrote no [api] section:\n{toml}");
-    with
-}
-
-/// Polls `f` until it returns `Some`, for at most `timeout`.
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The agent on [`config`] with the document to check it against, and its
-/// unix-socket client once the API answers.
-fn start(bed: &TestBed, tcp: bool) -> (Doc, Agent<'_>, Client) {
-    let agent = Agent::start(bed, &config(bed, tcp), &[]).expect("agent");
-    let api = Client::unix(agent.api_socket());
-    wait_until("the control API on its unix socket", API_WAIT, || {
-        api.get("/v1/stats").ok().filter(|r| r.status == 200).map(drop)
-    });
-    (Doc::load(), agent, api)
-}
-
-fn stats(doc: &Doc, api: &Client) -> Value {
-    let response = api.get("/v1/stats").expect("GET /v1/stats");
-    assert_eq!(response.status, 200, "GET /v1/stats: {}", response.text());
-    doc.check("GET", "/v1/stats", &response)
-}
-
-/// `/v1/stats`' entry for a backend of a VIP.
-fn backend_stats(stats: &Value, vip: &str, backend: &str) -> Option<Value> {
-    let vip = stats["vips"].as_array()?.iter().find(|v| v["name"] == vip)?;
-    vip["backends"].as_array()?.iter().find(|b| b["name"] == backend).cloned()
-}
-
-fn wait_state(doc: &Doc, api: &Client, backend: &str, state: &str) -> Value {
-    wait_until(&format!("{backend} in state {state}"), Duration::from_secs(10), || {
-        backend_stats(&stats(doc, api), VIP_NAME, backend).filter(|b| b["state"] == state)
-    })
-}
-
-/// Waits until every backend of the config VIP is up: health settled, so the
-/// maps only change when a request changes them.
-fn wait_all_up(doc: &Doc, api: &Client, n: usize) {
-    wait_until(&format!("{n} backends up"), Duration::from_secs(15), || {
-        let stats = stats(doc, api);
-        let vip = stats["vips"].as_array()?.iter().find(|v| v["name"] == VIP_NAME)?.clone();
-        let backends = vip["backends"].as_array()?;
-        let up = backends.iter().filter(|b| b["state"] == "up" && b["in_ring"] == json!(true)).count();
-        (backends.len() == n && up == n).then_some(())
-    });
-}
-
-/// What the kernel holds: the two VIPs' entries and every backend slot in use.
-#[derive(Debug, PartialEq)]
-struct Kernel {
-    vips: Vec<(&'static str, Option<VipValue>)>,
-    backends: Vec<(u32, lb_common::Backend)>,
-}
-
-fn kernel(agent: &Agent) -> Kernel {
-    let stats = agent.stats().expect("pinned maps");
-    let key = |addr: &str| VipKey::new(addr.parse().expect("VIP"), 80, PROTO_TCP);
-    Kernel {
-        vips: [VIP, NEW_VIP].into_iter().map(|a| (a, stats.vip(&key(a)).expect("VIPS"))).collect(),
-        backends: stats.backends().expect("BACKENDS"),
-    }
-}
-
-/// The kernel's slot for backend `addr`, if any.
-fn kernel_backend(agent: &Agent, addr: &str) -> Option<lb_common::Backend> {
-    let addr: IpAddr = addr.parse().expect("address");
-    kernel(agent).backends.into_iter().map(|(_, b)| b).find(|b| words_addr(b.addr, b.family) == addr)
-}
-
-/// The effective config and the kernel maps, to compare before and after a request.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    vips: String,
-    kernel: Kernel,
-}
-
-fn snapshot(api: &Client, agent: &Agent) -> Snapshot {
-    let response = api.get("/v1/vips").expect("GET /v1/vips");
-    assert_eq!(response.status, 200, "GET /v1/vips: {}", response.text());
-    Snapshot { vips: response.text(), kernel: kernel(agent) }
-}
+const POLL: Duration = Duration::from_millis(50);
 
 /// Whether an error body's `problems` name `field`: the field's path ends in
 /// it (`port`, `backend[0].weight`), or, for an unknown key, its value is it.
@@ -278,7 +157,7 @@ fn tcp_listener_needs_the_bearer_token() {
     let (doc, agent, api) = start(&bed, true);
     let addr: SocketAddr = API_TCP.parse().expect("address");
     let tcp = Client::tcp_in(bed.lb_ns(), addr);
-    wait_until("the TCP listener", API_WAIT, || tcp.get("/v1/stats").ok().map(drop));
+    wait_until("the TCP listener", API_WAIT, POLL, || tcp.get("/v1/stats").ok().map(drop)).unwrap();
     let before = snapshot(&api, &agent);
 
     let refused: [(&str, Client); 6] = [
@@ -326,7 +205,7 @@ fn web_listener_serves_dashboard_metrics_and_stats_and_nothing_else() {
     let bed = TestBed::builder().backends(2).build().expect("bed");
     let (doc, agent, api) = start(&bed, false);
     let web = Client::tcp_in(bed.lb_ns(), WEB_LISTEN.parse().expect("address"));
-    wait_until("the web listener", API_WAIT, || web.get("/api/stats").ok().map(drop));
+    wait_until("the web listener", API_WAIT, POLL, || web.get("/api/stats").ok().map(drop)).unwrap();
     wait_all_up(&doc, &api, 2);
 
     let response = web.get("/api/stats").expect("GET /api/stats");
@@ -565,8 +444,7 @@ fn refused_requests_change_nothing() {
     // A reload of a file that fails validation is refused the same way, and keeps what runs.
     let file = bed.temp_dir().join("alwayson.toml");
     let good = std::fs::read_to_string(&file).expect("the agent's config");
-    let bad = good.replacen("weight = 1", "weight = 999", 1);
-    assert_ne!(bad, good, "no weight line to break:\n{good}");
+    let bad = config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backend(0, 999, false).backend(1, 1, false)]);
     std::fs::write(&file, &bad).expect("writing the bad config");
     let response = api.send(&Request::new("POST", "/v1/reload")).expect("POST /v1/reload");
     std::fs::write(&file, &good).expect("restoring the config");
@@ -674,9 +552,10 @@ fn valid_changes_go_through() {
     let vip = get_vip(&doc, &api, VIP_NAME).expect("the VIP");
     assert!(vip_backend(&vip, "backend2").is_none(), "deleted, but GET shows it: {vip:#}");
     // /v1/stats is sampled (interval_seconds): it shows the change by the next sample.
-    wait_until("backend2 gone from /v1/stats", Duration::from_secs(5), || {
+    wait_until("backend2 gone from /v1/stats", Duration::from_secs(5), POLL, || {
         backend_stats(&stats(&doc, &api), VIP_NAME, "backend2").is_none().then_some(())
-    });
+    })
+    .unwrap();
     assert!(kernel_backend(&agent, &added).is_none(), "deleted, but the kernel still has {added}");
     let response = api.delete(&backend_path(VIP_NAME, "backend2")).expect("DELETE backend");
     assert_eq!(response.status, 404, "deleted twice: {}", response.text());

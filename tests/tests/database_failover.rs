@@ -4,19 +4,15 @@
 //! through the VIP, the primary is SIGKILLed, and the client must read the same
 //! rows from the replica through the same VIP within 3 s.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use alwayson_tests::{
     agent::Agent,
-    bed::TestBed,
+    bed::{vip4, TestBed, VIP4},
     mariadb::{self, create_app, setup_replication, MariaDb, APP, PORT, TABLE},
     root_or_skip,
 };
 
-const VIP: &str = "10.77.100.1";
 const ROWS: u32 = 100;
 /// Rows go in through this many connections, ROWS / BATCHES rows each.
 const BATCHES: u32 = 10;
@@ -27,10 +23,6 @@ const ATTEMPT: Duration = Duration::from_millis(500);
 const BETWEEN_ATTEMPTS: Duration = Duration::from_millis(20);
 /// How long the reader keeps trying before the test gives up (the assertion is on FAILOVER_BUDGET).
 const GIVE_UP: Duration = Duration::from_secs(15);
-
-fn vip() -> SocketAddr {
-    SocketAddr::new(VIP.parse().unwrap(), PORT)
-}
 
 /// The agent's config: the primary (backend 0) with the replica (backend 1) as
 /// backup, health checked by `mariadb-admin ping` every 250 ms.
@@ -43,7 +35,7 @@ pin_path = "{pin}"
 
 [[vip]]
 name = "db"
-address = "{VIP}"
+address = "{VIP4}"
 port = {PORT}
 protocol = "tcp"
 check = "exec"
@@ -120,10 +112,11 @@ fn killing_the_primary_moves_the_vip_to_the_replica_within_3s() {
         let values: Vec<String> =
             (batch * per + 1..=(batch + 1) * per).map(|id| format!("({id}, 'row-{id}')")).collect();
         let sql = format!("INSERT INTO {TABLE} (id, value) VALUES {}", values.join(", "));
-        mariadb::query(client, vip(), &APP, &sql, Duration::from_secs(5)).expect("insert through the VIP");
+        mariadb::query(client, vip4(PORT), &APP, &sql, Duration::from_secs(5))
+            .expect("insert through the VIP");
     }
     let before =
-        mariadb::query(client, vip(), &APP, &read_sql(), Duration::from_secs(5)).expect("read via VIP");
+        mariadb::query(client, vip4(PORT), &APP, &read_sql(), Duration::from_secs(5)).expect("read via VIP");
     let (count, fingerprint, server_id) = parse_read(&before);
     assert_eq!(server_id, 1, "the primary (server_id 1) should answer through the VIP");
     assert_eq!(count, ROWS, "rows read back through the VIP");
@@ -138,7 +131,7 @@ fn killing_the_primary_moves_the_vip_to_the_replica_within_3s() {
     let mut last = String::new();
     let (answer, failover) = loop {
         attempts += 1;
-        match mariadb::query(client, vip(), &APP, &read_sql(), ATTEMPT) {
+        match mariadb::query(client, vip4(PORT), &APP, &read_sql(), ATTEMPT) {
             Ok(out) => {
                 let at = killed.elapsed();
                 let answer = parse_read(&out);

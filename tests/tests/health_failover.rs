@@ -3,75 +3,61 @@
 
 use std::{
     collections::BTreeSet,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use alwayson_tests::{
-    agent::{config_toml, Agent, VipConf},
-    bed::{TestBed, HTTP_PORT},
+    agent::{config_toml, find_backend, Agent, VipConf},
+    bed::{vip4, TestBed, HTTP_PORT, VIP4},
     root_or_skip,
     traffic::{Opener, Streams},
+    wait_until,
 };
 use lb_common::{types::PROTO_TCP, BackendState, VipKey};
 
-const VIP: &str = "10.77.100.1";
+/// How often a wait looks at the kernel's maps or tries a connection.
+const POLL: Duration = Duration::from_millis(5);
+/// One connection through the VIP.
+const TIMEOUT: Duration = Duration::from_secs(3);
 
-fn vip() -> SocketAddr {
-    SocketAddr::new(VIP.parse().unwrap(), 80)
+/// Waits until the kernel holds backend `i` (by its address) in `state`, up
+/// to `limit`; how long that took. The pinned maps are opened once per wait.
+fn wait_kernel_state(
+    agent: &Agent,
+    bed: &TestBed,
+    i: usize,
+    state: BackendState,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let stats = agent.stats()?;
+    let (slot, _) = find_backend(&stats, bed.backend_v4(i))?.expect("backend slot");
+    let what = format!("backend{i} {state:?} in the kernel");
+    wait_until(&what, limit, POLL, || {
+        let now = stats.backend(slot).expect("BACKENDS").state;
+        (now == state as u8).then(|| start.elapsed())
+    })
 }
 
-/// The VIP section with `extra` TOML lines (health keys) inserted after its protocol.
-fn config_with(bed: &TestBed, vip: VipConf, extra: &str) -> String {
-    config_toml(bed, &[vip]).replacen("protocol = \"tcp\"\n", &format!("protocol = \"tcp\"\n{extra}\n"), 1)
-}
-
-fn names_seen(bed: &TestBed, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| bed.tcp_name(0, vip(), Duration::from_secs(3)).expect("connection through the VIP"))
-        .collect()
-}
-
-/// The kernel's state of backend `i` (by its address), from the pinned maps.
+/// The kernel's state of backend `i` now.
 fn kernel_state(agent: &Agent, bed: &TestBed, i: usize) -> u8 {
     let stats = agent.stats().expect("pinned maps");
-    let addr = lb_common::types::addr_words(bed.backend_v4(i)).0;
-    stats
-        .backends()
-        .expect("backends")
-        .into_iter()
-        .find(|(_, b)| b.addr == addr)
-        .expect("backend slot")
-        .1
-        .state
-}
-
-/// Waits until `cond` holds, up to `limit`; returns how long it took.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
+    find_backend(&stats, bed.backend_v4(i)).expect("BACKENDS").expect("backend slot").1.state
 }
 
 #[test]
 fn a_dead_backend_stops_getting_new_flows_within_a_second_and_rejoins() {
     root_or_skip!("a_dead_backend_stops_getting_new_flows_within_a_second_and_rejoins");
     let bed = TestBed::builder().backends(3).build().expect("bed");
-    let agent = Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]), &[])
+    let agent = Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3)]), &[])
         .expect("agent");
-    let streams = Streams::open(&bed, 0, vip(), 30, Duration::from_millis(10)).expect("streams");
-    let opener = Opener::start(&bed, 0, vip(), Duration::from_millis(5));
+    let streams = Streams::open(&bed, 0, vip4(80), 30, Duration::from_millis(10)).expect("streams");
+    let opener = Opener::start(&bed, 0, vip4(80), Duration::from_millis(5));
     std::thread::sleep(Duration::from_secs(1));
 
     let killed_at = opener.started().elapsed();
     bed.stop_servers(1).expect("stop backend1");
-    let down =
-        wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 1) == BackendState::Down as u8);
+    let down = wait_kernel_state(&agent, &bed, 1, BackendState::Down, Duration::from_secs(3));
     std::thread::sleep(Duration::from_secs(1));
     let restarted_at = opener.started().elapsed();
     bed.start_servers(1).expect("start backend1");
@@ -79,7 +65,7 @@ fn a_dead_backend_stops_getting_new_flows_within_a_second_and_rejoins() {
     let opened = opener.stop();
     let report = streams.stop();
 
-    let down = down.expect("backend1 never marked DOWN in the kernel");
+    let down = down.expect("backend1 marked DOWN in the kernel");
     assert!(down < Duration::from_secs(1), "marked DOWN {down:?} after its death");
     assert!(
         agent.log().contains("backend backend1") && agent.log().contains("UP -> DOWN: connection refused")
@@ -125,23 +111,29 @@ fn http_and_exec_checks_detect_failure_and_recovery() {
     let http =
         format!("check = \"http\"\ncheck_port = {HTTP_PORT}\nhttp_path = \"/health\"\ninter = \"100ms\"");
     for (kind, extra) in [("http", http), ("exec", exec)] {
-        let mut agent =
-            Agent::start(&bed, &config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..2), &extra), &[])
-                .expect("agent");
-        assert_eq!(names_seen(&bed, 40).len(), 2, "{kind}: both backends serve at first");
+        let mut agent = Agent::start(
+            &bed,
+            &config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..2).keys(&extra)]),
+            &[],
+        )
+        .expect("agent");
+        assert_eq!(
+            bed.tcp_names(0, vip4(80), 40, TIMEOUT).expect("connections through the VIP").len(),
+            2,
+            "{kind}: both backends serve at first"
+        );
         let marker = format!("{}-{}", flag.display(), bed.backend_v4(0));
         // Fail backend0's check.
         match kind {
             "http" => bed.set_http_status(0, Some(503)).unwrap(),
             _ => std::fs::write(&marker, "").unwrap(),
         }
-        let down =
-            wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8);
-        assert!(down.is_some(), "{kind}: backend0 not marked DOWN:\n{}", agent.log());
+        let down = wait_kernel_state(&agent, &bed, 0, BackendState::Down, Duration::from_secs(3));
+        assert!(down.is_ok(), "{kind}: backend0 not marked DOWN:\n{}", agent.log());
         let reason = if kind == "http" { "UP -> DOWN: status 503" } else { "UP -> DOWN: exit 1" };
         assert!(agent.log().contains(reason), "{kind}: {reason:?} not logged:\n{}", agent.log());
         assert_eq!(
-            names_seen(&bed, 40),
+            bed.tcp_names(0, vip4(80), 40, TIMEOUT).expect("connections through the VIP"),
             BTreeSet::from([bed.backend_name(1)]),
             "{kind}: traffic avoids backend0"
         );
@@ -150,11 +142,13 @@ fn http_and_exec_checks_detect_failure_and_recovery() {
             "http" => bed.set_http_status(0, None).unwrap(),
             _ => std::fs::remove_file(&marker).unwrap(),
         }
-        let up =
-            wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Up as u8);
-        assert!(up.is_some(), "{kind}: backend0 not back UP:\n{}", agent.log());
-        let back = wait_until(Duration::from_secs(2), || names_seen(&bed, 1).contains(&bed.backend_name(0)));
-        assert!(back.is_some(), "{kind}: backend0 gets no new flows after recovery");
+        let up = wait_kernel_state(&agent, &bed, 0, BackendState::Up, Duration::from_secs(3));
+        assert!(up.is_ok(), "{kind}: backend0 not back UP:\n{}", agent.log());
+        let back = wait_until("backend0 to get a new flow", Duration::from_secs(2), POLL, || {
+            (bed.tcp_name(0, vip4(80), TIMEOUT).expect("a connection through the VIP") == bed.backend_name(0))
+                .then_some(())
+        });
+        assert!(back.is_ok(), "{kind}: backend0 gets no new flows after recovery");
         assert!(agent.stop().unwrap().success());
     }
 }
@@ -163,29 +157,38 @@ fn http_and_exec_checks_detect_failure_and_recovery() {
 fn backups_serve_only_while_no_primary_is_up() {
     root_or_skip!("backups_serve_only_while_no_primary_is_up");
     let bed = TestBed::builder().backends(4).build().expect("bed");
-    let vip_conf = VipConf::new(VIP, 80, "tcp").backends(0..2).backend(2, 1, true).backend(3, 1, true);
+    let vip_conf = VipConf::new(VIP4, 80, "tcp").backends(0..2).backend(2, 1, true).backend(3, 1, true);
     let mut agent = Agent::start(&bed, &config_toml(&bed, &[vip_conf]), &[]).expect("agent");
     let primaries = BTreeSet::from([bed.backend_name(0), bed.backend_name(1)]);
-    assert_eq!(names_seen(&bed, 60), primaries);
+    assert_eq!(bed.tcp_names(0, vip4(80), 60, TIMEOUT).expect("connections through the VIP"), primaries);
 
     bed.stop_servers(0).unwrap();
     bed.stop_servers(1).unwrap();
-    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 1) == BackendState::Down as u8)
+    wait_kernel_state(&agent, &bed, 1, BackendState::Down, Duration::from_secs(3))
         .expect("primaries marked DOWN");
-    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8)
+    wait_kernel_state(&agent, &bed, 0, BackendState::Down, Duration::from_secs(3))
         .expect("primaries marked DOWN");
     // Only the first backup by address serves (HAProxy's default).
-    assert_eq!(names_seen(&bed, 60), BTreeSet::from([bed.backend_name(2)]));
-    let on_backup = Streams::open(&bed, 0, vip(), 5, Duration::from_millis(10)).expect("streams");
+    assert_eq!(
+        bed.tcp_names(0, vip4(80), 60, TIMEOUT).expect("connections through the VIP"),
+        BTreeSet::from([bed.backend_name(2)])
+    );
+    let on_backup = Streams::open(&bed, 0, vip4(80), 5, Duration::from_millis(10)).expect("streams");
 
     bed.start_servers(0).unwrap();
-    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Up as u8)
-        .expect("primary back UP");
+    wait_kernel_state(&agent, &bed, 0, BackendState::Up, Duration::from_secs(3)).expect("primary back UP");
     // The state is written just before the ring is rebuilt; once one new flow
     // reaches the primary, all must.
-    wait_until(Duration::from_secs(2), || names_seen(&bed, 1).contains(&bed.backend_name(0)))
-        .expect("no new flow reached the primary");
-    assert_eq!(names_seen(&bed, 60), BTreeSet::from([bed.backend_name(0)]), "new flows go to the primary");
+    wait_until("a new flow to reach the primary", Duration::from_secs(2), POLL, || {
+        (bed.tcp_name(0, vip4(80), TIMEOUT).expect("a connection through the VIP") == bed.backend_name(0))
+            .then_some(())
+    })
+    .expect("no new flow reached the primary");
+    assert_eq!(
+        bed.tcp_names(0, vip4(80), 60, TIMEOUT).expect("connections through the VIP"),
+        BTreeSet::from([bed.backend_name(0)]),
+        "new flows go to the primary"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let report = on_backup.stop();
     assert!(report.backends.iter().all(|b| *b == bed.backend_name(2)));
@@ -197,12 +200,16 @@ fn backups_serve_only_while_no_primary_is_up() {
 fn all_backups_serve_together_with_allbackups() {
     root_or_skip!("all_backups_serve_together_with_allbackups");
     let bed = TestBed::builder().backends(3).build().expect("bed");
-    let vip_conf = VipConf::new(VIP, 80, "tcp").backends(0..1).backend(1, 1, true).backend(2, 1, true);
-    let agent = Agent::start(&bed, &config_with(&bed, vip_conf, "allbackups = true"), &[]).expect("agent");
+    let vip_conf = VipConf::new(VIP4, 80, "tcp").backends(0..1).backend(1, 1, true).backend(2, 1, true);
+    let agent =
+        Agent::start(&bed, &config_toml(&bed, &[vip_conf.keys("allbackups = true")]), &[]).expect("agent");
     bed.stop_servers(0).unwrap();
-    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8)
+    wait_kernel_state(&agent, &bed, 0, BackendState::Down, Duration::from_secs(3))
         .expect("primary marked DOWN");
-    assert_eq!(names_seen(&bed, 80), BTreeSet::from([bed.backend_name(1), bed.backend_name(2)]));
+    assert_eq!(
+        bed.tcp_names(0, vip4(80), 80, TIMEOUT).expect("connections through the VIP"),
+        BTreeSet::from([bed.backend_name(1), bed.backend_name(2)])
+    );
 }
 
 #[test]
@@ -210,16 +217,16 @@ fn weight_zero_drains_a_backend() {
     root_or_skip!("weight_zero_drains_a_backend");
     let bed = TestBed::builder().backends(3).build().expect("bed");
     let mut agent =
-        Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]), &[])
+        Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3)]), &[])
             .expect("agent");
-    let streams = Streams::open(&bed, 0, vip(), 30, Duration::from_millis(10)).expect("streams");
+    let streams = Streams::open(&bed, 0, vip4(80), 30, Duration::from_millis(10)).expect("streams");
     assert!(streams.backends().contains(&bed.backend_name(0)), "no stream landed on backend0");
     let drained = config_toml(
         &bed,
-        &[VipConf::new(VIP, 80, "tcp").backend(0, 0, false).backend(1, 1, false).backend(2, 1, false)],
+        &[VipConf::new(VIP4, 80, "tcp").backend(0, 0, false).backend(1, 1, false).backend(2, 1, false)],
     );
     agent.reload(&drained).expect("reload");
-    let seen = names_seen(&bed, 300);
+    let seen = bed.tcp_names(0, vip4(80), 300, TIMEOUT).expect("connections through the VIP");
     std::thread::sleep(Duration::from_millis(500));
     let report = streams.stop();
     assert!(!seen.contains(&bed.backend_name(0)), "a new flow went to the drained backend: {seen:?}");
@@ -232,11 +239,14 @@ fn a_flapping_backend_does_not_move_the_other_backends_flows() {
     root_or_skip!("a_flapping_backend_does_not_move_the_other_backends_flows");
     let bed = TestBed::builder().backends(3).build().expect("bed");
     let checks = format!("check = \"http\"\ncheck_port = {HTTP_PORT}\ninter = \"50ms\"\nrise = 1\nfall = 1");
-    let agent =
-        Agent::start(&bed, &config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..3), &checks), &[])
-            .expect("agent");
-    let streams = Streams::open(&bed, 0, vip(), 40, Duration::from_millis(10)).expect("streams");
-    let opener = Opener::start(&bed, 0, vip(), Duration::from_millis(5));
+    let agent = Agent::start(
+        &bed,
+        &config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3).keys(&checks)]),
+        &[],
+    )
+    .expect("agent");
+    let streams = Streams::open(&bed, 0, vip4(80), 40, Duration::from_millis(10)).expect("streams");
+    let opener = Opener::start(&bed, 0, vip4(80), Duration::from_millis(5));
     for i in 0..10 {
         bed.set_http_status(2, if i % 2 == 0 { Some(503) } else { None }).unwrap();
         std::thread::sleep(Duration::from_millis(300));
@@ -250,8 +260,10 @@ fn a_flapping_backend_does_not_move_the_other_backends_flows() {
     for s in others {
         assert!(s.error.is_none(), "a flow on {} broke: {:?}", s.backend, s.error);
     }
-    // Its own flows: an HTTP 503 does not kill the TCP service, so they live too;
-    // new connections never failed (a DOWN backend's server still answers).
+    // Its own flows are not judged: each time it is DOWN the kernel re-selects
+    // them to another backend, which resets them. New connections never failed:
+    // they go only to backends in the ring, and backend2's server still
+    // answers during the moment its state and the ring disagree.
     assert!(opened.failed.is_empty(), "{:#?}", opened.failed);
 }
 
@@ -259,11 +271,11 @@ fn a_flapping_backend_does_not_move_the_other_backends_flows() {
 fn no_false_down_under_sixty_seconds_of_load() {
     root_or_skip!("no_false_down_under_sixty_seconds_of_load");
     let bed = TestBed::builder().clients(2).backends(3).build().expect("bed");
-    let agent = Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP, 80, "tcp").backends(0..3)]), &[])
+    let agent = Agent::start(&bed, &config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3)]), &[])
         .expect("agent");
-    let streams = Streams::open(&bed, 1, vip(), 50, Duration::from_millis(1)).expect("streams");
+    let streams = Streams::open(&bed, 1, vip4(80), 50, Duration::from_millis(1)).expect("streams");
     // As fast as the bed goes: openers with no pause, from two clients.
-    let openers: Vec<Opener> = (0..4).map(|i| Opener::start(&bed, i % 2, vip(), Duration::ZERO)).collect();
+    let openers: Vec<Opener> = (0..4).map(|i| Opener::start(&bed, i % 2, vip4(80), Duration::ZERO)).collect();
     std::thread::sleep(Duration::from_secs(60));
     let reports: Vec<_> = openers.into_iter().map(Opener::stop).collect();
     let streamed = streams.stop();
@@ -278,7 +290,7 @@ fn no_false_down_under_sixty_seconds_of_load() {
     assert!(!agent.log().contains("starts DOWN"), "{}", agent.log());
     assert_eq!(failed, 0, "connections failed under load");
     assert!(streamed.errors.is_empty(), "{:#?}", streamed.errors);
-    let key = VipKey::new(vip().ip(), 80, PROTO_TCP);
+    let key = VipKey::new(vip4(80).ip(), 80, PROTO_TCP);
     let stats = agent.stats().unwrap();
     assert!(stats.vip(&key).unwrap().is_some());
 }
@@ -287,19 +299,17 @@ fn no_false_down_under_sixty_seconds_of_load() {
 fn slowstart_ramps_a_recovered_backend_in() {
     root_or_skip!("slowstart_ramps_a_recovered_backend_in");
     let bed = TestBed::builder().backends(3).build().expect("bed");
-    let config = config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..3), "slowstart = \"4s\"");
+    let config =
+        config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3).keys("slowstart = \"4s\"")]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
     bed.stop_servers(0).unwrap();
-    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Down as u8)
+    wait_kernel_state(&agent, &bed, 0, BackendState::Down, Duration::from_secs(3))
         .expect("backend0 marked DOWN");
     bed.start_servers(0).unwrap();
-    wait_until(Duration::from_secs(3), || kernel_state(&agent, &bed, 0) == BackendState::Up as u8)
-        .expect("backend0 back UP");
+    wait_kernel_state(&agent, &bed, 0, BackendState::Up, Duration::from_secs(3)).expect("backend0 back UP");
     let share = |n: usize| {
         let hits = (0..n)
-            .filter(|_| {
-                bed.tcp_name(0, vip(), Duration::from_secs(3)).expect("connection") == bed.backend_name(0)
-            })
+            .filter(|_| bed.tcp_name(0, vip4(80), TIMEOUT).expect("connection") == bed.backend_name(0))
             .count();
         hits as f64 / n as f64
     };
@@ -318,17 +328,23 @@ fn with_every_backend_down_the_vip_drops_or_keeps_them_as_configured() {
     let checks = format!("check = \"http\"\ncheck_port = {HTTP_PORT}\ninter = \"100ms\"");
     for policy in ["drop", "keep"] {
         let extra = format!("{checks}\non_all_down = \"{policy}\"");
-        let mut agent =
-            Agent::start(&bed, &config_with(&bed, VipConf::new(VIP, 80, "tcp").backends(0..2), &extra), &[])
-                .expect("agent");
+        let mut agent = Agent::start(
+            &bed,
+            &config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..2).keys(&extra)]),
+            &[],
+        )
+        .expect("agent");
         bed.set_http_status(0, Some(503)).unwrap();
         bed.set_http_status(1, Some(503)).unwrap();
         let both_down = || (0..2).all(|i| kernel_state(&agent, &bed, i) == BackendState::Down as u8);
-        let settled = wait_until(Duration::from_secs(3), || agent.log().matches("UP -> DOWN").count() == 2);
-        assert!(settled.is_some(), "{policy}: both backends should fail their checks:\n{}", agent.log());
+        let settled = wait_until("both backends to fail their checks", Duration::from_secs(3), POLL, || {
+            (agent.log().matches("UP -> DOWN").count() == 2).then_some(())
+        });
+        assert!(settled.is_ok(), "{policy}: both backends should fail their checks:\n{}", agent.log());
         std::thread::sleep(Duration::from_millis(100));
         let before = agent.stats().unwrap().counters().unwrap();
-        let answered = (0..20).filter(|_| bed.tcp_name(0, vip(), Duration::from_millis(300)).is_ok()).count();
+        let answered =
+            (0..20).filter(|_| bed.tcp_name(0, vip4(80), Duration::from_millis(300)).is_ok()).count();
         let dropped =
             agent.stats().unwrap().counters().unwrap().since(&before).drop(lb_common::DropReason::NoBackend);
         match policy {

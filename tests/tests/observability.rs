@@ -5,39 +5,23 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
-    process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
+    api::backend_path,
     bed::{Family, TestBed},
-    http,
-    process::bin_path,
-    root_or_skip,
+    http, root_or_skip,
     traffic::{Opener, Streams},
+    wait_until,
 };
 use serde_json::Value;
 
-/// `alwayson ARGS --socket <the agent's socket>`: status and stdout.
-fn alwayson(agent: &Agent, args: &[&str]) -> (bool, String, String) {
-    let socket = agent.api_socket().display().to_string();
-    let out = Command::new(bin_path("alwayson").expect("alwayson binary"))
-        .args(args)
-        .args(["--socket", &socket])
-        .output()
-        .expect("run alwayson");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 fn stats_json(agent: &Agent) -> Value {
-    let (ok, out, err) = alwayson(agent, &["stats", "--json"]);
-    assert!(ok, "alwayson stats --json failed: {err}");
-    serde_json::from_str(&out).expect("stats JSON")
+    let out = agent.cli(&["stats", "--json"]).expect("alwayson stats --json");
+    assert!(out.status.success(), "alwayson stats --json failed: {}", out.stderr);
+    serde_json::from_str(&out.stdout).expect("stats JSON")
 }
 
 /// The value of one sample of `/metrics`, e.g. `alwayson_vip_packets_total{vip="x"}`.
@@ -76,15 +60,23 @@ fn counters_show_exactly_the_packets_and_bytes_sent() {
         e.1 = e.0 * FRAME;
     }
     let sent = (FLOWS * PER_FLOW) as u64;
-    // The sampler publishes every second.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stats = loop {
-        let stats = stats_json(&agent);
-        if stats["vips"][0]["packets"] == sent || Instant::now() > deadline {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // The sampler publishes every second. Past the wait, the last sample is
+    // judged: the assertions below say what it lacks.
+    let mut last = Value::Null;
+    let stats = wait_until(
+        "the sampler to count every packet",
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || {
+            let stats = stats_json(&agent);
+            if stats["vips"][0]["packets"] == sent {
+                return Some(stats);
+            }
+            last = stats;
+            None
+        },
+    )
+    .unwrap_or(last);
     let vip_stats = &stats["vips"][0];
     assert_eq!(vip_stats["packets"], sent, "{vip_stats:#}");
     assert_eq!(vip_stats["bytes"], sent * FRAME);
@@ -127,8 +119,9 @@ fn counters_show_exactly_the_packets_and_bytes_sent() {
     assert!(metric(&text, "alwayson_conn_table_capacity").is_some_and(|n| n > 0.0));
 
     // The human table says the same.
-    let (ok, table, err) = alwayson(&agent, &["stats"]);
-    assert!(ok, "{err}");
+    let out = agent.cli(&["stats"]).expect("alwayson stats");
+    assert!(out.status.success(), "{}", out.stderr);
+    let table = out.stdout;
     assert!(table.contains(&format!("packets {sent} bytes {}", sent * FRAME)), "{table}");
 }
 
@@ -147,31 +140,29 @@ fn backends_registered_and_removed_through_the_api_under_traffic() {
     for i in 1..=10 {
         let address = bed.backend_v4(i).to_string();
         let name = bed.backend_name(i);
-        let (ok, _, err) =
-            alwayson(&agent, &["backend", "add", "--vip", vip_name, "--name", &name, "--address", &address]);
-        assert!(ok, "adding {name}: {err}");
+        let out = agent
+            .cli(&["backend", "add", "--vip", vip_name, "--name", &name, "--address", &address])
+            .expect("alwayson backend add");
+        assert!(out.status.success(), "adding {name}: {}", out.stderr);
         std::thread::sleep(Duration::from_millis(300));
         // A few long-lived connections land on the grown set too.
         streams.push(Streams::open(&bed, 0, vip, 5, Duration::from_millis(10)).expect("streams"));
     }
     let all: BTreeSet<String> = (0..=10).map(|i| bed.backend_name(i)).collect();
-    let seen: BTreeSet<String> =
-        (0..300).map(|_| bed.tcp_name(0, vip, Duration::from_secs(3)).expect("connect")).collect();
+    let seen = bed.tcp_names(0, vip, 300, Duration::from_secs(3)).expect("connect");
     assert_eq!(seen, all, "new connections should reach all eleven backends");
 
     // Scale in: remove nine of the ten added, through the HTTP API directly.
     let api = http::Client::unix(agent.api_socket());
     let removed: Vec<String> = (1..=9).map(|i| bed.backend_name(i)).collect();
     for name in &removed {
-        let path = format!("/v1/vips/{}/backends/{name}", vip_name.replace(':', "%3A").replace('/', "%2F"));
-        let answer = api.delete(&path).expect("DELETE");
+        let answer = api.delete(&backend_path(vip_name, name)).expect("DELETE");
         assert_eq!(answer.status, 204, "removing {name}: {}", answer.text());
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
     let surviving: BTreeSet<String> = [bed.backend_name(0), bed.backend_name(10)].into();
-    let seen: BTreeSet<String> =
-        (0..200).map(|_| bed.tcp_name(0, vip, Duration::from_secs(3)).expect("connect")).collect();
+    let seen = bed.tcp_names(0, vip, 200, Duration::from_secs(3)).expect("connect");
     assert_eq!(seen, surviving, "new connections should spread over the current set");
 
     let opened = opener.stop();
@@ -208,23 +199,24 @@ fn kernel_notices_reach_the_agents_log_at_debug_level() {
     root_or_skip!("kernel_notices_reach_the_agents_log_at_debug_level");
     let bed = TestBed::builder().backends(1).build().expect("bed");
     // A VIP whose only backend never passes its check: its SYNs are dropped as no_backend.
-    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..1)]).replacen(
-        "protocol = \"tcp\"\n",
-        "protocol = \"tcp\"\ncheck = \"exec\"\nexec_command = \"false\"\n",
-        1,
-    );
+    let vip_conf = VipConf::new("10.77.100.1", 80, "tcp").backends(0..1);
+    let config = config_toml(&bed, &[vip_conf.keys("check = \"exec\"\nexec_command = \"false\"")]);
     let agent = Agent::start(&bed, &config, &["--log-level", "debug"]).expect("agent");
     let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
     for _ in 0..5 {
         assert!(bed.tcp_connect(0, vip, Duration::from_millis(300)).is_err(), "no backend: no connection");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !agent.log().contains("has no usable backend") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let notice =
+        wait_until("a kernel notice in the log", Duration::from_secs(5), Duration::from_millis(100), || {
+            agent.log().contains("has no usable backend").then_some(())
+        });
     let log = agent.log();
+    notice.unwrap_or_else(|e| panic!("{e:#}:\n{log}"));
     let notices = log.matches("has no usable backend").count();
-    assert!(notices >= 1, "no kernel notice in the log:\n{log}");
-    // Rate-limited: one a second per CPU at most, not one per dropped SYN.
-    assert!(notices <= 2 * 4, "{notices} notices for a few seconds of drops");
+    // Rate-limited: one a second per CPU at most, not one per dropped SYN. The
+    // drops span under two seconds (five SYNs, 300 ms each): at most two per
+    // CPU the program can run on (the kernel's possible CPUs, which its
+    // per-CPU state is sized by).
+    let cpus = aya::util::nr_cpus().expect("possible CPUs");
+    assert!(notices <= 2 * cpus, "{notices} notices for a few seconds of drops on {cpus} CPUs:\n{log}");
 }

@@ -2,12 +2,14 @@
 //! stays in the namespace it was created in) and handed back.
 
 use std::{
+    collections::BTreeSet,
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
 use super::{sock, TestBed};
+use crate::http::{invalid, Client};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -30,10 +32,6 @@ impl Family {
             Self::V6 => Ipv6Addr::UNSPECIFIED.into(),
         }
     }
-}
-
-fn invalid(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
 impl TestBed {
@@ -82,6 +80,17 @@ impl TestBed {
         Ok(name.to_string())
     }
 
+    /// The names [`Self::tcp_name`] gets on `n` new connections.
+    pub fn tcp_names(
+        &self,
+        client: usize,
+        remote: SocketAddr,
+        n: usize,
+        timeout: Duration,
+    ) -> io::Result<BTreeSet<String>> {
+        (0..n).map(|_| self.tcp_name(client, remote, timeout)).collect()
+    }
+
     /// Sends a datagram to a testsrv UDP port and returns the name in the answer.
     pub fn udp_name(&self, client: usize, remote: SocketAddr, timeout: Duration) -> io::Result<String> {
         let socket = self.udp_socket(client, Family::of(&remote.ip()))?;
@@ -102,27 +111,14 @@ impl TestBed {
         Ok(String::from_utf8_lossy(&answer[..split]).into_owned())
     }
 
-    /// `GET /` over HTTP/1.1: the status code and the body.
+    /// `GET /` over HTTP/1.1 ([`Client`]): the status code and the body.
     pub fn http_get(
         &self,
         client: usize,
         remote: SocketAddr,
         timeout: Duration,
     ) -> io::Result<(u16, String)> {
-        let mut stream = self.tcp_connect(client, remote, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        write!(stream, "GET / HTTP/1.1\r\nHost: {remote}\r\nConnection: close\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| invalid(format!("{remote}: no end of headers in {response:?}")))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| invalid(format!("{remote}: status line {head:?}")))?;
-        Ok((status, body.to_string()))
+        let response = Client::tcp_in(self.client_ns(client), remote).timeout(timeout).get("/")?;
+        Ok((response.status, response.text()))
     }
 }

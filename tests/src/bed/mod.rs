@@ -20,27 +20,31 @@
 //! instead of deadlocking.
 
 mod client;
+mod plan;
+mod servers;
 pub mod sock;
 
 use std::{
-    ffi::OsStr,
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU32, Ordering},
         Condvar, Mutex, PoisonError,
     },
     thread::ThreadId,
-    time::Duration,
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use aya::programs::XdpMode;
 use lb_userspace::dataplane::Baseline;
 
-pub use self::client::Family;
+use self::servers::SERVER_READY;
+pub use self::{
+    client::Family,
+    plan::{vip4, DEFAULT_VIPS, VIP4, VIP6},
+};
 use crate::{
+    fixture::mac_str,
     netns::Netns,
     process::{bin_path, Process},
 };
@@ -49,10 +53,6 @@ use crate::{
 pub const TCP_PORTS: [u16; 2] = [80, 8080];
 pub const UDP_PORT: u16 = 53;
 pub const HTTP_PORT: u16 = 8081;
-
-pub const DEFAULT_VIPS: [&str; 2] = ["10.77.100.1", "fd77::100"];
-const SERVER_READY: Duration = Duration::from_secs(10);
-const SERVER_GRACE: Duration = Duration::from_secs(3);
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -83,22 +83,6 @@ impl Drop for Turn {
         *TURN.lock().unwrap_or_else(PoisonError::into_inner) = None;
         TURN_FREED.notify_one();
     }
-}
-
-pub fn mac_str(mac: [u8; 6]) -> String {
-    mac.iter().fold(String::new(), |mut s, b| {
-        if !s.is_empty() {
-            s.push(':');
-        }
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// The IPv6 address whose last group reads like the decimal `n` (`fd77::1:` + "10").
-fn v6_with_digits(group7: u16, n: u16) -> Ipv6Addr {
-    let digits = u16::from_str_radix(&n.to_string(), 16).expect("at most 4 decimal digits");
-    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, group7, digits)
 }
 
 pub struct TestBedBuilder {
@@ -365,152 +349,6 @@ impl TestBed {
 
     pub fn vips(&self) -> &[IpAddr] {
         &self.vips
-    }
-
-    pub fn lb_v4(&self) -> IpAddr {
-        Ipv4Addr::new(10, 77, 0, 2).into()
-    }
-
-    pub fn lb_v6(&self) -> IpAddr {
-        Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2).into()
-    }
-
-    pub fn backend_v4(&self, i: usize) -> IpAddr {
-        Ipv4Addr::new(10, 77, 1, 10 + i as u8).into()
-    }
-
-    pub fn backend_v6(&self, i: usize) -> IpAddr {
-        v6_with_digits(1, 10 + i as u16).into()
-    }
-
-    pub fn client_v4(&self, i: usize) -> IpAddr {
-        Ipv4Addr::new(10, 77, 2, 10 + i as u8).into()
-    }
-
-    pub fn client_v6(&self, i: usize) -> IpAddr {
-        v6_with_digits(2, 10 + i as u16).into()
-    }
-
-    /// `eth0` of the LB namespace. Bridge-side ends have the same MAC with
-    /// byte 2 = 0xff.
-    pub fn lb_mac(&self) -> [u8; 6] {
-        [0x02, 0x77, 0, 0, 0, 0x02]
-    }
-
-    pub fn backend_mac(&self, i: usize) -> [u8; 6] {
-        [0x02, 0x77, 0, 0x01, 0, i as u8]
-    }
-
-    pub fn client_mac(&self, i: usize) -> [u8; 6] {
-        [0x02, 0x77, 0, 0x02, 0, i as u8]
-    }
-
-    /// The backend's name as its servers answer it.
-    pub fn backend_name(&self, i: usize) -> String {
-        format!("backend{i}")
-    }
-
-    pub fn testsrv_path(&self) -> &Path {
-        &self.testsrv
-    }
-
-    /// Starts `program args…` in `ns`, output to `<temp_dir>/<tag>.log`.
-    pub fn spawn<S: AsRef<OsStr>>(
-        &self,
-        ns: &Netns,
-        program: impl AsRef<OsStr>,
-        args: &[S],
-        tag: &str,
-    ) -> Result<Process> {
-        Process::spawn(ns, program, args, &self.temp_dir.join(format!("{tag}.log")))
-    }
-
-    /// `alwayson-testsrv --name NAME ARGS…` in `ns`, once it is ready.
-    pub fn spawn_testsrv(&self, ns: &Netns, name: &str, args: &[&str]) -> Result<Process> {
-        let mut all = vec!["--name", name];
-        all.extend_from_slice(args);
-        let mut process = self.spawn(ns, &self.testsrv, &all, name)?;
-        process.wait_for_line("ready", SERVER_READY)?;
-        Ok(process)
-    }
-
-    fn status_file(&self, i: usize) -> PathBuf {
-        self.temp_dir.join(format!("backend{i}.status"))
-    }
-
-    fn spawn_servers(&self, i: usize) -> Result<Process> {
-        ensure!(i < self.backends.len(), "no backend {i}");
-        let mut args: Vec<String> = vec!["--name".into(), self.backend_name(i)];
-        let mut both = |flag: &str, port: u16| {
-            for addr in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
-                args.extend([flag.to_string(), addr]);
-            }
-        };
-        for port in TCP_PORTS {
-            both("--tcp", port);
-        }
-        both("--udp", UDP_PORT);
-        both("--http", HTTP_PORT);
-        args.extend(["--status-file".into(), self.status_file(i).display().to_string()]);
-        self.spawn(&self.backends[i], &self.testsrv, &args, &self.backend_name(i))
-    }
-
-    /// Starts backend `i`'s servers (TCP echo on 80 and 8080, UDP on 53, HTTP
-    /// on 8081, IPv4 and IPv6) and waits until they listen. Already running: nothing to do.
-    pub fn start_servers(&self, i: usize) -> Result<()> {
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(process) = servers.get_mut(i).and_then(Option::as_mut) {
-            if process.running() {
-                return Ok(());
-            }
-        }
-        let mut process = self.spawn_servers(i)?;
-        process.wait_for_line("ready", SERVER_READY)?;
-        servers[i] = Some(process);
-        Ok(())
-    }
-
-    /// Stops backend `i`'s servers (SIGTERM, SIGKILL after a grace period):
-    /// connects to them are refused afterwards.
-    pub fn stop_servers(&self, i: usize) -> Result<()> {
-        ensure!(i < self.backends.len(), "no backend {i}");
-        let process = self.servers.lock().unwrap_or_else(PoisonError::into_inner)[i].take();
-        if let Some(mut process) = process {
-            if process.stop(SERVER_GRACE).is_none() {
-                bail!("backend{i}'s servers did not exit; log:\n{}", process.log());
-            }
-        }
-        Ok(())
-    }
-
-    pub fn servers_running(&self, i: usize) -> bool {
-        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        servers.get_mut(i).and_then(Option::as_mut).is_some_and(Process::running)
-    }
-
-    /// What backend `i`'s servers have logged (this run).
-    pub fn server_log(&self, i: usize) -> String {
-        let servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        servers.get(i).and_then(Option::as_ref).map(Process::log).unwrap_or_default()
-    }
-
-    /// The status backend `i`'s HTTP server answers: `Some(code)`, or `None` for 200.
-    pub fn set_http_status(&self, i: usize, status: Option<u16>) -> Result<()> {
-        ensure!(i < self.backends.len(), "no backend {i}");
-        let path = self.status_file(i);
-        match status {
-            Some(code) => {
-                // Written aside and renamed: the server never reads half a file.
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, format!("{code}\n"))?;
-                std::fs::rename(&tmp, &path)?;
-            }
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            },
-        }
-        Ok(())
     }
 }
 
