@@ -60,7 +60,7 @@ impl Agent {
                 _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
             }
         })?;
-        if let Some(why) = host::needs_restart(&self.file.global, &file.global) {
+        if let Some(why) = host::needs_restart(&self.file, &file) {
             error!("reload refused: {why}; the running config stays");
             return Err(ApiError::invalid(format!("reload refused: {why}"), &[]));
         }

@@ -72,6 +72,11 @@ impl LoadSettings {
         }
     }
 
+    /// The first setting in which these differ from `before`: (name, before, now).
+    pub fn changed_from(&self, before: &LoadSettings) -> Option<(&'static str, u64, u64)> {
+        self.difference(&before.config())
+    }
+
     /// The first setting in which a running data plane differs from this one.
     fn difference(&self, running: &DataplaneConfig) -> Option<(&'static str, u64, u64)> {
         let wanted = self.config();
