@@ -117,14 +117,12 @@ pub fn desired(
         .iter()
         .map(|vip| {
             let key = vip.key();
-            let in_maint =
-                |name: &str| admin.get(&(vip.name.clone(), name.to_owned())) == Some(&Admin::Maint);
             let mut backends: Vec<DesiredBackend> = vip
                 .backends
                 .iter()
                 .map(|b| {
                     let known = health.get(&BackendRef { vip: key, addr: b.socket() });
-                    let said = admin.get(&(vip.name.clone(), b.name.clone())).copied().unwrap_or_default();
+                    let said = admin.get(&vip.name, &b.name);
                     // Unchecked backends are always up; checked ones only once a check said so.
                     // Maintenance counts as down (flows leave), drain as weight 0 (flows stay).
                     let up = said != Admin::Maint
@@ -139,12 +137,12 @@ pub fn desired(
                     DesiredBackend { addr: b.socket(), weight, backup: b.backup, up }
                 })
                 .collect();
-            let none_usable = !backends.iter().any(|b| b.up && b.weight > 0);
+            let none_usable = !backends.iter().any(DesiredBackend::takes_new_flows);
             if none_usable && vip.on_all_down == OnAllDown::Keep {
                 // Serving from backends that fail their checks beats serving nothing;
                 // the operator's maintenance still stands.
                 for (b, conf) in backends.iter_mut().zip(&vip.backends) {
-                    b.up = !in_maint(&conf.name);
+                    b.up = admin.get(&vip.name, &conf.name) != Admin::Maint;
                 }
                 kept.push(vip.name.clone());
             }

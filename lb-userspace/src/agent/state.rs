@@ -165,11 +165,7 @@ impl Agent {
                         BackendInfo {
                             // Every configured backend has a slot once applied.
                             slot: self.reconciler.backend_slot(&key, addr).unwrap_or(u32::MAX),
-                            admin: self
-                                .admin
-                                .get(&(vip.name.clone(), b.name.clone()))
-                                .copied()
-                                .unwrap_or_default(),
+                            admin: self.admin.get(&vip.name, &b.name),
                             health: (b.check.kind != CheckKind::None).then(|| known.is_some_and(|h| h.up)),
                             reason: known.map_or_else(|| Arc::clone(&unchecked), |h| Arc::clone(&h.reason)),
                             transitions: known.map_or(0, |h| h.transitions),

@@ -50,9 +50,8 @@ fn vip_json(applied: &Applied, name: &str) -> Reply<Json_> {
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     // `get_mut`: indexing a missing key would insert a null.
     for b in json.get_mut("backend").and_then(|b| b.as_array_mut()).into_iter().flatten() {
-        let key = (vip.name.clone(), b["name"].as_str().unwrap_or_default().to_string());
-        b["admin"] =
-            serde_json::to_value(applied.admin.get(&key).copied().unwrap_or_default()).unwrap_or_default();
+        let admin = applied.admin.get(&vip.name, b["name"].as_str().unwrap_or_default());
+        b["admin"] = serde_json::to_value(admin).unwrap_or_default();
     }
     Ok(json)
 }
@@ -156,7 +155,7 @@ pub async fn patch_backend(
     }
     let applied = apply(&shared, ops).await?;
     let mut body = backend_json(&applied.config, &vip, &backend)?;
-    let admin = applied.admin.get(&(vip, backend)).copied().unwrap_or_default();
+    let admin = applied.admin.get(&vip, &backend);
     body["admin"] = serde_json::to_value(admin).unwrap_or_default();
     Ok(Json(body))
 }

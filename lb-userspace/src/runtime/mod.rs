@@ -5,16 +5,20 @@
 //! however big the config. A reload replays the list on the new file;
 //! operations that no longer apply are dropped (and logged).
 
+mod admin;
 mod document;
 mod saved;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use self::document::{array_mut, check_fits, mini_document, table_of, validated_vip};
-pub use self::saved::{load, save};
+pub use self::{
+    admin::AdminStates,
+    saved::{load, save},
+};
 use crate::{
     config::{Config, Problem, Vip},
     stats::Admin,
@@ -41,9 +45,6 @@ pub enum OpError {
     #[error("{message}")]
     Invalid { message: String, problems: Vec<Problem> },
 }
-
-/// Admin states by (VIP name, backend name); `Ready` is not stored.
-pub type AdminStates = HashMap<(String, String), Admin>;
 
 /// The file with the operations applied.
 #[derive(Clone, Debug)]
@@ -105,7 +106,7 @@ pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, A
         Op::RemoveVip { vip } => {
             let i = vip_index(config, vip)?;
             next.vips.remove(i);
-            admin.retain(|(v, _), _| v != vip);
+            admin.forget_vip(vip);
         }
         Op::AddBackend { vip, backend } => {
             let i = vip_index(config, vip)?;
@@ -123,7 +124,7 @@ pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, A
             let mut changed = (*config.vips[i]).clone();
             changed.backends.remove(j);
             next.vips[i] = Arc::new(changed);
-            admin.remove(&(vip.clone(), backend.clone()));
+            admin.forget_backend(vip, backend);
         }
         Op::SetWeight { vip, backend, weight } => {
             let i = vip_index(config, vip)?;
@@ -137,11 +138,7 @@ pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, A
         Op::SetAdmin { vip, backend, admin: state } => {
             let i = vip_index(config, vip)?;
             backend_index(&config.vips[i], backend)?;
-            if *state == Admin::Ready {
-                admin.remove(&(vip.clone(), backend.clone()));
-            } else {
-                admin.insert((vip.clone(), backend.clone()), *state);
-            }
+            admin.set(vip, backend, *state);
         }
     }
     Ok((next, admin))
@@ -224,7 +221,7 @@ mod tests {
         ];
         let effective = replay(&file(), &ops);
         assert_eq!(effective.config.vips[0].backends.len(), 2);
-        assert_eq!(effective.admin.get(&("web".into(), "b1".into())), Some(&Admin::Maint));
+        assert_eq!(effective.admin.get("web", "b1"), Admin::Maint);
         assert_eq!(effective.ops, ops[..2]);
         assert_eq!(effective.dropped.len(), 1);
     }
