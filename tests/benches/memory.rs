@@ -3,21 +3,24 @@
 //! the figure holds full or empty), and every map at the default sizes.
 
 use alwayson_tests::bench::Table;
+use lb_common::{maps, ConnValue, FlowKey};
 use lb_userspace::dataplane::{Dataplane, LoadSettings};
 use serde_json::json;
 
 fn main() {
     alwayson_tests::root_or_skip!("the memory benchmark");
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let mut table = Table::new(
-        "memory",
-        "Connection table memory (LRU hash, 40-byte key, 16-byte value, preallocated)",
-        &["entries", "kernel memory", "per flow", "per million flows"],
+    let title = format!(
+        "Connection table memory (LRU hash, {}-byte key, {}-byte value, preallocated)",
+        size_of::<FlowKey>(),
+        size_of::<ConnValue>()
     );
+    let mut table =
+        Table::new("memory", &title, &["entries", "kernel memory", "per flow", "per million flows"]);
     for entries in [262_144u32, 1_000_000, 4_000_000] {
         let dp =
             Dataplane::load(LoadSettings { conn_table_size: entries, ..Default::default() }).expect("load");
-        let bytes = dp.map_memory().into_iter().find(|(n, _)| *n == "CONNS").map_or(0, |(_, b)| b);
+        let bytes = dp.map_memory().into_iter().find(|(n, _)| *n == maps::CONNS).map_or(0, |(_, b)| b);
         let per_flow = bytes as f64 / f64::from(entries);
         table.row(
             &[
