@@ -395,12 +395,22 @@ pub struct Problem {
     /// Where the value is in the file; `None` for defaults and counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// The value repeats another entry's identity or name (for the API, a
+    /// conflict with what exists rather than a bad value).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
 }
 
 impl Problem {
     /// A problem outside any file (an API request): no location.
     pub fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), value: value.into(), reason: reason.into(), location: None }
+        Self {
+            field: field.into(),
+            value: value.into(),
+            reason: reason.into(),
+            location: None,
+            repeat: false,
+        }
     }
 
     /// For a serde or toml error about one key: that key, which their messages

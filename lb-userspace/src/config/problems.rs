@@ -20,7 +20,13 @@ impl<'t> Problems<'t> {
 
     pub(super) fn add(&mut self, field: String, value: String, reason: String, span: Option<Range<usize>>) {
         let location = span.map(|span| Location::of(self.text, span.start));
-        self.list.push(Problem { field, value, reason, location });
+        self.list.push(Problem { field, value, reason, location, repeat: false });
+    }
+
+    /// A value another entry already has (see [`Problem::repeat`]).
+    pub(super) fn add_repeat(&mut self, field: String, value: String, reason: String, span: Range<usize>) {
+        self.add(field, value, reason, Some(span));
+        self.list.last_mut().expect("just added").repeat = true;
     }
 
     /// Runs `parse` on a value from the file; a failure becomes a problem.

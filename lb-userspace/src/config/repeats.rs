@@ -76,7 +76,7 @@ pub(super) fn no_repeats<K: Copy + Eq + Hash + fmt::Display>(
 ) {
     for (i, first, id) in duplicates(entries.iter().map(|e| e.id)) {
         let reason = format!("{same_as} {}", entries[first].path);
-        p.add(entries[i].path.clone(), id.to_string(), reason, Some(entries[i].id_span.clone()));
+        p.add_repeat(entries[i].path.clone(), id.to_string(), reason, entries[i].id_span.clone());
     }
     let names = entries
         .iter()
@@ -88,7 +88,7 @@ pub(super) fn no_repeats<K: Copy + Eq + Hash + fmt::Display>(
         }
         let span = e.name.map_or(e.id_span.clone(), Spanned::span);
         let reason = format!("duplicate name: {} has it too", first.path);
-        p.add(format!("{}.name", e.path), name.shown(), reason, Some(span));
+        p.add_repeat(format!("{}.name", e.path), name.shown(), reason, span);
     }
 }
 

@@ -136,10 +136,7 @@ fn validate(doc: &toml::Table, prefixes: &[String]) -> Result<Config, OpError> {
         .map_err(|e| OpError::Invalid { message: e.to_string(), problems: Vec::new() })?;
     Config::from_toml(&text).map_err(|e| match e {
         ConfigError::Invalid(problems) => {
-            if problems
-                .iter()
-                .any(|p| p.reason.starts_with("duplicate") || p.reason.starts_with("listed twice"))
-            {
+            if problems.iter().any(|p| p.repeat) {
                 return OpError::Conflict(
                     problems
                         .iter()

@@ -50,6 +50,8 @@ fn problem(text: &str, field: &str, value: &str, why: &str) -> Problem {
     assert_eq!((p.field.as_str(), p.value.as_str()), (field, value), "{p}");
     assert!(p.reason.contains(why), "reason {:?} lacks {why:?}", p.reason);
     assert!(p.to_string().starts_with(&format!("{field} = {value}: ")), "{p}");
+    let repeats = p.reason.starts_with("duplicate") || p.reason.starts_with("listed twice");
+    assert_eq!(p.repeat, repeats, "marked as a repeat exactly when it is one: {p}");
     p
 }
 
