@@ -132,10 +132,14 @@ pub enum Event {
     ConnReselected = 4,
     /// The connection table refused an insert; the packet was still forwarded.
     ConnInsertFailed = 5,
+    /// An ICMP fragmentation-needed or packet-too-big error about a VIP flow,
+    /// forwarded to the backend serving that flow: its replies are what was too
+    /// big, and only its kernel can lower their size.
+    IcmpTooBig = 6,
 }
 
 impl Event {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [Event; Self::COUNT] = [
         Self::Ipv4Options,
         Self::FragmentPassed,
@@ -143,6 +147,7 @@ impl Event {
         Self::UnclassifiedPassed,
         Self::ConnReselected,
         Self::ConnInsertFailed,
+        Self::IcmpTooBig,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -157,6 +162,7 @@ impl Event {
             Self::UnclassifiedPassed => "unclassified_passed",
             Self::ConnReselected => "conn_reselected",
             Self::ConnInsertFailed => "conn_insert_failed",
+            Self::IcmpTooBig => "icmp_too_big",
         }
     }
 }

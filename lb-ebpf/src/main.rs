@@ -55,6 +55,7 @@ fn supported(mode: u8) -> Result<(), DropReason> {
 fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     let flow = match parse::packet(ctx)? {
         Packet::Flow(flow) => flow,
+        Packet::TooBig(flow) => return too_big(ctx, &flow),
         Packet::Other => return Ok(Verdict::Pass),
         Packet::Unbalanceable { addr, family, reason, passed } => {
             if select::is_vip_address(&VipKey::of_address(addr, family)) {
@@ -105,6 +106,36 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     counters::traffic(vip_index, choice.index, bytes, choice.new_flow);
+    Ok(verdict)
+}
+
+/// An ICMP too-big error about a VIP flow goes where the flow goes: to the
+/// backend the connection table names, or the one the ring gives if the table
+/// has forgotten the flow. Nothing is recorded: the error is no flow of its own.
+/// About no VIP flow: passed, like any ICMP for the host.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, flow: &parse::Flow) -> Result<Verdict, DropReason> {
+    if !select::maybe_vip_address(&flow.key.dst, flow.key.family) {
+        return Ok(Verdict::Pass);
+    }
+    let (vip_index, index, backend) = match select::connection(flow) {
+        Conn::Hit { choice, mode, vip } => {
+            supported(mode)?;
+            (vip, choice.index, choice.backend)
+        }
+        _ => {
+            let Some(vip) = select::vip(&flow.key) else {
+                return Ok(Verdict::Pass);
+            };
+            supported(vip.mode)?;
+            let (index, backend) = select::on_ring(&flow.key, &vip)?;
+            (vip.index, index, backend)
+        }
+    };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let verdict = forward::dsr(ctx, index, &backend, now)?;
+    counters::event(Event::IcmpTooBig);
+    counters::traffic(vip_index, index, (ctx.data_end() - ctx.data()) as u64, false);
     Ok(verdict)
 }
 

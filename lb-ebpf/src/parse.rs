@@ -10,6 +10,11 @@
 //! - fragments, truncated or over-long IPv6 extension chains, truncated TCP/UDP
 //!   headers: `Packet::Unbalanceable`, dropped when addressed to a VIP address,
 //!   passed otherwise.
+//!
+//! ICMP fragmentation-needed (IPv4) and packet-too-big (IPv6) errors sent to
+//! the address that sent the packet they quote are `Packet::TooBig`: about a
+//! VIP flow, they belong to its backend (path MTU discovery). A quote cut short
+//! or malformed is `Unbalanceable`. Other ICMP is `Other`.
 
 use core::mem::size_of;
 
@@ -36,6 +41,15 @@ const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// ICMP type and code of "fragmentation needed and DF set".
+const ICMP_FRAG_NEEDED: [u8; 2] = [3, 4];
+/// ICMPv6 type of "packet too big".
+const ICMPV6_TOO_BIG: u8 = 2;
+/// Type, code, checksum and four more bytes (unused or the MTU) before the quote.
+const ICMP_HEADER_LEN: usize = 8;
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
@@ -96,6 +110,9 @@ pub enum Packet {
         reason: DropReason,
         passed: Event,
     },
+    /// An ICMP error saying a packet was too big; `flow` is the flow that
+    /// packet was a reply in, as the client sends it (the quote reversed).
+    TooBig(Flow),
     /// Not for the balancer at all.
     Other,
 }
@@ -144,8 +161,74 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> ParseResult {
             passed: Event::FragmentPassed,
         });
     }
+    if ip.proto == IPPROTO_ICMP {
+        return too_big_v4(ctx, l3 + header_len, l3 + total_len, dst);
+    }
     let note = (header_len > Ipv4Hdr::LEN).then_some(Event::Ipv4Options);
     transport(ctx, l3 + header_len, l3 + total_len, ip.proto, src, dst, FAMILY_V4, note)
+}
+
+/// An ICMP message at `l4` (the IP packet ends at `ip_end`, sent to `dst`).
+#[inline(always)]
+fn too_big_v4(ctx: &XdpContext, l4: usize, ip_end: usize, dst: [u32; 4]) -> ParseResult {
+    let cut_short = quote_cut_short(dst, FAMILY_V4);
+    let Some(icmp) = ptr_at::<[u8; ICMP_HEADER_LEN]>(ctx, l4).filter(|_| l4 + ICMP_HEADER_LEN <= ip_end)
+    else {
+        return Ok(cut_short);
+    };
+    if unsafe { [(*icmp)[0], (*icmp)[1]] } != ICMP_FRAG_NEEDED {
+        return Ok(Packet::Other);
+    }
+    let quote = l4 + ICMP_HEADER_LEN;
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, quote).filter(|_| quote + Ipv4Hdr::LEN <= ip_end) else {
+        return Ok(cut_short);
+    };
+    let ip = unsafe { &*ip };
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+        return Ok(cut_short);
+    }
+    let src = [load_u32(ip.src_addr.as_ptr()), 0, 0, 0];
+    let to = [load_u32(ip.dst_addr.as_ptr()), 0, 0, 0];
+    quoted_ports(ctx, quote + header_len, ip_end, ip.proto, src, to, dst, FAMILY_V4)
+}
+
+/// What a quote that cannot be read becomes: unbalanceable, to `dst`.
+#[inline(always)]
+fn quote_cut_short(dst: [u32; 4], family: u8) -> Packet {
+    Packet::Unbalanceable {
+        addr: dst,
+        family,
+        reason: DropReason::Truncated,
+        passed: Event::UnclassifiedPassed,
+    }
+}
+
+/// The ports of a quoted TCP or UDP packet `src` → `to` at `l4` (the first four
+/// bytes are all an ICMP quote surely holds), turned into the flow it answered.
+/// Only a quote of a packet this address (`dst`) sent is about one of its flows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn quoted_ports(
+    ctx: &XdpContext,
+    l4: usize,
+    ip_end: usize,
+    proto: u8,
+    src: [u32; 4],
+    to: [u32; 4],
+    dst: [u32; 4],
+    family: u8,
+) -> ParseResult {
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || src != dst {
+        return Ok(Packet::Other);
+    }
+    let Some(ports) = ptr_at::<[u8; 4]>(ctx, l4).filter(|_| l4 + 4 <= ip_end) else {
+        return Ok(quote_cut_short(dst, family));
+    };
+    let ports = ports as *const u8;
+    let (sport_be, dport_be) = (load_u16(ports), load_u16(unsafe { ports.add(2) }));
+    let key = FlowKey { src: to, dst, sport_be: dport_be, dport_be: sport_be, proto, family, _pad: [0; 2] };
+    Ok(Packet::TooBig(Flow { key, syn: false, note: None }))
 }
 
 #[inline(always)]
@@ -159,11 +242,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> ParseResult {
     if end > ctx.data_end() - ctx.data() {
         return Err(DropReason::BadIpLength);
     }
-    let words = |a: &[u8; 16]| {
-        let p = a.as_ptr();
-        unsafe { [load_u32(p), load_u32(p.add(4)), load_u32(p.add(8)), load_u32(p.add(12))] }
-    };
-    let (src, dst) = (words(&ip.src_addr), words(&ip.dst_addr));
+    let (src, dst) = (v6_words(&ip.src_addr), v6_words(&ip.dst_addr));
     let unbalanceable =
         |reason, passed| Packet::Unbalanceable { addr: dst, family: FAMILY_V6, reason, passed };
 
@@ -190,8 +269,41 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> ParseResult {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
             Ok(unbalanceable(DropReason::Ipv6ExtChain, Event::UnclassifiedPassed))
         }
+        IPPROTO_ICMPV6 => too_big_v6(ctx, offset, end, dst),
         _ => transport(ctx, offset, end, next, src, dst, FAMILY_V6, note),
     }
+}
+
+/// An ICMPv6 message at `l4` (the IP packet ends at `ip_end`, sent to `dst`).
+/// The quoted packet's own extension headers are not walked: a quote with
+/// any is `Other`.
+#[inline(always)]
+fn too_big_v6(ctx: &XdpContext, l4: usize, ip_end: usize, dst: [u32; 4]) -> ParseResult {
+    let cut_short = quote_cut_short(dst, FAMILY_V6);
+    let Some(icmp) = ptr_at::<[u8; ICMP_HEADER_LEN]>(ctx, l4).filter(|_| l4 + ICMP_HEADER_LEN <= ip_end)
+    else {
+        return Ok(cut_short);
+    };
+    if unsafe { (*icmp)[0] } != ICMPV6_TOO_BIG {
+        return Ok(Packet::Other);
+    }
+    let quote = l4 + ICMP_HEADER_LEN;
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, quote).filter(|_| quote + Ipv6Hdr::LEN <= ip_end) else {
+        return Ok(cut_short);
+    };
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Ok(cut_short);
+    }
+    let (src, to) = (v6_words(&ip.src_addr), v6_words(&ip.dst_addr));
+    quoted_ports(ctx, quote + Ipv6Hdr::LEN, ip_end, ip.next_hdr, src, to, dst, FAMILY_V6)
+}
+
+/// An IPv6 address in the packet as the four words of a key.
+#[inline(always)]
+fn v6_words(a: &[u8; 16]) -> [u32; 4] {
+    let p = a.as_ptr();
+    unsafe { [load_u32(p), load_u32(p.add(4)), load_u32(p.add(8)), load_u32(p.add(12))] }
 }
 
 /// Reads the ports (and TCP flags) at `l4`; the header must end within the IP packet (`ip_end`).

@@ -88,20 +88,7 @@ pub fn connection(flow: &Flow) -> Conn {
 /// connection-table entry to overwrite, if it has one).
 #[inline(always)]
 pub fn balance(flow: &Flow, vip: &VipValue, known: Option<*mut ConnValue>) -> Result<Choice, DropReason> {
-    let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
-    let ring_size = config.ring_size;
-    // checked_rem: a ring size the agent has not written yet must not become a panic path.
-    let offset = flow.key.hash(config.hash_seed).checked_rem(ring_size).ok_or(DropReason::Internal)?;
-    let slot = vip.index * ring_size + offset;
-    let chunk = RING.get(slot / RING_CHUNK).ok_or(DropReason::Internal)?;
-    let index = chunk[(slot % RING_CHUNK) as usize];
-    if index == RING_EMPTY {
-        return Err(DropReason::NoBackend);
-    }
-    let backend = *BACKENDS.get(index).ok_or(DropReason::BadBackend)?;
-    if backend.vip != vip.index || !BackendState::keeps_flows(backend.state) {
-        return Err(DropReason::BadBackend);
-    }
+    let (index, backend) = on_ring(&flow.key, vip)?;
     let conn = ConnValue { backend: index, vip: vip.index };
     let remembered = match known {
         // In place: no new LRU node, and readers elsewhere see whole u32s.
@@ -117,4 +104,24 @@ pub fn balance(flow: &Flow, vip: &VipValue, known: Option<*mut ConnValue>) -> Re
         counters::event(Event::ConnInsertFailed);
     }
     Ok(Choice { index, backend, new_flow: true, remembered })
+}
+
+/// The backend slot a flow's hash picks on its VIP's ring, and its contents.
+#[inline(always)]
+pub fn on_ring(key: &FlowKey, vip: &VipValue) -> Result<(u32, Backend), DropReason> {
+    let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
+    let ring_size = config.ring_size;
+    // checked_rem: a ring size the agent has not written yet must not become a panic path.
+    let offset = key.hash(config.hash_seed).checked_rem(ring_size).ok_or(DropReason::Internal)?;
+    let slot = vip.index * ring_size + offset;
+    let chunk = RING.get(slot / RING_CHUNK).ok_or(DropReason::Internal)?;
+    let index = chunk[(slot % RING_CHUNK) as usize];
+    if index == RING_EMPTY {
+        return Err(DropReason::NoBackend);
+    }
+    let backend = *BACKENDS.get(index).ok_or(DropReason::BadBackend)?;
+    if backend.vip != vip.index || !BackendState::keeps_flows(backend.state) {
+        return Err(DropReason::BadBackend);
+    }
+    Ok((index, backend))
 }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{PacketBuilder, PacketBuilderStep};
+use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, Icmpv6Type, PacketBuilder, PacketBuilderStep};
 
 pub const ETH_LEN: usize = 14;
 
@@ -97,6 +97,33 @@ impl Frame {
         }
         out
     }
+}
+
+/// An ICMP fragmentation-needed (IPv4) or packet-too-big (IPv6) error from
+/// `router` to the sender of `quoted`, with the MACs of a [`Frame::new`],
+/// quoting the first `quote_len` bytes of `quoted`'s IP packet.
+pub fn too_big(router: IpAddr, quoted: &Frame, mtu: u16, quote_len: usize) -> Vec<u8> {
+    let inner = quoted.bytes();
+    let ip_packet = &inner[quoted.l3()..];
+    let quote = &ip_packet[..quote_len.min(ip_packet.len())];
+    let template = Frame::new(quoted.dst, quoted.src, quoted.l4);
+    let eth = PacketBuilder::ethernet2(template.src_mac, template.dst_mac);
+    let mut out = Vec::new();
+    match (router, quoted.src.ip()) {
+        (IpAddr::V4(r), IpAddr::V4(s)) => {
+            let frag_needed = DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu };
+            eth.ipv4(r.octets(), s.octets(), 64)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(frag_needed))
+                .write(&mut out, quote)
+        }
+        (IpAddr::V6(r), IpAddr::V6(s)) => eth
+            .ipv6(r.octets(), s.octets(), 64)
+            .icmpv6(Icmpv6Type::PacketTooBig { mtu: u32::from(mtu) })
+            .write(&mut out, quote),
+        _ => panic!("mixed address families {router} -> {}", quoted.src),
+    }
+    .expect("etherparse writes a well-formed frame");
+    out
 }
 
 /// The frame with its MAC addresses replaced: what DSR forwarding must produce.

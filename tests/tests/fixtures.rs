@@ -10,7 +10,10 @@ use alwayson_tests::{
     packet::{self, addr, Frame},
     root_or_skip,
 };
-use lb_common::{types::PROTO_TCP, DropReason, Verdict};
+use lb_common::{
+    types::{PROTO_TCP, PROTO_UDP},
+    DropReason, Event, FlowKey, Verdict,
+};
 use lb_userspace::dataplane::Counters;
 
 const XDP_DROP: u32 = 1;
@@ -150,4 +153,81 @@ fn backend_without_neighbour_entry_drops_with_reason() {
     assert_eq!(bed.run(&Frame::syn(CLIENT4, "10.77.100.10:80").bytes()).action, XDP_DROP);
     let d = counters(&bed).since(&before);
     assert_eq!((d.drop(DropReason::NoNeighbour), d.drop(DropReason::NoRoute)), (1, 1));
+}
+
+/// A router on the client's path, which sends the ICMP errors.
+const ROUTER4: &str = "10.77.2.1";
+const ROUTER6: &str = "fd77:2::1";
+
+/// The flow key of `frame` as the kernel keys it.
+fn flow_key(frame: &Frame) -> FlowKey {
+    let proto = if matches!(frame.l4, packet::L4::Udp) { PROTO_UDP } else { PROTO_TCP };
+    FlowKey::new(frame.src.ip(), frame.src.port(), frame.dst.ip(), frame.dst.port(), proto)
+}
+
+#[test]
+fn icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
+    root_or_skip!("icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes");
+    let bed = FixtureBed::standard();
+    let cases = [
+        (ROUTER4, Frame::syn(CLIENT4, VIP4), 0),
+        (ROUTER6, Frame::syn(CLIENT6, VIP6), 2),
+        (ROUTER4, Frame::udp(CLIENT4, VIP4_UDP), 1),
+    ];
+    for (router, first, vip) in cases {
+        let router = router.parse().unwrap();
+        let backend = assert_dsr(&bed, &first.bytes(), vip);
+        // The backend's reply was too big for a link on the way back.
+        let reply = Frame::new(first.dst, first.src, first.l4);
+        let before = counters(&bed);
+        let error = packet::too_big(router, &reply, 1280, 1000);
+        assert_eq!(assert_dsr(&bed, &error, vip), backend, "to the flow's backend: {first:?}");
+        let d = counters(&bed).since(&before);
+        assert_eq!((d.event(Event::IcmpTooBig), d.verdict(Verdict::Tx)), (1, 1));
+        let backend_stats = bed.dp.backend_stats(u32::from(backend)).unwrap();
+        assert_eq!((backend_stats.packets, backend_stats.new_flows), (2, 1), "counted, no new flow");
+    }
+
+    // A flow the table has forgotten (or never saw): the backend its hash gives,
+    // which its next packet would get too; and the error is not remembered as a flow.
+    for (router, client, vip_addr, vip) in
+        [(ROUTER4, "10.77.2.9:41000", VIP4, 0), (ROUTER6, "[fd77:2::9]:41000", VIP6, 2)]
+    {
+        let flow = Frame::syn(client, vip_addr);
+        let reply = Frame::new(flow.dst, flow.src, flow.l4);
+        let backend = assert_dsr(&bed, &packet::too_big(router.parse().unwrap(), &reply, 1280, 1000), vip);
+        assert_eq!(bed.dp.connection(&flow_key(&flow)).unwrap(), None, "an ICMP error is no flow");
+        assert_eq!(assert_dsr(&bed, &flow.bytes(), vip), backend, "where the flow itself goes");
+    }
+}
+
+#[test]
+fn icmp_that_is_not_about_a_vip_flow_passes_untouched() {
+    root_or_skip!("icmp_that_is_not_about_a_vip_flow_passes_untouched");
+    let bed = FixtureBed::standard();
+    let before = counters(&bed);
+    let router = ROUTER4.parse().unwrap();
+    let frames = [
+        // About the balancer's own traffic.
+        packet::too_big(router, &Frame::tcp(&format!("{LB_V4}:22"), CLIENT4), 1280, 1000),
+        // To a VIP address, quoting a packet another VIP address (a wildcard VIP) sent.
+        {
+            let mut f = packet::too_big(router, &Frame::tcp(VIP4, CLIENT4), 1280, 1000);
+            let quoted_src = packet::ETH_LEN + 20 + 8 + 12;
+            f[quoted_src..quoted_src + 4].copy_from_slice(&[10, 77, 100, 2]);
+            f
+        },
+        // From a VIP port that is no VIP, and of a protocol that is neither TCP nor UDP.
+        packet::too_big(router, &Frame::tcp("10.77.100.1:81", CLIENT4), 1280, 1000),
+        {
+            let mut f = packet::too_big(router, &Frame::tcp(VIP4, CLIENT4), 1280, 1000);
+            f[packet::ETH_LEN + 20 + 8 + 9] = 47;
+            f
+        },
+    ];
+    for f in &frames {
+        assert_pass_untouched(&bed, f);
+    }
+    let d = counters(&bed).since(&before);
+    assert_eq!((d.verdict(Verdict::Pass), d.event(Event::IcmpTooBig)), (frames.len() as u64, 0));
 }

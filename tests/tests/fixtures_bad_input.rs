@@ -233,3 +233,42 @@ fn ipv4_options_are_forwarded_unchanged_and_counted() {
     let verdicts = bed.dp.counters().unwrap();
     assert_eq!(verdicts.verdict(Verdict::Aborted), 0);
 }
+
+#[test]
+fn an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise() {
+    root_or_skip!("an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise");
+    let bed = FixtureBed::standard();
+    let v4: std::net::IpAddr = "10.77.2.1".parse().unwrap();
+    let v6: std::net::IpAddr = "fd77:2::1".parse().unwrap();
+    let (reply4, reply6) = (Frame::tcp(VIP4, CLIENT4), Frame::tcp(VIP6, CLIENT6));
+    // The quote must reach the first four bytes after the quoted IP header: the ports.
+    for len in 0..24 {
+        let what = format!("IPv4 quote of {len} bytes");
+        assert_dropped(&bed, &packet::too_big(v4, &reply4, 1280, len), DropReason::Truncated, &what);
+    }
+    for len in 0..44 {
+        let what = format!("IPv6 quote of {len} bytes");
+        assert_dropped(&bed, &packet::too_big(v6, &reply6, 1280, len), DropReason::Truncated, &what);
+    }
+    assert_forwarded(
+        &bed,
+        &packet::too_big(v4, &reply4, 1280, 24),
+        0,
+        Some(Event::IcmpTooBig),
+        "IPv4, ports",
+    );
+    assert_forwarded(
+        &bed,
+        &packet::too_big(v6, &reply6, 1280, 44),
+        2,
+        Some(Event::IcmpTooBig),
+        "IPv6, ports",
+    );
+    // A quoted IPv4 header that is not one.
+    let mut bad_ihl = packet::too_big(v4, &reply4, 1280, 28);
+    bad_ihl[packet::ETH_LEN + 20 + 8] = 0x43;
+    assert_dropped(&bed, &bad_ihl, DropReason::Truncated, "quoted IHL 3");
+    // The same errors to an address that is no VIP's: the host's business.
+    let own = Frame::tcp("10.77.1.1:22", CLIENT4);
+    assert_passed(&bed, &packet::too_big(v4, &own, 1280, 10), Some(Event::UnclassifiedPassed), "to the host");
+}
