@@ -15,9 +15,12 @@ mod parse;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
-use lb_common::{DropReason, Event, Mode, Verdict, VipKey};
+use lb_common::{ConnValue, DropReason, Event, Mode, Verdict, VipKey, VipValue};
 
-use crate::{parse::Packet, select::Conn};
+use crate::{
+    parse::Packet,
+    select::{Choice, Conn},
+};
 
 // A verdict is returned as its `xdp_action` and counted in its slot.
 const _: () = {
@@ -53,9 +56,11 @@ fn supported(mode: u8) -> Result<(), DropReason> {
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
-    let flow = match parse::packet(ctx)? {
-        Packet::Flow(flow) => flow,
-        Packet::TooBig(flow) => return too_big(ctx, &flow),
+    // An ICMP too-big error goes where the flow it is about goes, but is no
+    // flow of its own: nothing is recorded for it.
+    let (flow, too_big) = match parse::packet(ctx)? {
+        Packet::Flow(flow) => (flow, false),
+        Packet::TooBig(flow) => (flow, true),
         Packet::Other => return Ok(Verdict::Pass),
         Packet::Unbalanceable { addr, family, reason, passed } => {
             if select::is_vip_address(&VipKey::of_address(addr, family)) {
@@ -80,23 +85,17 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
                 return Ok(Verdict::Pass);
             };
             supported(vip.mode)?;
-            let (known, moved) = match conn {
-                Conn::Stale { entry, moved } => (Some(entry), moved),
-                _ => (None, false),
-            };
-            let choice = match select::balance(&flow, &vip, known) {
-                Err(DropReason::NoBackend) => {
-                    notice::no_backend(ctx, vip.index, now);
-                    return Err(DropReason::NoBackend);
+            let choice = match conn {
+                _ if too_big => select::on_ring(&flow.key, &vip)?,
+                Conn::Stale { entry, moved } => {
+                    let choice = balance(ctx, &flow, &vip, Some(entry), now)?;
+                    if moved {
+                        counters::event(Event::ConnReselected);
+                    }
+                    choice
                 }
-                other => other?,
+                _ => balance(ctx, &flow, &vip, None, now)?,
             };
-            if moved {
-                counters::event(Event::ConnReselected);
-            }
-            if !choice.remembered {
-                notice::conn_table_full(ctx, now);
-            }
             (vip.index, choice)
         }
     };
@@ -109,34 +108,27 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     Ok(verdict)
 }
 
-/// An ICMP too-big error about a VIP flow goes where the flow goes: to the
-/// backend the connection table names, or the one the ring gives if the table
-/// has forgotten the flow. Nothing is recorded: the error is no flow of its own.
-/// About no VIP flow: passed, like any ICMP for the host.
+/// A flow balanced on its VIP's ring and recorded, with the notices for the
+/// ways that can go wrong.
 #[inline(always)]
-fn too_big(ctx: &XdpContext, flow: &parse::Flow) -> Result<Verdict, DropReason> {
-    if !select::maybe_vip_address(&flow.key.dst, flow.key.family) {
-        return Ok(Verdict::Pass);
-    }
-    let (vip_index, index, backend) = match select::connection(flow) {
-        Conn::Hit { choice, mode, vip } => {
-            supported(mode)?;
-            (vip, choice.index, choice.backend)
+fn balance(
+    ctx: &XdpContext,
+    flow: &parse::Flow,
+    vip: &VipValue,
+    known: Option<*mut ConnValue>,
+    now: u64,
+) -> Result<Choice, DropReason> {
+    let choice = match select::balance(flow, vip, known) {
+        Err(DropReason::NoBackend) => {
+            notice::no_backend(ctx, vip.index, now);
+            return Err(DropReason::NoBackend);
         }
-        _ => {
-            let Some(vip) = select::vip(&flow.key) else {
-                return Ok(Verdict::Pass);
-            };
-            supported(vip.mode)?;
-            let (index, backend) = select::on_ring(&flow.key, &vip)?;
-            (vip.index, index, backend)
-        }
+        other => other?,
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let verdict = forward::dsr(ctx, index, &backend, now)?;
-    counters::event(Event::IcmpTooBig);
-    counters::traffic(vip_index, index, (ctx.data_end() - ctx.data()) as u64, false);
-    Ok(verdict)
+    if !choice.remembered {
+        notice::conn_table_full(ctx, now);
+    }
+    Ok(choice)
 }
 
 #[cfg(not(test))]

@@ -228,7 +228,7 @@ fn quoted_ports(
     let ports = ports as *const u8;
     let (sport_be, dport_be) = (load_u16(ports), load_u16(unsafe { ports.add(2) }));
     let key = FlowKey { src: to, dst, sport_be: dport_be, dport_be: sport_be, proto, family, _pad: [0; 2] };
-    Ok(Packet::TooBig(Flow { key, syn: false, note: None }))
+    Ok(Packet::TooBig(Flow { key, syn: false, note: Some(Event::IcmpTooBig) }))
 }
 
 #[inline(always)]

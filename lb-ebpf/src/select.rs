@@ -88,7 +88,7 @@ pub fn connection(flow: &Flow) -> Conn {
 /// connection-table entry to overwrite, if it has one).
 #[inline(always)]
 pub fn balance(flow: &Flow, vip: &VipValue, known: Option<*mut ConnValue>) -> Result<Choice, DropReason> {
-    let (index, backend) = on_ring(&flow.key, vip)?;
+    let Choice { index, backend, .. } = on_ring(&flow.key, vip)?;
     let conn = ConnValue { backend: index, vip: vip.index };
     let remembered = match known {
         // In place: no new LRU node, and readers elsewhere see whole u32s.
@@ -106,9 +106,9 @@ pub fn balance(flow: &Flow, vip: &VipValue, known: Option<*mut ConnValue>) -> Re
     Ok(Choice { index, backend, new_flow: true, remembered })
 }
 
-/// The backend slot a flow's hash picks on its VIP's ring, and its contents.
+/// The backend a flow's hash picks on its VIP's ring, not recorded anywhere.
 #[inline(always)]
-pub fn on_ring(key: &FlowKey, vip: &VipValue) -> Result<(u32, Backend), DropReason> {
+pub fn on_ring(key: &FlowKey, vip: &VipValue) -> Result<Choice, DropReason> {
     let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
     let ring_size = config.ring_size;
     // checked_rem: a ring size the agent has not written yet must not become a panic path.
@@ -123,5 +123,5 @@ pub fn on_ring(key: &FlowKey, vip: &VipValue) -> Result<(u32, Backend), DropReas
     if backend.vip != vip.index || !BackendState::keeps_flows(backend.state) {
         return Err(DropReason::BadBackend);
     }
-    Ok((index, backend))
+    Ok(Choice { index, backend, new_flow: false, remembered: false })
 }
