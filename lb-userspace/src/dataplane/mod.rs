@@ -362,6 +362,11 @@ impl Dataplane {
         self.ring.write(vip, f)
     }
 
+    /// Entries in the connection table (walks it: see [`PinnedStats::connections`]).
+    pub fn connections(&self) -> usize {
+        count_flows(&self.conns)
+    }
+
     /// The backend a flow is pinned to, if the connection table has it.
     pub fn connection(&self, flow: &FlowKey) -> Result<Option<ConnValue>> {
         found(self.conns.get(flow, 0), names::CONNS)
@@ -393,6 +398,12 @@ impl Dataplane {
 }
 
 /// A lookup's value, `None` if the key is not there.
+/// Entries in a connection table, by walking its keys: one system call per
+/// entry, so callers ration it.
+pub(super) fn count_flows(conns: &HashMap<MapData, FlowKey, ConnValue>) -> usize {
+    conns.keys().filter(|k| k.is_ok()).count()
+}
+
 pub(super) fn found<T>(lookup: Result<T, MapError>, name: &'static str) -> Result<Option<T>> {
     match lookup {
         Ok(value) => Ok(Some(value)),

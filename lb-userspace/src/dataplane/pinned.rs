@@ -6,7 +6,7 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use lb_common::{maps as names, Backend, ConnValue, FlowKey, TrafficStats, VipKey, VipValue};
 
-use super::{counters, found, map_err, used_backends, Counters, DataplaneError};
+use super::{count_flows, counters, found, map_err, used_backends, Counters, DataplaneError};
 
 pub struct PinnedStats {
     counters: PerCpuArray<MapData, u64>,
@@ -63,8 +63,9 @@ impl PinnedStats {
         used_backends(&self.backends)
     }
 
-    /// Entries in the connection table (walks it: for tests and occasional stats).
+    /// Entries in the connection table. Walks it key by key (the kernel keeps
+    /// no count of an LRU table): for tests and rationed stats.
     pub fn connections(&self) -> usize {
-        self.conns.keys().filter(|k| k.is_ok()).count()
+        count_flows(&self.conns)
     }
 }

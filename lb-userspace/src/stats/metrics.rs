@@ -145,7 +145,11 @@ pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
     out.family(name, "histogram", "Time to compute and write one change of the desired state.");
     out.histogram(name, &[], &timings.reconcile.lock().unwrap_or_else(|e| e.into_inner()));
 
-    out.family("alwayson_conn_table_entries", "gauge", "Flows in the connection table (counted every 10 s).");
+    out.family(
+        "alwayson_conn_table_entries",
+        "gauge",
+        "Flows in the connection table (counted every 10 s, less often when counting takes over 1% of that).",
+    );
     out.sample("alwayson_conn_table_entries", &[], snapshot.conn_table.entries);
     out.family(
         "alwayson_conn_table_capacity",

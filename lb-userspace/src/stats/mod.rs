@@ -167,8 +167,11 @@ impl Timings {
 /// A VIP index, with a backend slot for a backend's counters.
 type Slot = (u32, Option<u32>);
 
-/// How often the connection table is counted (it is walked key by key).
-const CONN_COUNT_EVERY: u32 = 10;
+/// How often the connection table is counted at most. Counting walks it key
+/// by key, so a big table is counted less often: the walk may take at most
+/// 1/`CONN_COUNT_BUDGET` of the time.
+const CONN_COUNT_EVERY: Duration = Duration::from_secs(10);
+const CONN_COUNT_BUDGET: u32 = 100;
 
 /// One sample: the counters and rates, beside the topology they belong to.
 /// Numbers only: names come from the topology when the JSON is asked for.
@@ -188,8 +191,9 @@ pub struct Sampler {
     maps: PinnedStats,
     started: Instant,
     previous: Option<(Instant, HashMap<Slot, TrafficStats>)>,
-    samples: u32,
     conn_entries: u64,
+    /// When the connection table is next counted.
+    conn_count_due: Instant,
 }
 
 impl Sampler {
@@ -198,18 +202,19 @@ impl Sampler {
             maps: PinnedStats::open(pin_dir)?,
             started: Instant::now(),
             previous: None,
-            samples: 0,
             conn_entries: 0,
+            conn_count_due: Instant::now(),
         })
     }
 
     /// One sample: counters for everything in `topology`, rates since the last sample.
     pub fn sample(&mut self, topology: &Arc<Topology>) -> Result<Snapshot, DataplaneError> {
         let now = Instant::now();
-        if self.samples.is_multiple_of(CONN_COUNT_EVERY) {
+        if now >= self.conn_count_due {
             self.conn_entries = self.maps.connections() as u64;
+            let took = now.elapsed();
+            self.conn_count_due = now + CONN_COUNT_EVERY.max(took * CONN_COUNT_BUDGET);
         }
-        self.samples += 1;
         let counters = self.maps.counters()?;
         let mut totals = HashMap::with_capacity(self.previous.as_ref().map_or(0, |(_, t)| t.len()));
         let mut traffic = Vec::with_capacity(topology.vips.len());
