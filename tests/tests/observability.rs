@@ -123,6 +123,20 @@ fn counters_show_exactly_the_packets_and_bytes_sent() {
     assert!(out.status.success(), "{}", out.stderr);
     let table = out.stdout;
     assert!(table.contains(&format!("packets {sent} bytes {}", sent * FRAME)), "{table}");
+
+    // The connection table holds the ten flows; it is counted every 10 s (first when the agent started).
+    let entries = wait_until(
+        "the connection table to be counted",
+        Duration::from_secs(15),
+        Duration::from_millis(500),
+        || {
+            let entries = stats_json(&agent)["conn_table"]["entries"].as_u64();
+            (entries == Some(FLOWS as u64)).then_some(())
+        },
+    );
+    assert!(entries.is_ok(), "{entries:?}: {:#}", stats_json(&agent)["conn_table"]);
+    let text = web.get("/metrics").expect("GET /metrics").text();
+    assert_eq!(metric(&text, "alwayson_conn_table_entries"), Some(FLOWS as f64));
 }
 
 #[test]
