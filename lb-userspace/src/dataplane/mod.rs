@@ -288,11 +288,28 @@ impl Dataplane {
         let slot = VipSlot { key, mode: value.mode, _pad: [0; 3] };
         self.vip_index.set(value.index, slot, 0).map_err(map_err(names::VIP_INDEX))?;
         let address = key.address_only();
-        if self.vip_addrs.get(&address, 0).is_err() {
+        if found(self.vip_addrs.get(&address, 0), names::VIP_ADDRS)?.is_none() {
+            // Counted first: a failure between the two leaves the filter counting
+            // too much (an extra lookup), never too little (VIP traffic passed).
             self.count_address(&address, 1)?;
             self.vip_addrs.insert(address, 0, 0).map_err(map_err(names::VIP_ADDRS))?;
         }
         self.vips.insert(key, value, 0).map_err(map_err(names::VIPS))
+    }
+
+    /// Every VIP address registered in `VIP_ADDRS`.
+    pub fn vip_addresses(&self) -> Result<Vec<VipKey>> {
+        self.vip_addrs.keys().collect::<Result<_, _>>().map_err(map_err(names::VIP_ADDRS))
+    }
+
+    /// Forgets a VIP address no VIP uses any more; forgetting one that is not
+    /// registered does nothing, so a failed call can be repeated.
+    pub fn forget_address(&mut self, address: &VipKey) -> Result<()> {
+        if found(self.vip_addrs.get(address, 0), names::VIP_ADDRS)?.is_some() {
+            self.vip_addrs.remove(address).map_err(map_err(names::VIP_ADDRS))?;
+            self.count_address(address, -1)?;
+        }
+        Ok(())
     }
 
     /// Counts a VIP address in (+1) or out (-1) of the kernel's address filter.
@@ -302,24 +319,17 @@ impl Dataplane {
         self.vip_filter.set(slot, count.saturating_add_signed(change), 0).map_err(map_err(names::VIP_FILTER))
     }
 
-    /// Removes VIP `key` held at `index` (its established flows stop too);
-    /// `last_on_address` also forgets its address (no other VIP uses it).
-    /// Whatever of it is already gone stays gone: a removal that failed part
-    /// way can be repeated.
-    pub fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<()> {
+    /// Removes VIP `key` held at `index` (its established flows stop too); its
+    /// address stays registered until [`Self::forget_address`]. Whatever of it
+    /// is already gone stays gone: a removal that failed part way can be repeated.
+    pub fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<()> {
         self.check("VIP index", index, self.settings.max_vips)?;
         if found(self.vips.get(key, 0), names::VIPS)?.is_some() {
             self.vips.remove(key).map_err(map_err(names::VIPS))?;
         }
         let free =
             VipSlot { key: VipKey { addr: [0; 4], port_be: 0, proto: 0, family: 0 }, mode: 0, _pad: [0; 3] };
-        self.vip_index.set(index, free, 0).map_err(map_err(names::VIP_INDEX))?;
-        let address = key.address_only();
-        if last_on_address && found(self.vip_addrs.get(&address, 0), names::VIP_ADDRS)?.is_some() {
-            self.vip_addrs.remove(&address).map_err(map_err(names::VIP_ADDRS))?;
-            self.count_address(&address, -1)?;
-        }
-        Ok(())
+        self.vip_index.set(index, free, 0).map_err(map_err(names::VIP_INDEX))
     }
 
     /// Writes a backend slot. A changed address also forgets the cached next hop.

@@ -10,8 +10,11 @@ pub trait Maps {
     fn settings(&self) -> &LoadSettings;
     fn vip_entries(&self) -> Result<Vec<(VipKey, VipValue)>, DataplaneError>;
     fn backend_entries(&self) -> Result<Vec<(u32, Backend)>, DataplaneError>;
+    fn vip_addresses(&self) -> Result<Vec<VipKey>, DataplaneError>;
+    /// Also registers the VIP's address.
     fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError>;
-    fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<(), DataplaneError>;
+    fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<(), DataplaneError>;
+    fn forget_address(&mut self, address: &VipKey) -> Result<(), DataplaneError>;
     fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError>;
     fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError>;
     fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError>;
@@ -31,12 +34,20 @@ impl Maps for Dataplane {
         Dataplane::backend_entries(self)
     }
 
+    fn vip_addresses(&self) -> Result<Vec<VipKey>, DataplaneError> {
+        Dataplane::vip_addresses(self)
+    }
+
     fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError> {
         Dataplane::set_vip(self, key, value)
     }
 
-    fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<(), DataplaneError> {
-        Dataplane::remove_vip(self, key, index, last_on_address)
+    fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<(), DataplaneError> {
+        Dataplane::remove_vip(self, key, index)
+    }
+
+    fn forget_address(&mut self, address: &VipKey) -> Result<(), DataplaneError> {
+        Dataplane::forget_address(self, address)
     }
 
     fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError> {

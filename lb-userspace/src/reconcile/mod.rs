@@ -9,12 +9,14 @@
 //! 3. VIPs, once their rings are complete;
 //! 4. backends that stop keeping flows, now that no ring names them;
 //! 5. what goes away: a VIP made invisible, then its ring cleared; backends
-//!    marked unused. Only then are their ids given back.
+//!    marked unused. Only then are their ids given back, and addresses no VIP
+//!    has any more forgotten.
 //!
 //! An id given back is reused by a later pass only: a config that fits only
 //! once what it leaves out has left (replacing a backend at `max_backends`)
-//! is applied in two passes, what fits first. What the reconciler records as
-//! written was written: after a failed write, the next apply writes it again.
+//! is applied in two passes: first everything but the VIPs that gain what does
+//! not fit yet. What the reconciler records as written was written: after a
+//! failed write, the next apply writes it again.
 
 mod ids;
 mod maps;
@@ -98,6 +100,9 @@ pub struct Reconciler<M = Dataplane> {
     /// Slots a previous agent left to VIPs that no longer exist: out of the
     /// pool until the next apply has marked them unused.
     orphans: Vec<(u32, Backend)>,
+    /// VIP addresses the kernel may have registered (`VIP_ADDRS`): every one it
+    /// has, and perhaps one whose registration failed (forgetting is harmless).
+    addresses: HashSet<VipKey>,
 }
 
 impl<M: Maps> Reconciler<M> {
@@ -136,7 +141,9 @@ impl<M: Maps> Reconciler<M> {
             }
         }
         let used_vips = vips.values().map(|v| v.index).collect();
+        let addresses = dp.vip_addresses()?.into_iter().collect();
         Ok(Self {
+            addresses,
             vip_ids: IdPool::with_used(settings.max_vips, &used_vips),
             slots: IdPool::with_used(settings.max_backends, &used_slots),
             vips,
@@ -184,23 +191,23 @@ impl<M: Maps> Reconciler<M> {
         if new_slots > self.slots.available() + leaving_slots {
             return Err(ReconcileError::no_backend_slot(self.slots.max()));
         }
-        let addresses: HashSet<VipKey> = desired.iter().map(|v| v.key.address_only()).collect();
+        let kept: HashSet<VipKey> = desired.iter().map(|v| v.key.address_only()).collect();
         let mut report = ApplyReport::default();
         if new_vips > self.vip_ids.available() || new_slots > self.slots.available() {
             // What comes needs the ids of what goes: first a pass with what fits, which frees them.
             let fits = self.what_fits(desired);
-            self.apply_pass(&fits, &addresses, &mut report)?;
+            self.apply_pass(&fits, &kept, &mut report)?;
         }
-        self.apply_pass(desired, &addresses, &mut report)?;
+        self.apply_pass(desired, &kept, &mut report)?;
         Ok(report)
     }
 
-    /// One pass of the five steps. `addresses`: the VIP addresses still in use
-    /// once the whole apply is done.
+    /// One pass of the five steps. `kept`: the VIP addresses in use once the
+    /// whole apply is done (a first pass keeps them for the second).
     fn apply_pass(
         &mut self,
         desired: &[DesiredVip],
-        addresses: &HashSet<VipKey>,
+        kept: &HashSet<VipKey>,
         report: &mut ApplyReport,
     ) -> Result<(), ReconcileError> {
         // 1. Index and slots for everything wanted; backends that keep flows written before any ring names them.
@@ -211,7 +218,7 @@ impl<M: Maps> Reconciler<M> {
 
         // 2. Rings whose members changed: built on every core, then only the changed slots written.
         let jobs = rings::ring_jobs(&self.vips, desired);
-        let Self { dp, vips, .. } = self;
+        let Self { dp, vips, addresses, .. } = self;
         for job in &jobs {
             vips.get_mut(&job.vip).expect("jobs are of known VIPs").members = None;
         }
@@ -225,12 +232,16 @@ impl<M: Maps> Reconciler<M> {
             state.members = Some(job.members.clone());
         })?;
 
-        // 3. VIPs become visible only now that their rings are complete.
+        // 3. VIPs become visible only now that their rings are complete (with
+        //    their address: also one a failed write or a previous agent left out).
         for vip in desired {
             let state = vips.get_mut(&vip.key).expect("indexed in step 1");
             let want = VipValue { index: state.index, mode: vip.mode as u8, _pad: [0; 3] };
-            if state.written != Some(want) {
+            let address = vip.key.address_only();
+            if state.written != Some(want) || !addresses.contains(&address) {
                 state.written = None;
+                // Before the write: one that fails part way may have registered it.
+                addresses.insert(address);
                 dp.set_vip(vip.key, want)?;
                 state.written = Some(want);
             }
@@ -243,7 +254,7 @@ impl<M: Maps> Reconciler<M> {
         }
 
         // 5. What is left out.
-        self.remove_leaving(desired, addresses, report)
+        self.remove_leaving(desired, kept, report)
     }
 
     /// Step 1 for one VIP: an index if it is new, a slot for each new backend,
@@ -295,21 +306,22 @@ impl<M: Maps> Reconciler<M> {
     /// Step 5: a VIP left out becomes invisible, then its ring is cleared and
     /// its backends marked unused; a backend left out of a VIP that stays is
     /// marked unused (step 2 rebuilt that VIP's ring without it). Each id is
-    /// given back once what held it is written.
+    /// given back once what held it is written. Last, the addresses that no
+    /// VIP has any more, and that `kept` does not keep, are forgotten.
     fn remove_leaving(
         &mut self,
         desired: &[DesiredVip],
-        addresses: &HashSet<VipKey>,
+        kept: &HashSet<VipKey>,
         report: &mut ApplyReport,
     ) -> Result<(), ReconcileError> {
         let wanted = wanted_backends(desired);
         let gone: Vec<VipKey> = self.vips.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
-        let Self { dp, vips, vip_ids, slots, orphans } = self;
+        let Self { dp, vips, vip_ids, slots, orphans, addresses } = self;
         for key in gone {
             let state = vips.get_mut(&key).expect("listed from the map");
             let index = state.index;
             state.written = None;
-            dp.remove_vip(&key, state.index, !addresses.contains(&key.address_only()))?;
+            dp.remove_vip(&key, state.index)?;
             state.members = None;
             dp.with_ring_mut(state.index, |ring| ring.fill(RING_EMPTY))?;
             let all: Vec<SocketAddr> = state.backends.keys().copied().collect();
@@ -332,6 +344,13 @@ impl<M: Maps> Reconciler<M> {
             orphans.pop();
             slots.give_back(slot);
             report.backends_removed += 1;
+        }
+        let in_use: HashSet<VipKey> =
+            vips.keys().map(|k| k.address_only()).chain(kept.iter().copied()).collect();
+        let stale: Vec<VipKey> = addresses.iter().filter(|a| !in_use.contains(a)).copied().collect();
+        for address in stale {
+            dp.forget_address(&address)?;
+            addresses.remove(&address);
         }
         Ok(())
     }
@@ -362,27 +381,30 @@ impl<M: Maps> Reconciler<M> {
         (vips, slots)
     }
 
-    /// `desired` without the new VIPs and backends that fit only once what
-    /// leaves has left.
+    /// The first of two passes: `desired`, except that a VIP whose new
+    /// backends (or which itself) fit only once what leaves has left stays as
+    /// it is (a new one stays out), so no VIP is ever served by part of what
+    /// it should have.
     fn what_fits(&self, desired: &[DesiredVip]) -> Vec<DesiredVip> {
         let (mut vips_free, mut slots_free) = (self.vip_ids.available(), self.slots.available());
         desired
             .iter()
             .filter_map(|vip| {
-                let state = self.vips.get(&vip.key);
-                if state.is_none() {
-                    vips_free = vips_free.checked_sub(1)?;
+                let Some(state) = self.vips.get(&vip.key) else {
+                    let fits = vips_free > 0 && slots_free >= vip.backends.len();
+                    if fits {
+                        (vips_free, slots_free) = (vips_free - 1, slots_free - vip.backends.len());
+                    }
+                    return fits.then(|| vip.clone());
+                };
+                let new = vip.backends.iter().filter(|b| !state.backends.contains_key(&b.addr)).count();
+                if new <= slots_free {
+                    slots_free -= new;
+                    return Some(vip.clone());
                 }
-                let backends = vip
-                    .backends
-                    .iter()
-                    .filter(|b| {
-                        let has_slot = state.is_some_and(|s| s.backends.contains_key(&b.addr));
-                        has_slot || slots_free.checked_sub(1).map(|left| slots_free = left).is_some()
-                    })
-                    .cloned()
-                    .collect();
-                Some(DesiredVip { key: vip.key, mode: vip.mode, allbackups: vip.allbackups, backends })
+                let backends =
+                    vip.backends.iter().filter(|b| state.backends.contains_key(&b.addr)).cloned().collect();
+                Some(DesiredVip { backends, ..vip.clone() })
             })
             .collect()
     }

@@ -33,6 +33,9 @@ struct Fake {
     writes: usize,
     /// The write that fails, and whether it takes effect before failing.
     fail: Option<(usize, bool)>,
+    /// Whether every write checks that visible VIPs have their addresses
+    /// (not while an apply mends a kernel that started without).
+    check_addresses: bool,
 }
 
 const UNUSED: Backend = Backend { addr: [0; 4], port_be: 0, family: 0, state: 0, vip: 0 };
@@ -53,6 +56,7 @@ impl Fake {
             backend_writes: Vec::new(),
             writes: 0,
             fail: None,
+            check_addresses: true,
         }
     }
 
@@ -72,6 +76,10 @@ impl Fake {
     fn check(&self) {
         for (key, value) in &self.vips {
             assert_eq!(self.vip_index[value.index as usize], Some(*key), "VIP_INDEX of a visible VIP");
+            assert!(
+                !self.check_addresses || self.addresses.contains(&key.address_only()),
+                "the address of visible VIP {key:?}"
+            );
             for &slot in &self.rings[value.index as usize] {
                 if slot == RING_EMPTY {
                     continue;
@@ -132,6 +140,10 @@ impl Maps for Fake {
         Ok(used.map(|(slot, b)| (slot as u32, *b)).collect())
     }
 
+    fn vip_addresses(&self) -> Result<Vec<VipKey>, DataplaneError> {
+        Ok(self.addresses.iter().copied().collect())
+    }
+
     fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError> {
         self.write(|f| {
             f.vip_index[value.index as usize] = Some(key);
@@ -140,13 +152,16 @@ impl Maps for Fake {
         })
     }
 
-    fn remove_vip(&mut self, key: &VipKey, index: u32, last_on_address: bool) -> Result<(), DataplaneError> {
+    fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<(), DataplaneError> {
         self.write(|f| {
             f.vips.remove(key);
             f.vip_index[index as usize] = None;
-            if last_on_address {
-                f.addresses.remove(&key.address_only());
-            }
+        })
+    }
+
+    fn forget_address(&mut self, address: &VipKey) -> Result<(), DataplaneError> {
+        self.write(|f| {
+            f.addresses.remove(address);
         })
     }
 
@@ -297,11 +312,29 @@ fn a_restarted_agent_adopts_every_index_and_slot() {
     assert_eq!(report.backends_changed, 0);
 }
 
-/// Pairs of desired states: the first applied cleanly, the second with a write failing.
-fn histories() -> Vec<(u32, u32, Vec<DesiredVip>, Vec<DesiredVip>)> {
+#[test]
+fn an_adopted_kernel_gets_its_vip_addresses_right() {
+    let desired = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true)])];
+    let mut fake = applied(2, 2, &desired).into_dataplane();
+    // What an older agent could leave: a visible VIP without its address, and
+    // an address without a VIP.
+    fake.addresses.clear();
+    fake.addresses.insert(key("10.77.100.9:80").address_only());
+    fake.check_addresses = false;
+    let mut r = Reconciler::adopt(fake).unwrap();
+    r.apply(&desired).unwrap();
+    assert_eq!(r.dp.served(), applied(2, 2, &desired).dp.served());
+}
+
+/// Desired states: the first applied cleanly, the second with a write
+/// failing, then the second or the first again, or any of the others.
+type History = (u32, u32, Vec<DesiredVip>, Vec<DesiredVip>, Vec<Vec<DesiredVip>>);
+
+fn histories() -> Vec<History> {
     let x = "10.77.100.1:80";
+    let y = "10.77.100.1:443";
     vec![
-        (2, 4, vec![], vec![vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, false)])]),
+        (2, 4, vec![], vec![vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, false)])], vec![]),
         (
             4,
             8,
@@ -310,6 +343,7 @@ fn histories() -> Vec<(u32, u32, Vec<DesiredVip>, Vec<DesiredVip>)> {
                 vip(x, &[("10.0.0.1:80", 1, false), ("10.0.0.3:80", 0, true), ("10.0.0.4:80", 1, true)]),
                 vip("10.77.100.1:443", &[("10.0.0.5:80", 1, true)]),
             ],
+            vec![],
         ),
         // At capacity: a VIP and a backend replaced.
         (
@@ -323,15 +357,40 @@ fn histories() -> Vec<(u32, u32, Vec<DesiredVip>, Vec<DesiredVip>)> {
                 vip(x, &[("10.0.0.1:80", 1, true), ("10.0.0.4:80", 1, true)]),
                 vip("10.77.100.3:80", &[("10.0.0.5:80", 1, true)]),
             ],
+            vec![],
+        ),
+        // Two VIPs on one address, both leaving; then one of them stays after all,
+        // or another address takes over.
+        (
+            2,
+            2,
+            vec![vip(x, &[("10.0.0.1:80", 1, true)]), vip(y, &[("10.0.0.2:443", 1, true)])],
+            vec![],
+            vec![
+                vec![vip(y, &[("10.0.0.2:443", 1, true)])],
+                vec![vip("10.77.100.2:80", &[("10.0.0.3:80", 1, true)])],
+            ],
+        ),
+        // At capacity, a VIP replaced by another on the same address (two
+        // passes, the address kept between them); then that address goes.
+        (
+            1,
+            1,
+            vec![vip(x, &[("10.0.0.1:80", 1, true)])],
+            vec![vip(y, &[("10.0.0.2:443", 1, true)])],
+            vec![vec![vip("10.77.100.2:80", &[("10.0.0.3:80", 1, true)])], vec![]],
         ),
     ]
 }
 
 #[test]
 fn after_a_failed_write_the_next_apply_gets_the_kernel_right() {
-    for (max_vips, max_backends, a, b) in histories() {
-        let want_a = applied(max_vips, max_backends, &a).dp.served();
-        let want_b = applied(max_vips, max_backends, &b).dp.served();
+    for (max_vips, max_backends, a, b, others) in histories() {
+        let retries: Vec<(&Vec<DesiredVip>, Served)> = [&b, &a]
+            .into_iter()
+            .chain(&others)
+            .map(|retry| (retry, applied(max_vips, max_backends, retry).dp.served()))
+            .collect();
         let clean = {
             let mut r = applied(max_vips, max_backends, &a);
             let before = r.dp.writes;
@@ -340,7 +399,7 @@ fn after_a_failed_write_the_next_apply_gets_the_kernel_right() {
         };
         for n in 1..=clean {
             for half in [false, true] {
-                for (retry, want) in [(&b, &want_b), (&a, &want_a)] {
+                for (retry, want) in &retries {
                     for restart in [false, true] {
                         let what = format!("{a:?} -> {b:?}: write {n} fails (half {half}), then {retry:?} (restart {restart})");
                         let mut r = applied(max_vips, max_backends, &a);
