@@ -55,6 +55,8 @@ const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
 /// More-fragments flag and fragment offset bits of the IPv4 `frags` field.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
+/// The fragment offset bits alone.
+const IPV4_FRAG_OFFSET: u16 = 0x1fff;
 
 /// A 32-bit load from the packet at any alignment. Headers sit at any offset
 /// in the frame; Rust would (rightly, for its own rules) load a `[u8; 4]` byte by
@@ -187,6 +189,10 @@ fn too_big_v4(ctx: &XdpContext, l4: usize, ip_end: usize, dst: [u32; 4]) -> Pars
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
     if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
         return Ok(cut_short);
+    }
+    // A later fragment carries no ports where they would be read.
+    if u16::from_be_bytes(ip.frags) & IPV4_FRAG_OFFSET != 0 {
+        return Ok(Packet::Other);
     }
     let src = [load_u32(ip.src_addr.as_ptr()), 0, 0, 0];
     let to = [load_u32(ip.dst_addr.as_ptr()), 0, 0, 0];

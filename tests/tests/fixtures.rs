@@ -2,18 +2,17 @@
 //! the frame in, the verdict and the exact frame out, and the counters that
 //! must move.
 
+use std::{collections::BTreeSet, net::SocketAddr};
+
 use alwayson_tests::{
     fixture::{
-        backend_mac, backend_of_mac, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC, LB_V4, ROUTER_MAC, VIP4,
-        VIP4_UDP, VIP6, VIP6_UDP,
+        backend_mac, backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC,
+        LB_V4, ROUTER4, ROUTER6, ROUTER_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP,
     },
-    packet::{self, addr, Frame},
+    packet::{self, addr, Frame, L4},
     root_or_skip,
 };
-use lb_common::{
-    types::{PROTO_TCP, PROTO_UDP},
-    DropReason, Event, FlowKey, Verdict,
-};
+use lb_common::{types::PROTO_TCP, DropReason, Event, Verdict};
 use lb_userspace::dataplane::Counters;
 
 const XDP_DROP: u32 = 1;
@@ -155,49 +154,54 @@ fn backend_without_neighbour_entry_drops_with_reason() {
     assert_eq!((d.drop(DropReason::NoNeighbour), d.drop(DropReason::NoRoute)), (1, 1));
 }
 
-/// A router on the client's path, which sends the ICMP errors.
-const ROUTER4: &str = "10.77.2.1";
-const ROUTER6: &str = "fd77:2::1";
-
-/// The flow key of `frame` as the kernel keys it.
-fn flow_key(frame: &Frame) -> FlowKey {
-    let proto = if matches!(frame.l4, packet::L4::Udp) { PROTO_UDP } else { PROTO_TCP };
-    FlowKey::new(frame.src.ip(), frame.src.port(), frame.dst.ip(), frame.dst.port(), proto)
-}
-
 #[test]
 fn icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
     root_or_skip!("icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes");
-    let bed = FixtureBed::standard();
+    let mut bed = FixtureBed::standard();
     let cases = [
-        (ROUTER4, Frame::syn(CLIENT4, VIP4), 0),
-        (ROUTER6, Frame::syn(CLIENT6, VIP6), 2),
-        (ROUTER4, Frame::udp(CLIENT4, VIP4_UDP), 1),
+        (CLIENT4, VIP4, L4::Tcp { syn: true }, 0u8),
+        (CLIENT4, VIP4_UDP, L4::Udp, 1),
+        (CLIENT6, VIP6, L4::Tcp { syn: true }, 2),
     ];
-    for (router, first, vip) in cases {
-        let router = router.parse().unwrap();
-        let backend = assert_dsr(&bed, &first.bytes(), vip);
-        // The backend's reply was too big for a link on the way back.
-        let reply = Frame::new(first.dst, first.src, first.l4);
+    for (client, vip_addr, l4, vip) in cases {
+        let (client, vip_addr) = (addr(client), addr(vip_addr));
+        let router = if client.is_ipv4() { ROUTER4 } else { ROUTER6 }.parse().unwrap();
+        let from_port = |port: u16| Frame::new(SocketAddr::new(client.ip(), port), vip_addr, l4);
+        let flows: Vec<Frame> = (41_000..41_012).map(from_port).collect();
+        let backends: Vec<u8> = flows.iter().map(|f| assert_dsr(&bed, &f.bytes(), vip)).collect();
+        assert!(backends.iter().collect::<BTreeSet<_>>().len() > 1, "the flows spread: {backends:?}");
+        // From now on the ring gives every new flow to one backend: the errors
+        // about the flows on the others must follow the table, not the ring.
+        let ring_pick = 3 * vip;
+        let backend_addr = if client.is_ipv4() { backend_v4 } else { backend_v6 };
+        bed.write_ring(
+            u32::from(vip),
+            &[Slot { slot: u32::from(ring_pick), addr: backend_addr(ring_pick), weight: 1 }],
+        )
+        .unwrap();
         let before = counters(&bed);
-        let error = packet::too_big(router, &reply, 1280, 1000);
-        assert_eq!(assert_dsr(&bed, &error, vip), backend, "to the flow's backend: {first:?}");
+        let new_flows = bed.dp.vip_stats(u32::from(vip)).unwrap().new_flows;
+        for (flow, &backend) in flows.iter().zip(&backends) {
+            // The backend's reply was too big for a link on the way back.
+            let reply = Frame::new(flow.dst, flow.src, flow.l4);
+            let error = packet::too_big(router, &reply, 1280, 1000);
+            assert_eq!(assert_dsr(&bed, &error, vip), backend, "to the flow's backend: {flow:?}");
+            let entry = bed.dp.connection(&flow.flow_key()).unwrap().expect("the flow's entry");
+            assert_eq!(entry.backend, u32::from(backend), "the entry is untouched");
+        }
         let d = counters(&bed).since(&before);
-        assert_eq!((d.event(Event::IcmpTooBig), d.verdict(Verdict::Tx)), (1, 1));
-        let backend_stats = bed.dp.backend_stats(u32::from(backend)).unwrap();
-        assert_eq!((backend_stats.packets, backend_stats.new_flows), (2, 1), "counted, no new flow");
-    }
+        let errors = flows.len() as u64;
+        assert_eq!((d.event(Event::IcmpTooBig), d.verdict(Verdict::Tx)), (errors, errors));
+        assert_eq!(bed.dp.vip_stats(u32::from(vip)).unwrap().new_flows, new_flows, "an error is no new flow");
 
-    // A flow the table has forgotten (or never saw): the backend its hash gives,
-    // which its next packet would get too; and the error is not remembered as a flow.
-    for (router, client, vip_addr, vip) in
-        [(ROUTER4, "10.77.2.9:41000", VIP4, 0), (ROUTER6, "[fd77:2::9]:41000", VIP6, 2)]
-    {
-        let flow = Frame::syn(client, vip_addr);
-        let reply = Frame::new(flow.dst, flow.src, flow.l4);
-        let backend = assert_dsr(&bed, &packet::too_big(router.parse().unwrap(), &reply, 1280, 1000), vip);
-        assert_eq!(bed.dp.connection(&flow_key(&flow)).unwrap(), None, "an ICMP error is no flow");
-        assert_eq!(assert_dsr(&bed, &flow.bytes(), vip), backend, "where the flow itself goes");
+        // A flow the table has forgotten (or never saw): the backend its hash
+        // gives, where its next packet goes too; and no entry is made for it.
+        let forgotten = from_port(42_000);
+        let reply = Frame::new(forgotten.dst, forgotten.src, forgotten.l4);
+        assert_eq!(assert_dsr(&bed, &packet::too_big(router, &reply, 1280, 1000), vip), ring_pick);
+        assert_eq!(bed.dp.connection(&forgotten.flow_key()).unwrap(), None, "an ICMP error is no flow");
+        assert_eq!(assert_dsr(&bed, &forgotten.bytes(), vip), ring_pick, "where the flow itself goes");
+        assert!(bed.dp.connection(&forgotten.flow_key()).unwrap().is_some(), "the flow itself is recorded");
     }
 }
 
@@ -213,7 +217,7 @@ fn icmp_that_is_not_about_a_vip_flow_passes_untouched() {
         // To a VIP address, quoting a packet another VIP address (a wildcard VIP) sent.
         {
             let mut f = packet::too_big(router, &Frame::tcp(VIP4, CLIENT4), 1280, 1000);
-            let quoted_src = packet::ETH_LEN + 20 + 8 + 12;
+            let quoted_src = packet::QUOTE_V4 + 12;
             f[quoted_src..quoted_src + 4].copy_from_slice(&[10, 77, 100, 2]);
             f
         },
@@ -221,7 +225,13 @@ fn icmp_that_is_not_about_a_vip_flow_passes_untouched() {
         packet::too_big(router, &Frame::tcp("10.77.100.1:81", CLIENT4), 1280, 1000),
         {
             let mut f = packet::too_big(router, &Frame::tcp(VIP4, CLIENT4), 1280, 1000);
-            f[packet::ETH_LEN + 20 + 8 + 9] = 47;
+            f[packet::QUOTE_V4 + 9] = 47;
+            f
+        },
+        // Quoting a later fragment, which has no ports where they would be read.
+        {
+            let mut f = packet::too_big(router, &Frame::tcp(VIP4, CLIENT4), 1280, 1000);
+            packet::set_ipv4_frag(&mut f, packet::QUOTE_V4, 185);
             f
         },
     ];
