@@ -209,12 +209,14 @@ impl Sampler {
 
     /// One sample: counters for everything in `topology`, rates since the last sample.
     pub fn sample(&mut self, topology: &Arc<Topology>) -> Result<Snapshot, DataplaneError> {
-        let now = Instant::now();
-        if now >= self.conn_count_due {
+        let counting = Instant::now();
+        if counting >= self.conn_count_due {
             self.conn_entries = self.maps.connections() as u64;
-            let took = now.elapsed();
-            self.conn_count_due = now + CONN_COUNT_EVERY.max(took * CONN_COUNT_BUDGET);
+            let took = counting.elapsed();
+            self.conn_count_due = counting + CONN_COUNT_EVERY.max(took * CONN_COUNT_BUDGET);
         }
+        // After the walk, which may take seconds: rates are over the time the counters were read at.
+        let now = Instant::now();
         let counters = self.maps.counters()?;
         let mut totals = HashMap::with_capacity(self.previous.as_ref().map_or(0, |(_, t)| t.len()));
         let mut traffic = Vec::with_capacity(topology.vips.len());
