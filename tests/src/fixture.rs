@@ -52,6 +52,9 @@ pub const VIP6_UDP: &str = "[fd77::100]:53";
 pub const VIP4_ANY: &str = "10.77.100.2:0";
 pub const CLIENT4: &str = "10.77.2.7:40000";
 pub const CLIENT6: &str = "[fd77:2::7]:40000";
+/// A router on the clients' path, which sends ICMP errors.
+pub const ROUTER4: &str = "10.77.2.1";
+pub const ROUTER6: &str = "fd77:2::1";
 
 /// One backend of a VIP: its slot in `BACKENDS`, the known backend it is, its weight.
 #[derive(Clone, Copy, Debug)]

@@ -4,8 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type, Icmpv6Type, PacketBuilder, PacketBuilderStep};
+use lb_common::{
+    types::{PROTO_TCP, PROTO_UDP},
+    FlowKey,
+};
 
 pub const ETH_LEN: usize = 14;
+/// Where the quoted IPv4 header starts in an untagged IPv4 [`too_big`] frame.
+pub const QUOTE_V4: usize = ETH_LEN + 20 + 8;
 
 /// What rides on IP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +72,15 @@ impl Frame {
     pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
         (self.src_mac, self.dst_mac) = (src, dst);
         self
+    }
+
+    /// The key the balancer's connection table has for this frame's flow.
+    pub fn flow_key(&self) -> FlowKey {
+        let proto = match self.l4 {
+            L4::Tcp { .. } => PROTO_TCP,
+            L4::Udp => PROTO_UDP,
+        };
+        FlowKey::new(self.src.ip(), self.src.port(), self.dst.ip(), self.dst.port(), proto)
     }
 
     /// Offset of the IP header.

@@ -79,20 +79,21 @@ impl Streams {
         n: usize,
         period: Duration,
     ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let mut backends = Vec::new();
+        // Built first, so a connection that fails part way stops the streams
+        // already running (by Drop) instead of leaving them behind.
+        let mut streams =
+            Self { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), backends: Vec::new() };
         for id in 0..n {
             let stream = bed.tcp_connect(client, vip, IO_TIMEOUT)?;
             stream.set_read_timeout(Some(IO_TIMEOUT))?;
             let mut reader = BufReader::new(stream.try_clone()?);
             let mut banner = String::new();
             reader.read_line(&mut banner)?;
-            backends.push(banner.trim().to_string());
-            let stop = stop.clone();
-            threads.push(std::thread::spawn(move || stream_loop(id, stream, reader, period, &stop)));
+            streams.backends.push(banner.trim().to_string());
+            let stop = streams.stop.clone();
+            streams.threads.push(std::thread::spawn(move || stream_loop(id, stream, reader, period, &stop)));
         }
-        Ok(Self { stop, threads, backends })
+        Ok(streams)
     }
 
     pub fn backends(&self) -> &[String] {

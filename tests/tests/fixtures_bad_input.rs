@@ -3,7 +3,8 @@
 
 use alwayson_tests::{
     fixture::{
-        backend_mac, backend_of_mac, FixtureBed, CLIENT4, CLIENT6, LB_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP,
+        backend_mac, backend_of_mac, FixtureBed, CLIENT4, CLIENT6, LB_MAC, ROUTER4, ROUTER6, VIP4, VIP4_UDP,
+        VIP6, VIP6_UDP,
     },
     packet::{self, Frame},
     root_or_skip,
@@ -238,8 +239,8 @@ fn ipv4_options_are_forwarded_unchanged_and_counted() {
 fn an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise() {
     root_or_skip!("an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise");
     let bed = FixtureBed::standard();
-    let v4: std::net::IpAddr = "10.77.2.1".parse().unwrap();
-    let v6: std::net::IpAddr = "fd77:2::1".parse().unwrap();
+    let v4 = ROUTER4.parse().unwrap();
+    let v6 = ROUTER6.parse().unwrap();
     let (reply4, reply6) = (Frame::tcp(VIP4, CLIENT4), Frame::tcp(VIP6, CLIENT6));
     // The quote must reach the first four bytes after the quoted IP header: the ports.
     for len in 0..24 {
@@ -266,7 +267,7 @@ fn an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherw
     );
     // A quoted IPv4 header that is not one.
     let mut bad_ihl = packet::too_big(v4, &reply4, 1280, 28);
-    bad_ihl[packet::ETH_LEN + 20 + 8] = 0x43;
+    bad_ihl[packet::QUOTE_V4] = 0x43;
     assert_dropped(&bed, &bad_ihl, DropReason::Truncated, "quoted IHL 3");
     // The same errors to an address that is no VIP's: the host's business.
     let own = Frame::tcp("10.77.1.1:22", CLIENT4);

@@ -52,11 +52,10 @@ fn kernel_picks_the_backend_userspace_predicts_for_10000_flows() {
             let src = IpAddr::V4(Ipv4Addr::new(10, 77, rng.gen_range(2..=99), rng.gen()));
             (SocketAddr::new(src, sport), addr("10.77.100.1:80"), L4::Tcp { syn: rng.gen() }, &v4)
         };
-        let proto = if l4 == L4::Udp { PROTO_UDP } else { PROTO_TCP };
-        let key = FlowKey::new(src.ip(), src.port(), dst.ip(), dst.port(), proto);
-        let slot = ring[(key.hash(SEED) % ring_size) as usize];
+        let frame = Frame::new(src, dst, l4);
+        let slot = ring[(frame.flow_key().hash(SEED) % ring_size) as usize];
         expected.push((slot % 10) as u8);
-        frames.push(Frame::new(src, dst, l4).bytes());
+        frames.push(frame.bytes());
     }
     let outcomes = bed.run_many(&frames);
     let mut per_backend = [0u32; 7];

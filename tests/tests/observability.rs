@@ -5,17 +5,19 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
+    os::fd::{AsRawFd as _, OwnedFd},
     time::Duration,
 };
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
     api::backend_path,
-    bed::{Family, TestBed},
+    bed::{sock, Family, TestBed},
     http, root_or_skip,
     traffic::{Opener, Streams},
     wait_until,
 };
+use lb_common::DropReason;
 use serde_json::Value;
 
 fn stats_json(agent: &Agent) -> Value {
@@ -217,9 +219,19 @@ fn kernel_notices_reach_the_agents_log_at_debug_level() {
     let config = config_toml(&bed, &[vip_conf.keys("check = \"exec\"\nexec_command = \"false\"")]);
     let agent = Agent::start(&bed, &config, &["--log-level", "debug"]).expect("agent");
     let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
-    for _ in 0..5 {
-        assert!(bed.tcp_connect(0, vip, Duration::from_millis(300)).is_err(), "no backend: no connection");
-    }
+    let before = agent.stats().unwrap().counters().unwrap();
+    // A burst of SYNs, each from its own socket, all within a fraction of a second.
+    bed.client_ns(0).run(|| {
+        let sockets: Vec<OwnedFd> = (0..SYNS).map(|_| syn_without_waiting(vip)).collect();
+        drop(sockets);
+    });
+    let dropped =
+        wait_until("the burst to be dropped", Duration::from_secs(5), Duration::from_millis(50), || {
+            let dropped =
+                agent.stats().unwrap().counters().unwrap().since(&before).drop(DropReason::NoBackend);
+            (dropped >= SYNS as u64).then_some(dropped)
+        })
+        .expect("every SYN of the burst dropped as no_backend");
     let notice =
         wait_until("a kernel notice in the log", Duration::from_secs(5), Duration::from_millis(100), || {
             agent.log().contains("has no usable backend").then_some(())
@@ -228,9 +240,23 @@ fn kernel_notices_reach_the_agents_log_at_debug_level() {
     notice.unwrap_or_else(|e| panic!("{e:#}:\n{log}"));
     let notices = log.matches("has no usable backend").count();
     // Rate-limited: one a second per CPU at most, not one per dropped SYN. The
-    // drops span under two seconds (five SYNs, 300 ms each): at most two per
-    // CPU the program can run on (the kernel's possible CPUs, which its
-    // per-CPU state is sized by).
+    // burst spans under a second, so at most two per CPU the program can run on
+    // (the kernel's possible CPUs, which its per-CPU state is sized by).
     let cpus = aya::util::nr_cpus().expect("possible CPUs");
-    assert!(notices <= 2 * cpus, "{notices} notices for a few seconds of drops on {cpus} CPUs:\n{log}");
+    assert!(2 * cpus < SYNS, "the burst must outnumber what the limit lets through");
+    assert!(notices <= 2 * cpus, "{notices} notices for {dropped} drops in a burst on {cpus} CPUs:\n{log}");
+}
+
+/// SYNs in the rate-limit test's burst.
+const SYNS: usize = 300;
+
+/// A TCP socket that has sent its SYN to `to` and is not waiting for an answer.
+fn syn_without_waiting(to: SocketAddr) -> OwnedFd {
+    let fd = sock::socket(&to, libc::SOCK_STREAM | libc::SOCK_NONBLOCK).expect("socket");
+    let (addr, len) = sock::sockaddr(&to);
+    // SAFETY: a valid sockaddr of length len, on an fd we own.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), (&raw const addr).cast(), len) };
+    let err = std::io::Error::last_os_error();
+    assert!(rc < 0 && err.raw_os_error() == Some(libc::EINPROGRESS), "connect: {err}");
+    fd
 }

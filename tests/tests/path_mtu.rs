@@ -8,7 +8,8 @@
 //! socket without TCP's sequence-number check.
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     time::Duration,
 };
@@ -17,35 +18,18 @@ use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
     bed::{sock, TestBed, UDP_PORT, VIP4, VIP6},
     packet::{self, Frame, L4},
-    root_or_skip,
+    root_or_skip, wait_until,
 };
 use lb_common::Event;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const MTU: u16 = 1300;
-/// The client's port of the flow the error is about.
-const CLIENT_PORT: u16 = 40_053;
-
-/// Sends one datagram from `client`:[`CLIENT_PORT`] to `vip` and returns the
-/// name of the backend that answered.
-fn serving_backend(bed: &TestBed, client: IpAddr, vip: SocketAddr) -> String {
-    bed.client_ns(0).run(|| {
-        let socket = UdpSocket::bind(SocketAddr::new(client, CLIENT_PORT)).expect("bind");
-        socket.connect(vip).expect("connect");
-        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-        socket.send(b"which backend?").expect("send");
-        let mut buf = [0u8; 2048];
-        let n = socket.recv(&mut buf).expect("an answer through the VIP");
-        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-        answer.split('\n').next().unwrap_or_default().to_string()
-    })
-}
 
 /// The ICMP message (no IP header) of a too-big error about the reply `vip` →
-/// `client`:[`CLIENT_PORT`], sent by `client`.
-fn too_big_message(client: IpAddr, vip: SocketAddr) -> Vec<u8> {
-    let reply = Frame::new(vip, SocketAddr::new(client, CLIENT_PORT), L4::Udp);
-    let frame = packet::too_big(client, &reply, MTU, 1000);
+/// `client`, sent by `client`.
+fn too_big_message(client: SocketAddr, vip: SocketAddr) -> Vec<u8> {
+    let reply = Frame::new(vip, client, L4::Udp);
+    let frame = packet::too_big(client.ip(), &reply, MTU, 1000);
     let ip_header = if client.is_ipv4() { 20 } else { 40 };
     frame[packet::ETH_LEN + ip_header..].to_vec()
 }
@@ -80,14 +64,33 @@ fn send_raw(bed: &TestBed, to: IpAddr, message: &[u8]) {
     });
 }
 
-/// What backend `i`'s kernel says about its route to `client`.
-fn route_to(bed: &TestBed, i: usize, client: IpAddr) -> String {
+/// Which backends' kernels hold a path MTU of [`MTU`] towards `client`.
+fn lowered(bed: &TestBed, client: IpAddr) -> BTreeSet<usize> {
     let family = if client.is_ipv4() { "-4" } else { "-6" };
-    bed.backend_ns(i).ip(&[family, "route", "get", &client.to_string()]).expect("ip route get")
+    (0..bed.backends())
+        .filter(|&i| {
+            let route =
+                bed.backend_ns(i).ip(&[family, "route", "get", &client.to_string()]).expect("ip route get");
+            route.contains(&format!("mtu {MTU}"))
+        })
+        .collect()
 }
 
-fn has_mtu(route: &str) -> bool {
-    route.contains(&format!("mtu {MTU}"))
+/// Two flows from `client` through `vip` that land on different backends:
+/// (client port, backend) each.
+fn flows_on_two_backends(bed: &TestBed, vip: SocketAddr) -> [(u16, usize); 2] {
+    let mut first: Option<(u16, usize)> = None;
+    for port in 40_000..40_064 {
+        let name = bed.udp_name_from(0, port, vip, TIMEOUT).expect("an answer through the VIP");
+        let backend =
+            (0..bed.backends()).find(|&i| bed.backend_name(i) == name).expect("a backend of the bed");
+        match first {
+            None => first = Some((port, backend)),
+            Some(f) if f.1 != backend => return [f, (port, backend)],
+            Some(_) => {}
+        }
+    }
+    panic!("64 flows through {vip} all landed on one backend");
 }
 
 #[test]
@@ -102,30 +105,22 @@ fn a_too_big_error_lowers_the_path_mtu_of_the_serving_backend_only() {
 
     for (client, vip) in [(bed.client_v4(0), VIP4), (bed.client_v6(0), VIP6)] {
         let vip = SocketAddr::new(vip.parse().unwrap(), UDP_PORT);
-        let serving = serving_backend(&bed, client, vip);
-        let backend =
-            (0..3).find(|&i| bed.backend_name(i) == serving).expect("a backend of the bed answered");
-        for i in 0..3 {
-            assert!(!has_mtu(&route_to(&bed, i, client)), "backend{i} has a lowered MTU before the error");
+        assert!(lowered(&bed, client).is_empty(), "a lowered MTU before any error");
+        // One flow's error, then the other's: each must reach its own backend,
+        // the first one alone (the path MTU is per destination, not per flow).
+        let mut want = BTreeSet::new();
+        for (port, backend) in flows_on_two_backends(&bed, vip) {
+            let before = agent.stats().unwrap().counters().unwrap();
+            send_raw(&bed, vip.ip(), &too_big_message(SocketAddr::new(client, port), vip));
+            want.insert(backend);
+            let what = format!("backends {want:?} (and no other) to lower their MTU towards {client}");
+            let got = wait_until(&what, TIMEOUT, Duration::from_millis(10), || {
+                let now = lowered(&bed, client);
+                now.is_superset(&want).then_some(now)
+            });
+            assert_eq!(got.unwrap_or_else(|e| panic!("{e}: {:?} have", lowered(&bed, client))), want);
+            let moved = agent.stats().unwrap().counters().unwrap().since(&before);
+            assert_eq!(moved.event(Event::IcmpTooBig), 1, "counted once ({moved})");
         }
-        let before = agent.stats().unwrap().counters().unwrap();
-        send_raw(&bed, vip.ip(), &too_big_message(client, vip));
-        let routes = alwayson_tests::wait_until(
-            "the serving backend to lower its MTU",
-            TIMEOUT,
-            Duration::from_millis(10),
-            || {
-                let routes: Vec<String> = (0..3).map(|i| route_to(&bed, i, client)).collect();
-                has_mtu(&routes[backend]).then_some(routes)
-            },
-        )
-        .unwrap_or_else(|e| {
-            panic!("{e}: {vip} served by {serving}; its route: {}", route_to(&bed, backend, client))
-        });
-        for (i, route) in routes.iter().enumerate().filter(|(i, _)| *i != backend) {
-            assert!(!has_mtu(route), "backend{i} (not serving the flow) lowered its MTU too: {route}");
-        }
-        let moved = agent.stats().unwrap().counters().unwrap().since(&before);
-        assert_eq!(moved.event(Event::IcmpTooBig), 1, "counted once ({moved})");
     }
 }

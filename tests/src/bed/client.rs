@@ -93,7 +93,19 @@ impl TestBed {
 
     /// Sends a datagram to a testsrv UDP port and returns the name in the answer.
     pub fn udp_name(&self, client: usize, remote: SocketAddr, timeout: Duration) -> io::Result<String> {
-        let socket = self.udp_socket(client, Family::of(&remote.ip()))?;
+        self.udp_name_from(client, 0, remote, timeout)
+    }
+
+    /// [`Self::udp_name`] from local port `port` (0: any), so the flow is known.
+    pub fn udp_name_from(
+        &self,
+        client: usize,
+        port: u16,
+        remote: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<String> {
+        let local = SocketAddr::new(Family::of(&remote.ip()).unspecified(), port);
+        let socket = self.client_ns(client).run(|| UdpSocket::bind(local))?;
         // Connected: an answer from any other address than `remote` is not taken.
         socket.connect(remote)?;
         socket.set_read_timeout(Some(timeout))?;
