@@ -10,7 +10,7 @@ use std::{
 
 use alwayson_tests::{
     agent::{config_toml, find_backend, Agent, VipConf},
-    bed::TestBed,
+    bed::{vip4, TestBed, VIP4},
     bench::{spread, Table},
     traffic::Opener,
     wait_until,
@@ -25,9 +25,9 @@ const BACKENDS: usize = 3;
 fn main() {
     alwayson_tests::root_or_skip!("the failover benchmark");
     let bed = TestBed::builder().backends(BACKENDS).build().expect("bed");
-    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..BACKENDS)]);
+    let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..BACKENDS)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
-    let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
+    let vip: SocketAddr = vip4(80);
     let opener = Opener::start(&bed, 0, vip, Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(500));
 

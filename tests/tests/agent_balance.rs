@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
-    bed::TestBed,
+    bed::{vip4, TestBed, VIP4},
     root_or_skip,
 };
 
@@ -52,8 +52,8 @@ fn udp_spread(bed: &TestBed, vip: SocketAddr) -> BTreeMap<String, usize> {
 fn tcp_connections_spread_by_weight_1_1_1_and_1_2_1() {
     root_or_skip!("tcp_connections_spread_by_weight_1_1_1_and_1_2_1");
     let bed = TestBed::builder().backends(3).build().expect("bed");
-    let vip = "10.77.100.1:80".parse().unwrap();
-    let equal = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..3)]);
+    let vip = vip4(80);
+    let equal = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3)]);
     let mut agent = Agent::start(&bed, &equal, &[]).expect("agent");
     let names: Vec<String> = (0..3).map(|i| bed.backend_name(i)).collect();
     let counts = tcp_spread(&bed, vip);
@@ -61,10 +61,7 @@ fn tcp_connections_spread_by_weight_1_1_1_and_1_2_1() {
 
     let weighted = config_toml(
         &bed,
-        &[VipConf::new("10.77.100.1", 80, "tcp")
-            .backend(0, 1, false)
-            .backend(1, 2, false)
-            .backend(2, 1, false)],
+        &[VipConf::new(VIP4, 80, "tcp").backend(0, 1, false).backend(1, 2, false).backend(2, 1, false)],
     );
     agent.reload(&weighted).expect("reload");
     let counts = tcp_spread(&bed, vip);
@@ -86,14 +83,14 @@ fn udp_flows_and_an_ipv6_vip_spread_evenly() {
     let config = config_toml(
         &bed,
         &[
-            VipConf::new("10.77.100.1", 53, "udp").backends(0..3),
+            VipConf::new(VIP4, 53, "udp").backends(0..3),
             VipConf::new("fd77::100", 80, "tcp").backends(0..3),
             VipConf::new("fd77::100", 53, "udp").backends(0..3),
         ],
     );
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
     let weights: Vec<(String, u32)> = (0..3).map(|i| (bed.backend_name(i), 1)).collect();
-    assert_shares(&udp_spread(&bed, "10.77.100.1:53".parse().unwrap()), &weights, "UDP over IPv4");
+    assert_shares(&udp_spread(&bed, vip4(53)), &weights, "UDP over IPv4");
     assert_shares(&tcp_spread(&bed, "[fd77::100]:80".parse().unwrap()), &weights, "TCP over IPv6");
     assert_shares(&udp_spread(&bed, "[fd77::100]:53".parse().unwrap()), &weights, "UDP over IPv6");
     let counters = agent.stats().unwrap().counters().unwrap();
@@ -104,7 +101,7 @@ fn udp_flows_and_an_ipv6_vip_spread_evenly() {
 fn the_hosts_own_traffic_still_works_while_attached() {
     root_or_skip!("the_hosts_own_traffic_still_works_while_attached");
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..2)]);
+    let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..2)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
     let _server = bed
         .spawn_testsrv(

@@ -8,7 +8,7 @@ use std::{
 
 use alwayson_tests::{
     agent::{cli, config_toml, VipConf},
-    bed::TestBed,
+    bed::{TestBed, VIP4},
     process::bin_path,
     require_root,
 };
@@ -83,7 +83,7 @@ fn run_refuses_clearly_without_root_a_missing_interface_or_bpffs() {
         return;
     }
     let bed = TestBed::builder().backends(1).build().expect("bed");
-    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..1)]);
+    let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..1)]);
     let in_lb = |config: &str, tag: &str, user: Option<&str>| {
         let path = write(bed.temp_dir(), &format!("{tag}.toml"), config);
         let bin = bin_path("alwayson").expect("alwayson binary").display().to_string();

@@ -11,7 +11,7 @@ use std::{
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
-    bed::{TestBed, VIP4, VIP6},
+    bed::{vip4, TestBed, VIP4, VIP6},
     browser::ChromeDriver,
     proc_scan::pids_with_arg,
     require_root,
@@ -67,9 +67,8 @@ fn the_dashboard_shows_every_backend_and_follows_a_failure() {
     ];
     let agent = Agent::start(&bed, &config_toml(&bed, &vips), &[]).expect("agent");
     // Something for the charts: long-lived streams and a trickle of new flows.
-    let vip4 = SocketAddr::new(VIP4.parse().unwrap(), 80);
-    let streams = Streams::open(&bed, 0, vip4, 12, Duration::from_millis(10)).expect("streams");
-    let opener = Opener::start(&bed, 0, vip4, Duration::from_millis(50));
+    let streams = Streams::open(&bed, 0, vip4(80), 12, Duration::from_millis(10)).expect("streams");
+    let opener = Opener::start(&bed, 0, vip4(80), Duration::from_millis(50));
 
     let started = Instant::now();
     let driver = ChromeDriver::start(&bed, bed.lb_ns()).expect("chromedriver");

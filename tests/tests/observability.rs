@@ -12,7 +12,7 @@ use std::{
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
     api::backend_path,
-    bed::{sock, Family, TestBed},
+    bed::{sock, vip4, Family, TestBed, VIP4},
     http, root_or_skip,
     traffic::{Opener, Streams},
     wait_until,
@@ -35,9 +35,9 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
 fn counters_show_exactly_the_packets_and_bytes_sent() {
     root_or_skip!("counters_show_exactly_the_packets_and_bytes_sent");
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 53, "udp").backends(0..2)]);
+    let config = config_toml(&bed, &[VipConf::new(VIP4, 53, "udp").backends(0..2)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
-    let vip: SocketAddr = "10.77.100.1:53".parse().unwrap();
+    let vip: SocketAddr = vip4(53);
     const FLOWS: usize = 10;
     const PER_FLOW: usize = 10;
     const PAYLOAD: usize = 100;
@@ -145,10 +145,10 @@ fn counters_show_exactly_the_packets_and_bytes_sent() {
 fn backends_registered_and_removed_through_the_api_under_traffic() {
     root_or_skip!("backends_registered_and_removed_through_the_api_under_traffic");
     let bed = TestBed::builder().backends(11).build().expect("bed");
-    let config = config_toml(&bed, &[VipConf::new("10.77.100.1", 80, "tcp").backends(0..1)]);
+    let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..1)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
     let vip_name = "10.77.100.1:80/tcp";
-    let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
+    let vip: SocketAddr = vip4(80);
     let opener = Opener::start(&bed, 0, vip, Duration::from_millis(5));
     let mut streams = vec![Streams::open(&bed, 0, vip, 50, Duration::from_millis(10)).expect("streams")];
 
@@ -215,10 +215,10 @@ fn kernel_notices_reach_the_agents_log_at_debug_level() {
     root_or_skip!("kernel_notices_reach_the_agents_log_at_debug_level");
     let bed = TestBed::builder().backends(1).build().expect("bed");
     // A VIP whose only backend never passes its check: its SYNs are dropped as no_backend.
-    let vip_conf = VipConf::new("10.77.100.1", 80, "tcp").backends(0..1);
+    let vip_conf = VipConf::new(VIP4, 80, "tcp").backends(0..1);
     let config = config_toml(&bed, &[vip_conf.keys("check = \"exec\"\nexec_command = \"false\"")]);
     let agent = Agent::start(&bed, &config, &["--log-level", "debug"]).expect("agent");
-    let vip: SocketAddr = "10.77.100.1:80".parse().unwrap();
+    let vip: SocketAddr = vip4(80);
     let before = agent.stats().unwrap().counters().unwrap();
     // A burst of SYNs, each from its own socket, all within a fraction of a second.
     bed.client_ns(0).run(|| {
