@@ -174,11 +174,8 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> ParseResult {
 #[inline(always)]
 fn too_big_v4(ctx: &XdpContext, l4: usize, ip_end: usize, dst: [u32; 4]) -> ParseResult {
     let cut_short = quote_cut_short(dst, FAMILY_V4);
-    let Some(icmp) = ptr_at::<[u8; ICMP_HEADER_LEN]>(ctx, l4).filter(|_| l4 + ICMP_HEADER_LEN <= ip_end)
-    else {
-        return Ok(cut_short);
-    };
-    if unsafe { [(*icmp)[0], (*icmp)[1]] } != ICMP_FRAG_NEEDED {
+    let Some(type_code) = icmp_type_code(ctx, l4, ip_end) else { return Ok(cut_short) };
+    if type_code != ICMP_FRAG_NEEDED {
         return Ok(Packet::Other);
     }
     let quote = l4 + ICMP_HEADER_LEN;
@@ -197,6 +194,16 @@ fn too_big_v4(ctx: &XdpContext, l4: usize, ip_end: usize, dst: [u32; 4]) -> Pars
     let src = [load_u32(ip.src_addr.as_ptr()), 0, 0, 0];
     let to = [load_u32(ip.dst_addr.as_ptr()), 0, 0, 0];
     quoted_ports(ctx, quote + header_len, ip_end, ip.proto, src, to, dst, FAMILY_V4)
+}
+
+/// Type and code of the ICMP (or ICMPv6) message at `l4`, if its whole header
+/// is within the IP packet (which ends at `ip_end`).
+#[inline(always)]
+fn icmp_type_code(ctx: &XdpContext, l4: usize, ip_end: usize) -> Option<[u8; 2]> {
+    // The whole header, not a byte: a one-byte bound check compiles to a
+    // comparison the verifier does not take as a bound.
+    let header = ptr_at::<[u8; ICMP_HEADER_LEN]>(ctx, l4).filter(|_| l4 + ICMP_HEADER_LEN <= ip_end)?;
+    Some(unsafe { [(*header)[0], (*header)[1]] })
 }
 
 /// What a quote that cannot be read becomes: unbalanceable, to `dst`.
@@ -286,11 +293,8 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> ParseResult {
 #[inline(always)]
 fn too_big_v6(ctx: &XdpContext, l4: usize, ip_end: usize, dst: [u32; 4]) -> ParseResult {
     let cut_short = quote_cut_short(dst, FAMILY_V6);
-    let Some(icmp) = ptr_at::<[u8; ICMP_HEADER_LEN]>(ctx, l4).filter(|_| l4 + ICMP_HEADER_LEN <= ip_end)
-    else {
-        return Ok(cut_short);
-    };
-    if unsafe { (*icmp)[0] } != ICMPV6_TOO_BIG {
+    let Some([icmp_type, _]) = icmp_type_code(ctx, l4, ip_end) else { return Ok(cut_short) };
+    if icmp_type != ICMPV6_TOO_BIG {
         return Ok(Packet::Other);
     }
     let quote = l4 + ICMP_HEADER_LEN;
