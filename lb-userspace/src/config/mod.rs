@@ -13,6 +13,7 @@
 //! `[[vip]]` (defaults for its backends) and `[[vip.backend]]` (overrides);
 //! [`health`] layers them: backend, else VIP, else built-in default.
 
+mod error;
 mod health;
 pub mod listeners;
 mod problems;
@@ -24,7 +25,7 @@ mod tests;
 mod values;
 
 use std::{
-    fmt, io,
+    fmt,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
@@ -37,7 +38,10 @@ use lb_common::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use self::values::{show_duration, WEIGHT};
+pub use self::{
+    error::{ConfigError, Location, Problem},
+    values::{show_duration, WEIGHT},
+};
 
 /// Default flow-hash seed ("AVON"). Every LB node of a cluster must use the
 /// same seed, or a flow that moves between nodes lands on another backend.
@@ -350,104 +354,5 @@ impl Config {
     pub fn to_toml(&self) -> String {
         // Every field is a string, integer, bool, table or array of tables.
         toml::to_string(self).expect("a resolved config is always representable in TOML")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    /// Not TOML, or not our schema: unknown keys, wrong types, missing
-    /// required keys. The message carries line and column.
-    #[error("{}", .0.to_string().trim_end())]
-    Syntax(#[from] toml::de::Error),
-    /// Well-formed but wrong values; one line per problem.
-    #[error("{}", lines(.0))]
-    Invalid(Vec<Problem>),
-    /// A read or syntax error as another process reported it (its message).
-    #[error("{0}")]
-    Reported(String),
-}
-
-impl ConfigError {
-    /// The semantic problems, empty for other errors.
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            ConfigError::Invalid(problems) => problems,
-            _ => &[],
-        }
-    }
-}
-
-fn lines(problems: &[Problem]) -> String {
-    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
-}
-
-/// One wrong value: which field, what it holds, why that is wrong.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Path of the field, 0-based indices, the name when the file gives one:
-    /// `vip[1] (web).backend[0].weight`.
-    pub field: String,
-    /// The value as written (strings quoted), or as resolved for defaults.
-    pub value: String,
-    pub reason: String,
-    /// Where the value is in the file; `None` for defaults and counts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
-    /// The value repeats another entry's identity or name (for the API, a
-    /// conflict with what exists rather than a bad value).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub repeat: bool,
-}
-
-impl Problem {
-    /// A problem outside any file (an API request): no location.
-    pub fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            value: value.into(),
-            reason: reason.into(),
-            location: None,
-            repeat: false,
-        }
-    }
-
-    /// For a serde or toml error about one key: that key, which their messages
-    /// quote in backticks ("unknown field `wieght`"), else `whole`.
-    pub fn key_of(message: &str, whole: &str) -> String {
-        message.split('`').nth(1).unwrap_or(whole).to_string()
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {}: {}", self.field, self.value, self.reason)?;
-        if let Some(at) = self.location {
-            write!(f, " (at {at})")?;
-        }
-        Ok(())
-    }
-}
-
-/// A position in the file, both 1-based; the column counts characters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-pub struct Location {
-    pub line: usize,
-    pub column: usize,
-}
-
-impl Location {
-    /// The position of byte `offset` of `text`.
-    fn of(text: &str, offset: usize) -> Location {
-        let before = &text[..offset.min(text.len())];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        Location { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
-    }
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}, column {}", self.line, self.column)
     }
 }

@@ -3,6 +3,7 @@
 //! program on crafted packets (`BPF_PROG_TEST_RUN`).
 
 mod counters;
+mod error;
 mod load;
 mod pinned;
 mod ring;
@@ -12,19 +13,21 @@ use std::{os::fd::AsFd as _, path::PathBuf};
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp},
-    Ebpf, EbpfError, Pod,
+    programs::Xdp,
+    Ebpf, Pod,
 };
 use lb_common::{
-    maps::{self as names, SizedBy, SIZED_MAPS},
+    maps::{self as names, SizedBy},
     sizes::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
     },
     Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipSlot, VipValue,
 };
 
+use self::error::{found, map_err, Result};
 pub use self::{
     counters::Counters,
+    error::{DataplaneError, RefusedMap},
     load::{Opened, PinnedOptions},
     pinned::PinnedStats,
     ring::RingMemory,
@@ -35,67 +38,6 @@ pub use self::{
 pub static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
 /// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
-
-#[derive(Debug, thiserror::Error)]
-pub enum DataplaneError {
-    #[error("loading the eBPF object: {0}")]
-    Load(#[from] EbpfError),
-    #[error("program {name}: {source}")]
-    Program { name: &'static str, source: ProgramError },
-    #[error("map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
-    #[error("map {0} is missing from the eBPF object")]
-    MissingMap(&'static str),
-    #[error("program {0} is missing from the eBPF object")]
-    MissingProgram(&'static str),
-    #[error("map {0} has an unexpected type")]
-    WrongMapType(&'static str),
-    #[error("counting CPUs: {0}")]
-    Cpus(std::io::Error),
-    #[error("mapping {name} into memory: {source}")]
-    Mmap { name: &'static str, source: std::io::Error },
-    #[error("{what} {index} is out of range (the map holds {max})")]
-    OutOfRange { what: &'static str, index: u32, max: u32 },
-    #[error("max_vips {max_vips} × ring_size {ring_size} exceeds the ring map's limit of {limit} slots")]
-    RingTooLarge { max_vips: u32, ring_size: u32, limit: u64 },
-    #[error("bpffs is needed for {path}: {source} (mount it: mount -t bpf bpf /sys/fs/bpf)")]
-    Bpffs { path: PathBuf, source: std::io::Error },
-    #[error("pin directory {path}: {source}")]
-    PinDir { path: PathBuf, source: std::io::Error },
-    #[error("pinning {path}: {message}")]
-    Pin { path: PathBuf, message: String },
-    #[error("pinned link {path}: {source}")]
-    Link { path: PathBuf, source: aya::programs::links::LinkError },
-    #[error(
-        "the data plane pinned at {pin_dir} runs with {field} = {running}, the config asks for {wanted}; \
-         changing it needs new maps: restart with --fresh (drops the connection table)"
-    )]
-    SettingsChanged { field: &'static str, running: u64, wanted: u64, pin_dir: PathBuf },
-    #[error("attaching XDP ({mode}) to {interface}: {source}")]
-    Attach { interface: String, mode: &'static str, source: ProgramError },
-}
-
-type Result<T, E = DataplaneError> = std::result::Result<T, E>;
-
-/// A map the kernel refused to create at load, and what sizes it.
-#[derive(Debug)]
-pub struct RefusedMap<'a> {
-    pub name: &'a str,
-    pub sized_by: SizedBy,
-    pub reason: &'a std::io::Error,
-}
-
-impl DataplaneError {
-    /// The sized map the kernel refused to create, if that is what went wrong
-    /// (too large for the kernel's limits or the memory it has).
-    pub fn refused_map(&self) -> Option<RefusedMap<'_>> {
-        let DataplaneError::Load(EbpfError::MapError(MapError::CreateError { name, io_error })) = self else {
-            return None;
-        };
-        let (_, sized_by) = SIZED_MAPS.iter().find(|(n, _)| n == name)?;
-        Some(RefusedMap { name, sized_by: *sized_by, reason: io_error })
-    }
-}
 
 /// What is fixed when the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,10 +94,6 @@ pub struct Dataplane {
     pin_dir: Option<PathBuf>,
     /// A descriptor of every map, for what the kernel says about it.
     map_fds: Vec<(&'static str, std::os::fd::OwnedFd)>,
-}
-
-pub(super) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { name, source }
 }
 
 /// Every backend slot in use (state other than `Unused`), with its contents.
@@ -407,17 +345,8 @@ impl Dataplane {
     }
 }
 
-/// A lookup's value, `None` if the key is not there.
 /// Entries in a connection table, by walking its keys: one system call per
 /// entry, so callers ration it.
 pub(super) fn count_flows(conns: &HashMap<MapData, FlowKey, ConnValue>) -> usize {
     conns.keys().filter(|k| k.is_ok()).count()
-}
-
-pub(super) fn found<T>(lookup: Result<T, MapError>, name: &'static str) -> Result<Option<T>> {
-    match lookup {
-        Ok(value) => Ok(Some(value)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(source) => Err(DataplaneError::Map { name, source }),
-    }
 }

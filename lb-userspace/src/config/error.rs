@@ -1,0 +1,105 @@
+//! What is wrong with a config: the error of loading one, and the problems
+//! of a well-formed one, each pointing at its field and place in the file.
+
+use std::{fmt, io, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// Not TOML, or not our schema: unknown keys, wrong types, missing
+    /// required keys. The message carries line and column.
+    #[error("{}", .0.to_string().trim_end())]
+    Syntax(#[from] toml::de::Error),
+    /// Well-formed but wrong values; one line per problem.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Problem>),
+    /// A read or syntax error as another process reported it (its message).
+    #[error("{0}")]
+    Reported(String),
+}
+
+impl ConfigError {
+    /// The semantic problems, empty for other errors.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(problems) => problems,
+            _ => &[],
+        }
+    }
+}
+
+fn lines(problems: &[Problem]) -> String {
+    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// One wrong value: which field, what it holds, why that is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Path of the field, 0-based indices, the name when the file gives one:
+    /// `vip[1] (web).backend[0].weight`.
+    pub field: String,
+    /// The value as written (strings quoted), or as resolved for defaults.
+    pub value: String,
+    pub reason: String,
+    /// Where the value is in the file; `None` for defaults and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The value repeats another entry's identity or name (for the API, a
+    /// conflict with what exists rather than a bad value).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat: bool,
+}
+
+impl Problem {
+    /// A problem outside any file (an API request): no location.
+    pub fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            value: value.into(),
+            reason: reason.into(),
+            location: None,
+            repeat: false,
+        }
+    }
+
+    /// For a serde or toml error about one key: that key, which their messages
+    /// quote in backticks ("unknown field `wieght`"), else `whole`.
+    pub fn key_of(message: &str, whole: &str) -> String {
+        message.split('`').nth(1).unwrap_or(whole).to_string()
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} = {}: {}", self.field, self.value, self.reason)?;
+        if let Some(at) = self.location {
+            write!(f, " (at {at})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A position in the file, both 1-based; the column counts characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The position of byte `offset` of `text`.
+    pub(super) fn of(text: &str, offset: usize) -> Location {
+        let before = &text[..offset.min(text.len())];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
