@@ -1,4 +1,4 @@
-//! A live agent's control API, set up the way the API tests (`tests/api.rs`)
+//! A live agent's control API, set up the way the API tests (`tests/api*.rs`)
 //! meet it: the agent on a known config, its unix-socket client and
 //! docs/openapi.json to check answers against, stats lookups, waits for
 //! backend states, and snapshots of what the agent and the kernel hold.
@@ -28,7 +28,8 @@ pub const API_TCP: &str = "127.0.0.1:9181";
 pub const TOKEN: &str = "api-test-token-0123456789abcdef";
 /// How long a listener may take to answer after the agent applied its config.
 pub const API_WAIT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(50);
+/// How often the API tests look again while they wait.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// `/v1/vips/{vip}`, the name percent-encoded.
 pub fn vip_path(vip: &str) -> String {
