@@ -108,6 +108,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         ramping: false,
         kept: Vec::new(),
         last_report: ApplyReport::default(),
+        applied: false,
         last_apply: Duration::ZERO,
         timings: timings.clone(),
         published_config,

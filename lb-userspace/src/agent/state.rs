@@ -45,6 +45,10 @@ pub(super) struct Agent {
     /// VIPs serving from DOWN backends because of `on_all_down = "keep"`.
     pub kept: Vec<String>,
     pub last_report: ApplyReport,
+    /// Whether an apply has succeeded. Until then the kernel holds what the
+    /// agent adopted, and a failed apply must leave it so, not roll it back to
+    /// the empty config the agent starts from.
+    pub applied: bool,
     /// How long the last apply took (desired state, rings, map writes).
     pub last_apply: std::time::Duration,
     pub timings: Arc<Timings>,
@@ -58,7 +62,7 @@ impl Agent {
     /// a ring before it has answered; then the maps, then the checker tasks.
     /// If the maps cannot be written, what was in force stays in force: the
     /// config, admin states, health table and checkers are as before, and the
-    /// maps are written back to them.
+    /// maps are written back to them (once something of ours was in force).
     pub async fn switch_to(&mut self, next: Arc<Config>, admin: AdminStates) -> Result<()> {
         let targets = health::targets(&next);
         let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
@@ -68,9 +72,7 @@ impl Agent {
             targets.iter().filter(|t| !health.contains_key(&t.backend)).cloned().collect();
         // A check's timeout may be long; a backend whose first answer takes
         // longer starts DOWN and its checker decides from there.
-        let mut first = tokio::time::timeout(FIRST_CHECK_WAIT, health::first_results(&unjudged))
-            .await
-            .unwrap_or_default();
+        let mut first = health::first_results(&unjudged, FIRST_CHECK_WAIT).await;
         for t in &unjudged {
             let adopted = self.reconciler.backend_state(&t.backend.vip, t.backend.addr);
             let (up, reason) = match adopted {
@@ -103,7 +105,9 @@ impl Agent {
         let health = std::mem::replace(&mut self.health, health);
         if let Err(e) = self.try_apply() {
             (self.config, self.admin, self.health) = (config, admin, health);
-            self.apply("putting back what was in force");
+            if self.applied {
+                self.apply("putting back what was in force");
+            }
             return Err(e);
         }
         let health = &self.health;
@@ -137,6 +141,7 @@ impl Agent {
             self.kept = want.kept.clone();
         }
         self.last_report = self.reconciler.apply(&want.vips)?;
+        self.applied = true;
         self.last_apply = started.elapsed();
         self.timings.reconciled(self.last_apply);
         self.publish();

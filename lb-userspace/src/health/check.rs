@@ -81,7 +81,7 @@ fn status_code(head: &[u8]) -> Option<u16> {
 
 async fn exec(check: &HealthCheck, backend: SocketAddr) -> Result<(), String> {
     let command = check.exec_command.as_deref().ok_or("no exec_command")?;
-    let status = Command::new("/bin/sh")
+    let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .env("ALWAYSON_BACKEND_ADDR", backend.ip().to_string())
@@ -91,15 +91,32 @@ async fn exec(check: &HealthCheck, backend: SocketAddr) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        // The timeout drops this future; the child must not outlive it.
+        // Its own process group, so that what the shell starts can be killed with it.
+        .process_group(0)
         .kill_on_drop(true)
-        .status()
-        .await
+        .spawn()
         .map_err(|e| format!("running the command: {e}"))?;
+    // The timeout drops this future; nothing the command started may outlive it.
+    let mut group = GroupKiller(child.id());
+    let status = child.wait().await.map_err(|e| format!("running the command: {e}"))?;
+    group.0 = None;
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(format!("exit {code}")),
         None => Err("killed by a signal".into()),
+    }
+}
+
+/// SIGKILLs a process group when dropped, unless disarmed (`None`): the shell
+/// of an exec check and whatever it started.
+struct GroupKiller(Option<u32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) on the group this check created and has not reaped yet.
+            unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 pub mod check;
 mod state;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use lb_common::VipKey;
 use tokio::{
@@ -66,16 +66,19 @@ pub fn targets(config: &Config) -> Vec<Target> {
         .collect()
 }
 
-/// One check of each target, all at once: the state a backend nobody has
-/// judged yet starts in (it takes traffic once it has answered a check).
-pub async fn first_results(targets: &[Target]) -> HashMap<BackendRef, Result<(), String>> {
+/// One check of each target, all at once, for at most `wait`: the state a
+/// backend nobody has judged yet starts in (it takes traffic once it has
+/// answered a check). A check still running at the deadline has no result
+/// (it is dropped); those that finished keep theirs.
+pub async fn first_results(targets: &[Target], wait: Duration) -> HashMap<BackendRef, Result<(), String>> {
+    let deadline = tokio::time::Instant::now() + wait;
     let mut set = JoinSet::new();
     for t in targets {
         let (backend, check) = (t.backend, t.check.clone());
         set.spawn(async move { (backend, check::probe(&check, backend.addr).await) });
     }
     let mut results = HashMap::new();
-    while let Some(done) = set.join_next().await {
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, set.join_next()).await {
         if let Ok((backend, result)) = done {
             results.insert(backend, result);
         }
@@ -159,5 +162,45 @@ async fn watch(target: Target, up: bool, transitions: mpsc::Sender<Transition>, 
         if transitions.send(transition).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn first_results_keep_what_finished_by_the_deadline() {
+        let config = Config::from_toml(
+            "[global]\ninterface = \"lo\"\n[[vip]]\naddress = \"10.77.100.1\"\nport = 80\n\
+             check = \"exec\"\nexec_command = \"true\"\ntimeout = \"10s\"\ninter = \"20s\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.10\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.11\"\nexec_command = \"exit 1\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.12\"\nexec_command = \"sleep 10.123; true\"\n",
+        )
+        .unwrap();
+        let targets = targets(&config);
+        let started = std::time::Instant::now();
+        let results = first_results(&targets, Duration::from_millis(500)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "waited for the slow check: {:?}",
+            started.elapsed()
+        );
+        let by_address = |last: u8| {
+            let addr = SocketAddr::new(std::net::Ipv4Addr::new(10, 77, 1, last).into(), 80);
+            results.iter().find(|(b, _)| b.addr == addr).map(|(_, r)| r.clone())
+        };
+        assert_eq!(by_address(10), Some(Ok(())), "{results:?}");
+        assert!(matches!(by_address(11), Some(Err(_))), "{results:?}");
+        assert_eq!(by_address(12), None, "{results:?}");
+        // The unfinished check's command went with it, also what its shell started.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let left = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0010.123\x00"));
+        assert!(!left, "the slow check's sleep outlived it");
     }
 }
