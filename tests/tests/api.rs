@@ -25,17 +25,17 @@ const NEW_VIP_NAME: &str = "10.77.100.2:80/tcp";
 /// A name no VIP has.
 const NO_VIP: &str = "10.77.100.9:80/tcp";
 
-/// Whether an error body's `problems` name `field`: the field's path ends in
-/// it (`port`, `backend[0].weight`), or, for an unknown key, its value is it.
+/// Whether an error body's `problems` name `field`: a segment of the field's
+/// path is it (`port`, `backend[0].weight`, an unknown key).
 fn names_field(body: &Value, field: &str) -> bool {
     let segments = |s: &str| -> Vec<String> {
         s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_string).collect()
     };
-    body["problems"].as_array().into_iter().flatten().any(|p| {
-        let named = p["field"].as_str().is_some_and(|f| segments(f).iter().any(|s| s == field));
-        let value = p["value"].as_str().is_some_and(|v| v.trim_matches('"') == field);
-        named || value
-    })
+    body["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["field"].as_str().is_some_and(|f| segments(f).iter().any(|s| s == field)))
 }
 
 /// A request the agent must refuse: what to send, the operation it is
@@ -78,6 +78,11 @@ fn check_refusal(doc: &Doc, case: &Refused, response: &Response) -> Result<(), S
     let body = doc.conforms(case.method, case.template, response)?;
     if body["error"].as_str().is_none_or(str::is_empty) {
         return Err(format!("no error message: {body}"));
+    }
+    // A request body is no file: no line and column (docs/api.md).
+    let problems = body["problems"].as_array().into_iter().flatten();
+    if !case.template.ends_with("/reload") && problems.clone().any(|p| !p["location"].is_null()) {
+        return Err(format!("a problem of a request body has a location: {body}"));
     }
     match case.field {
         Some(field) if !names_field(&body, field) => Err(format!("problems do not name {field:?}: {body}")),

@@ -115,6 +115,8 @@ fn relative(problems: Vec<Problem>, prefixes: &[String]) -> Vec<Problem> {
     problems
         .into_iter()
         .map(|mut p| {
+            // A place in the document built for the check, not in anything the client sent.
+            p.location = None;
             let mut rest = p.field.as_str();
             for prefix in prefixes {
                 let Some(after) = rest.strip_prefix(prefix.as_str()) else { return p };
@@ -146,11 +148,7 @@ fn validate(doc: &toml::Table, prefixes: &[String]) -> Result<Config, OpError> {
                 );
             }
             let problems = relative(problems, prefixes);
-            let message = problems
-                .iter()
-                .map(|p| format!("{} = {}: {}", p.field, p.value, p.reason))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; ");
             OpError::Invalid { message, problems }
         }
         other => {
