@@ -49,7 +49,7 @@ pub fn build(members: &[Member], size: u32) -> Vec<u32> {
     order.sort_by_key(|&i| members[i].id);
     order.dedup_by_key(|i| members[*i].id);
 
-    let max_weight = order.iter().map(|&i| u64::from(members[i].weight)).max().unwrap_or(1);
+    let max_weight = order.iter().map(|&i| u64::from(members[i].weight)).max().expect("order is not empty");
     // Everything the fill loop needs about a member, in one place: it runs M times.
     let mut claimants: Vec<Claimant> = order
         .iter()
@@ -179,10 +179,8 @@ impl FreeSlots {
         }
         let (i, _) =
             self.list.iter().enumerate().min_by_key(|&(_, &s)| member.place(s)).expect("ring not full");
-        let slot = self.list.swap_remove(i);
-        member.position = slot;
-        member.advance();
-        slot as usize
+        // No walk follows (the free count only goes down): the cursor's position is left as it is.
+        self.list.swap_remove(i) as usize
     }
 
     fn walk(&mut self, member: &mut Cursor) -> usize {
