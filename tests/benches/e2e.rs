@@ -200,7 +200,7 @@ fn chart(results: &[(&str, [f64; 3])], path: &Path) {
 }
 
 fn main() {
-    alwayson_tests::root_or_skip!("the e2e benchmark");
+    alwayson_tests::require_root("the e2e benchmark");
     let bed = TestBed::builder().clients(1).backends(3).start_servers(false).build().expect("bed");
     let _backends: Vec<Process> = (0..3).map(|i| nginx(&bed, i)).collect();
     let config = config_toml(&bed, &[VipConf::new(VIP, PORT, "tcp").backends(0..3)]);

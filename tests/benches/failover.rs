@@ -23,7 +23,7 @@ const KILLS: usize = 10;
 const BACKENDS: usize = 3;
 
 fn main() {
-    alwayson_tests::root_or_skip!("the failover benchmark");
+    alwayson_tests::require_root("the failover benchmark");
     let bed = TestBed::builder().backends(BACKENDS).build().expect("bed");
     let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..BACKENDS)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");

@@ -14,7 +14,7 @@ use lb_userspace::dataplane::{Dataplane, LoadSettings};
 use serde_json::json;
 
 fn main() {
-    alwayson_tests::root_or_skip!("the memory benchmark");
+    alwayson_tests::require_root("the memory benchmark");
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let title = format!(
         "Connection table memory (LRU hash, {}-byte key, {}-byte value, preallocated)",

@@ -25,7 +25,7 @@ fn ns(d: Duration) -> f64 {
 }
 
 fn main() {
-    alwayson_tests::root_or_skip!("the per_packet benchmark");
+    alwayson_tests::require_root("the per_packet benchmark");
     let bed = FixtureBed::standard();
     let baseline = Baseline::load().expect("baseline programs");
     // (name, the frame measured, a frame sent once before to open its flow)

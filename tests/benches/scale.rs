@@ -65,7 +65,7 @@ fn logged_ms(log: &str, needle: &str) -> Option<f64> {
 }
 
 fn main() {
-    alwayson_tests::root_or_skip!("the scale benchmark");
+    alwayson_tests::require_root("the scale benchmark");
     let bed = TestBed::builder().backends(1).start_servers(false).build().expect("bed");
     let empty = config_toml_with(&bed, &[], SIZES);
     let big = vip_config(&empty);

@@ -187,7 +187,8 @@ impl<'b> Agent<'b> {
     /// SIGKILL: the agent gets no chance to clean up (the data plane stays pinned).
     pub fn kill(&mut self) -> Result<()> {
         self.process.signal(libc::SIGKILL)?;
-        self.process.wait(Duration::from_secs(5)).context("alwayson did not die on SIGKILL")?;
+        let died = self.process.wait(Duration::from_secs(5));
+        ensure!(died.is_some(), "alwayson did not die on SIGKILL; log:\n{}", self.log());
         Ok(())
     }
 
@@ -197,10 +198,18 @@ impl<'b> Agent<'b> {
         self.wait_for(APPLIED, 1, STARTUP)
     }
 
-    /// SIGTERM and the exit status.
-    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+    /// SIGTERM; fails, with the agent's log, unless it exits successfully.
+    pub fn stop(&mut self) -> Result<()> {
+        let status = self.stop_status()?;
+        ensure!(status.success(), "alwayson exited with {status} on SIGTERM; log:\n{}", self.log());
+        Ok(())
+    }
+
+    /// SIGTERM and the exit status (fails, with the log, if it does not exit).
+    pub fn stop_status(&mut self) -> Result<ExitStatus> {
         self.process.signal(libc::SIGTERM)?;
-        self.process.wait(Duration::from_secs(10)).context("alwayson did not stop on SIGTERM")
+        let status = self.process.wait(Duration::from_secs(10));
+        status.ok_or_else(|| anyhow!("alwayson did not stop on SIGTERM within 10 s; log:\n{}", self.log()))
     }
 
     pub fn pid(&self) -> u32 {

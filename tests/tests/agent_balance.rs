@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf},
     bed::{vip4, TestBed, VIP4},
-    root_or_skip,
+    require_root,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,8 +49,9 @@ fn udp_spread(bed: &TestBed, vip: SocketAddr) -> BTreeMap<String, usize> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_connections_spread_by_weight_1_1_1_and_1_2_1() {
-    root_or_skip!("tcp_connections_spread_by_weight_1_1_1_and_1_2_1");
+    require_root("tcp_connections_spread_by_weight_1_1_1_and_1_2_1");
     let bed = TestBed::builder().backends(3).build().expect("bed");
     let vip = vip4(80);
     let equal = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..3)]);
@@ -73,12 +74,13 @@ fn tcp_connections_spread_by_weight_1_1_1_and_1_2_1() {
     let key = lb_common::VipKey::new(vip.ip(), 80, lb_common::types::PROTO_TCP);
     let index = stats.vip(&key).unwrap().expect("VIP in the map").index;
     assert_eq!(stats.vip_stats(index).unwrap().new_flows, 2 * FLOWS as u64);
-    assert!(agent.stop().unwrap().success());
+    agent.stop().unwrap();
 }
 
 #[test]
+#[ignore = "needs root"]
 fn udp_flows_and_an_ipv6_vip_spread_evenly() {
-    root_or_skip!("udp_flows_and_an_ipv6_vip_spread_evenly");
+    require_root("udp_flows_and_an_ipv6_vip_spread_evenly");
     let bed = TestBed::builder().backends(3).build().expect("bed");
     let config = config_toml(
         &bed,
@@ -98,8 +100,9 @@ fn udp_flows_and_an_ipv6_vip_spread_evenly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_hosts_own_traffic_still_works_while_attached() {
-    root_or_skip!("the_hosts_own_traffic_still_works_while_attached");
+    require_root("the_hosts_own_traffic_still_works_while_attached");
     let bed = TestBed::builder().backends(2).build().expect("bed");
     let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..2)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");

@@ -78,10 +78,9 @@ fn check_config_names_field_value_and_reason_for_every_problem() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn run_refuses_clearly_without_root_a_missing_interface_or_bpffs() {
-    if !require_root("run_refuses_clearly_without_root_a_missing_interface_or_bpffs") {
-        return;
-    }
+    require_root("run_refuses_clearly_without_root_a_missing_interface_or_bpffs");
     let bed = TestBed::builder().backends(1).build().expect("bed");
     let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..1)]);
     let in_lb = |config: &str, tag: &str, user: Option<&str>| {

@@ -21,12 +21,13 @@ use alwayson_tests::{
     },
     bed::TestBed,
     http::{Client, Request},
-    root_or_skip, wait_until,
+    require_root, wait_until,
 };
 
 #[test]
+#[ignore = "needs root"]
 fn api_socket_is_for_root_only() {
-    root_or_skip!("api_socket_is_for_root_only");
+    require_root("api_socket_is_for_root_only");
     let bed = TestBed::builder().backends(2).build().expect("bed");
     let (doc, agent, api) = start(&bed, false);
 
@@ -128,8 +129,9 @@ fn nobody() -> (libc::uid_t, libc::gid_t) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_listener_needs_the_bearer_token() {
-    root_or_skip!("tcp_listener_needs_the_bearer_token");
+    require_root("tcp_listener_needs_the_bearer_token");
     let bed = TestBed::builder().backends(2).build().expect("bed");
     let (doc, agent, api) = start(&bed, true);
     let addr: SocketAddr = API_TCP.parse().expect("address");
@@ -177,8 +179,9 @@ fn tcp_listener_needs_the_bearer_token() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn web_listener_serves_dashboard_metrics_and_stats_and_nothing_else() {
-    root_or_skip!("web_listener_serves_dashboard_metrics_and_stats_and_nothing_else");
+    require_root("web_listener_serves_dashboard_metrics_and_stats_and_nothing_else");
     let bed = TestBed::builder().backends(2).build().expect("bed");
     let (doc, agent, api) = start(&bed, false);
     let web = Client::tcp_in(bed.lb_ns(), WEB_LISTEN.parse().expect("address"));

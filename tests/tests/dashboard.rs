@@ -52,10 +52,9 @@ fn updated(browser: &alwayson_tests::browser::Session) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_dashboard_shows_every_backend_and_follows_a_failure() {
-    if !require_root("the_dashboard_shows_every_backend_and_follows_a_failure") {
-        return;
-    }
+    require_root("the_dashboard_shows_every_backend_and_follows_a_failure");
     let bed = TestBed::builder().backends(3).build().expect("bed");
     let vips = [
         VipConf::new(VIP4, 80, "tcp").backends(0..3),

@@ -10,7 +10,7 @@ use alwayson_tests::{
     agent::Agent,
     bed::{vip4, TestBed, VIP4},
     mariadb::{self, create_app, setup_replication, MariaDb, APP, PORT, TABLE},
-    root_or_skip,
+    require_root,
 };
 
 const ROWS: u32 = 100;
@@ -81,8 +81,9 @@ fn parse_read(out: &str) -> (u32, String, u32) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn killing_the_primary_moves_the_vip_to_the_replica_within_3s() {
-    root_or_skip!("killing_the_primary_moves_the_vip_to_the_replica_within_3s");
+    require_root("killing_the_primary_moves_the_vip_to_the_replica_within_3s");
     let started = Instant::now();
     let bed = TestBed::builder().clients(1).backends(2).start_servers(false).build().expect("bed");
     let client = bed.client_ns(0);

@@ -10,7 +10,7 @@ use alwayson_tests::{
         LB_V4, ROUTER4, ROUTER6, ROUTER_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP,
     },
     packet::{self, addr, Frame, L4},
-    root_or_skip,
+    require_root,
 };
 use lb_common::{types::PROTO_TCP, DropReason, Event, Verdict};
 use lb_userspace::dataplane::Counters;
@@ -43,8 +43,9 @@ fn assert_pass_untouched(bed: &FixtureBed, input: &[u8]) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vip_packets_come_out_xdp_tx_with_exact_bytes() {
-    root_or_skip!("vip_packets_come_out_xdp_tx_with_exact_bytes");
+    require_root("vip_packets_come_out_xdp_tx_with_exact_bytes");
     let bed = FixtureBed::standard();
     let before = counters(&bed);
     let cases = [
@@ -73,8 +74,9 @@ fn vip_packets_come_out_xdp_tx_with_exact_bytes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn flows_stay_on_their_backend_across_packets() {
-    root_or_skip!("flows_stay_on_their_backend_across_packets");
+    require_root("flows_stay_on_their_backend_across_packets");
     let bed = FixtureBed::standard();
     let syn = Frame::syn(CLIENT4, VIP4).bytes();
     let first = assert_dsr(&bed, &syn, 0);
@@ -88,8 +90,9 @@ fn flows_stay_on_their_backend_across_packets() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn non_vip_traffic_passes_untouched() {
-    root_or_skip!("non_vip_traffic_passes_untouched");
+    require_root("non_vip_traffic_passes_untouched");
     let bed = FixtureBed::standard();
     let before = counters(&bed);
     let mut frames = vec![
@@ -124,8 +127,9 @@ fn non_vip_traffic_passes_untouched() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn empty_ring_drops_with_no_backend() {
-    root_or_skip!("empty_ring_drops_with_no_backend");
+    require_root("empty_ring_drops_with_no_backend");
     let mut bed = FixtureBed::standard();
     bed.write_ring(0, &[]).unwrap();
     let before = counters(&bed);
@@ -136,8 +140,9 @@ fn empty_ring_drops_with_no_backend() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn backend_without_neighbour_entry_drops_with_reason() {
-    root_or_skip!("backend_without_neighbour_entry_drops_with_reason");
+    require_root("backend_without_neighbour_entry_drops_with_reason");
     let mut bed = FixtureBed::standard();
     // 10.77.1.200 is on lb0's subnet but has no neighbour entry.
     let stranger = "10.77.1.200".parse().unwrap();
@@ -155,8 +160,9 @@ fn backend_without_neighbour_entry_drops_with_reason() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
-    root_or_skip!("icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes");
+    require_root("icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes");
     let mut bed = FixtureBed::standard();
     let cases = [
         (CLIENT4, VIP4, L4::Tcp { syn: true }, 0u8),
@@ -206,8 +212,9 @@ fn icmp_too_big_goes_to_the_backend_of_the_flow_it_quotes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn icmp_that_is_not_about_a_vip_flow_passes_untouched() {
-    root_or_skip!("icmp_that_is_not_about_a_vip_flow_passes_untouched");
+    require_root("icmp_that_is_not_about_a_vip_flow_passes_untouched");
     let bed = FixtureBed::standard();
     let before = counters(&bed);
     let router = ROUTER4.parse().unwrap();

@@ -7,7 +7,7 @@ use alwayson_tests::{
         VIP6, VIP6_UDP,
     },
     packet::{self, Frame},
-    root_or_skip,
+    require_root,
 };
 use lb_common::{DropReason, Event, Verdict};
 use lb_userspace::dataplane::{Counters, TestRunOutcome};
@@ -56,8 +56,9 @@ fn assert_forwarded(bed: &FixtureBed, frame: &[u8], vip: u8, event: Option<Event
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_vip_packet_truncated_at_every_byte_is_dropped_with_its_reason() {
-    root_or_skip!("a_vip_packet_truncated_at_every_byte_is_dropped_with_its_reason");
+    require_root("a_vip_packet_truncated_at_every_byte_is_dropped_with_its_reason");
     let bed = FixtureBed::standard();
     let frames = [
         (Frame::syn(CLIENT4, VIP4), 20),
@@ -95,8 +96,9 @@ fn a_vip_packet_truncated_at_every_byte_is_dropped_with_its_reason() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_transport_header_cut_short_inside_a_consistent_ip_packet() {
-    root_or_skip!("a_transport_header_cut_short_inside_a_consistent_ip_packet");
+    require_root("a_transport_header_cut_short_inside_a_consistent_ip_packet");
     let bed = FixtureBed::standard();
     for (frame, l4_len) in [(Frame::syn(CLIENT4, VIP4), 20usize), (Frame::udp(CLIENT6, VIP6_UDP), 8)] {
         for keep in 0..l4_len {
@@ -126,8 +128,9 @@ fn a_transport_header_cut_short_inside_a_consistent_ip_packet() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv4_with_bad_header_length_version_or_total_length() {
-    root_or_skip!("ipv4_with_bad_header_length_version_or_total_length");
+    require_root("ipv4_with_bad_header_length_version_or_total_length");
     let bed = FixtureBed::standard();
     let good = Frame::syn(CLIENT4, VIP4);
     let l3 = good.l3();
@@ -155,8 +158,9 @@ fn ipv4_with_bad_header_length_version_or_total_length() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv6_with_bad_payload_length_or_version() {
-    root_or_skip!("ipv6_with_bad_payload_length_or_version");
+    require_root("ipv6_with_bad_payload_length_or_version");
     let bed = FixtureBed::standard();
     let good = Frame::tcp(CLIENT6, VIP6);
     let l3 = good.l3();
@@ -169,8 +173,9 @@ fn ipv6_with_bad_payload_length_or_version() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv6_extension_headers_are_walked_up_to_the_bound() {
-    root_or_skip!("ipv6_extension_headers_are_walked_up_to_the_bound");
+    require_root("ipv6_extension_headers_are_walked_up_to_the_bound");
     let bed = FixtureBed::standard();
     let base = Frame::tcp(CLIENT6, VIP6);
     let l3 = base.l3();
@@ -190,8 +195,9 @@ fn ipv6_extension_headers_are_walked_up_to_the_bound() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn fragments_to_a_vip_are_dropped_and_others_passed() {
-    root_or_skip!("fragments_to_a_vip_are_dropped_and_others_passed");
+    require_root("fragments_to_a_vip_are_dropped_and_others_passed");
     let bed = FixtureBed::standard();
     let v4 = Frame::syn(CLIENT4, VIP4);
     let l3 = v4.l3();
@@ -222,8 +228,9 @@ fn fragments_to_a_vip_are_dropped_and_others_passed() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv4_options_are_forwarded_unchanged_and_counted() {
-    root_or_skip!("ipv4_options_are_forwarded_unchanged_and_counted");
+    require_root("ipv4_options_are_forwarded_unchanged_and_counted");
     let bed = FixtureBed::standard();
     for words in [1u8, 4, 10] {
         let frame = Frame::tcp(CLIENT4, VIP4);
@@ -236,8 +243,9 @@ fn ipv4_options_are_forwarded_unchanged_and_counted() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise() {
-    root_or_skip!("an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise");
+    require_root("an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherwise");
     let bed = FixtureBed::standard();
     let v4 = ROUTER4.parse().unwrap();
     let v6 = ROUTER6.parse().unwrap();

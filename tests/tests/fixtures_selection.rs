@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use alwayson_tests::{
     fixture::{backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot},
     packet::{addr, Frame, L4},
-    root_or_skip,
+    require_root,
 };
 use lb_common::{
     types::{PROTO_TCP, PROTO_UDP},
@@ -33,8 +33,9 @@ fn weighted_backends(first: u32, addr: fn(u8) -> IpAddr) -> Vec<Slot> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_picks_the_backend_userspace_predicts_for_10000_flows() {
-    root_or_skip!("kernel_picks_the_backend_userspace_predicts_for_10000_flows");
+    require_root("kernel_picks_the_backend_userspace_predicts_for_10000_flows");
     let mut bed = FixtureBed::new(settings()).expect("bed");
     let v4 = bed.set_vip(addr("10.77.100.1:80"), PROTO_TCP, 0, &weighted_backends(10, backend_v4)).unwrap();
     let v6 = bed.set_vip(addr("[fd77::100]:53"), PROTO_UDP, 1, &weighted_backends(20, backend_v6)).unwrap();
@@ -70,8 +71,9 @@ fn kernel_picks_the_backend_userspace_predicts_for_10000_flows() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_flow_keeps_its_backend_when_the_ring_changes_and_new_flows_follow_the_new_ring() {
-    root_or_skip!("a_flow_keeps_its_backend_when_the_ring_changes_and_new_flows_follow_the_new_ring");
+    require_root("a_flow_keeps_its_backend_when_the_ring_changes_and_new_flows_follow_the_new_ring");
     let mut bed = FixtureBed::new(settings()).expect("bed");
     let backends: Vec<Slot> =
         (0..3).map(|i| Slot { slot: i, addr: backend_v4(i as u8), weight: 1 }).collect();
@@ -102,8 +104,9 @@ fn a_flow_keeps_its_backend_when_the_ring_changes_and_new_flows_follow_the_new_r
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pinned_flows_leave_down_backends_and_stay_on_draining_ones() {
-    root_or_skip!("pinned_flows_leave_down_backends_and_stay_on_draining_ones");
+    require_root("pinned_flows_leave_down_backends_and_stay_on_draining_ones");
     let mut bed = FixtureBed::new(settings()).expect("bed");
     let a = Slot { slot: 0, addr: backend_v4(0), weight: 1 };
     let b = Slot { slot: 1, addr: backend_v4(1), weight: 1 };
@@ -137,8 +140,9 @@ fn pinned_flows_leave_down_backends_and_stay_on_draining_ones() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_vip_in_a_mode_not_built_yet_drops_with_its_reason() {
-    root_or_skip!("a_vip_in_a_mode_not_built_yet_drops_with_its_reason");
+    require_root("a_vip_in_a_mode_not_built_yet_drops_with_its_reason");
     let mut bed = FixtureBed::new(settings()).expect("bed");
     bed.set_vip(addr("10.77.100.1:80"), PROTO_TCP, 0, &[Slot { slot: 0, addr: backend_v4(0), weight: 1 }])
         .unwrap();

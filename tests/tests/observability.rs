@@ -13,7 +13,7 @@ use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
     api::backend_path,
     bed::{sock, vip4, Family, TestBed, VIP4},
-    http, root_or_skip,
+    http, require_root,
     traffic::{Opener, Streams},
     wait_until,
 };
@@ -32,8 +32,9 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn counters_show_exactly_the_packets_and_bytes_sent() {
-    root_or_skip!("counters_show_exactly_the_packets_and_bytes_sent");
+    require_root("counters_show_exactly_the_packets_and_bytes_sent");
     let bed = TestBed::builder().backends(2).build().expect("bed");
     let config = config_toml(&bed, &[VipConf::new(VIP4, 53, "udp").backends(0..2)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
@@ -142,8 +143,9 @@ fn counters_show_exactly_the_packets_and_bytes_sent() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn backends_registered_and_removed_through_the_api_under_traffic() {
-    root_or_skip!("backends_registered_and_removed_through_the_api_under_traffic");
+    require_root("backends_registered_and_removed_through_the_api_under_traffic");
     let bed = TestBed::builder().backends(11).build().expect("bed");
     let config = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..1)]);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
@@ -211,8 +213,9 @@ fn backends_registered_and_removed_through_the_api_under_traffic() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_notices_reach_the_agents_log_at_debug_level() {
-    root_or_skip!("kernel_notices_reach_the_agents_log_at_debug_level");
+    require_root("kernel_notices_reach_the_agents_log_at_debug_level");
     let bed = TestBed::builder().backends(1).build().expect("bed");
     // A VIP whose only backend never passes its check: its SYNs are dropped as no_backend.
     let vip_conf = VipConf::new(VIP4, 80, "tcp").backends(0..1);

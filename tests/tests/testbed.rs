@@ -10,7 +10,7 @@ use std::{
 
 use alwayson_tests::{
     bed::{TestBed, HTTP_PORT, TCP_PORTS, UDP_PORT},
-    root_or_skip, run,
+    require_root, run,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,8 +38,9 @@ fn assert_gone(names: &[String], temp_dir: &std::path::Path) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn clients_reach_every_backend_directly_over_tcp_and_udp() {
-    root_or_skip!("clients_reach_every_backend_directly_over_tcp_and_udp");
+    require_root("clients_reach_every_backend_directly_over_tcp_and_udp");
     let bed = build(TestBed::builder().clients(2).backends(3));
     for client in 0..bed.clients() {
         for i in 0..bed.backends() {
@@ -57,8 +58,9 @@ fn clients_reach_every_backend_directly_over_tcp_and_udp() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_vip_routed_straight_to_a_backend_is_answered_from_the_vip() {
-    root_or_skip!("a_vip_routed_straight_to_a_backend_is_answered_from_the_vip");
+    require_root("a_vip_routed_straight_to_a_backend_is_answered_from_the_vip");
     let bed = build(TestBed::builder().backends(2));
     let client = bed.client_ns(0);
     // What a DSR balancer does, by hand: the VIP's next hop is backend 1 itself.
@@ -75,8 +77,9 @@ fn a_vip_routed_straight_to_a_backend_is_answered_from_the_vip() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn http_answers_the_status_from_the_status_file() {
-    root_or_skip!("http_answers_the_status_from_the_status_file");
+    require_root("http_answers_the_status_from_the_status_file");
     let bed = build(TestBed::builder().backends(2));
     for ip in [bed.backend_v4(1), bed.backend_v6(1)] {
         let addr = SocketAddr::new(ip, HTTP_PORT);
@@ -92,8 +95,9 @@ fn http_answers_the_status_from_the_status_file() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn stopped_servers_refuse_connections_until_started_again() {
-    root_or_skip!("stopped_servers_refuse_connections_until_started_again");
+    require_root("stopped_servers_refuse_connections_until_started_again");
     let bed = build(TestBed::builder().backends(2));
     let v4 = SocketAddr::new(bed.backend_v4(0), 80);
     let v6 = SocketAddr::new(bed.backend_v6(0), 80);
@@ -117,8 +121,9 @@ fn stopped_servers_refuse_connections_until_started_again() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_connect_from_uses_the_given_source_port() {
-    root_or_skip!("tcp_connect_from_uses_the_given_source_port");
+    require_root("tcp_connect_from_uses_the_given_source_port");
     let bed = build(TestBed::builder().backends(1));
     for (ip, port) in [(bed.backend_v4(0), 41000), (bed.backend_v6(0), 41001)] {
         let stream = bed.tcp_connect_from(0, port, SocketAddr::new(ip, 80), TIMEOUT).expect("connect");
@@ -127,8 +132,9 @@ fn tcp_connect_from_uses_the_given_source_port() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn dropping_a_bed_removes_its_namespaces_and_temp_dir() {
-    root_or_skip!("dropping_a_bed_removes_its_namespaces_and_temp_dir");
+    require_root("dropping_a_bed_removes_its_namespaces_and_temp_dir");
     let bed = build(TestBed::builder().clients(1).backends(2));
     let names = bed.namespace_names();
     let temp_dir = bed.temp_dir().to_path_buf();
@@ -150,8 +156,9 @@ fn dropping_a_bed_removes_its_namespaces_and_temp_dir() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_panicking_test_still_tears_its_bed_down() {
-    root_or_skip!("a_panicking_test_still_tears_its_bed_down");
+    require_root("a_panicking_test_still_tears_its_bed_down");
     let seen: Mutex<Option<(Vec<String>, std::path::PathBuf)>> = Mutex::new(None);
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let bed = TestBed::builder().backends(1).build().expect("bed");
@@ -166,8 +173,9 @@ fn a_panicking_test_still_tears_its_bed_down() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_client_reaches_the_lb_address() {
-    root_or_skip!("a_client_reaches_the_lb_address");
+    require_root("a_client_reaches_the_lb_address");
     let bed = build(TestBed::builder().backends(1));
     let args = ["--tcp", "0.0.0.0:9000", "--tcp", "[::]:9000", "--udp", "0.0.0.0:9000", "--udp", "[::]:9000"];
     let mut server = bed.spawn_testsrv(bed.lb_ns(), "lb", &args).expect("testsrv in the LB namespace");
@@ -181,8 +189,9 @@ fn a_client_reaches_the_lb_address() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn many_concurrent_and_short_connections() {
-    root_or_skip!("many_concurrent_and_short_connections");
+    require_root("many_concurrent_and_short_connections");
     let bed = build(TestBed::builder().backends(1));
     let addr = SocketAddr::new(bed.backend_v4(0), 80);
     let start = Instant::now();
@@ -203,8 +212,9 @@ fn many_concurrent_and_short_connections() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_wiring_is_as_documented() {
-    root_or_skip!("the_wiring_is_as_documented");
+    require_root("the_wiring_is_as_documented");
     let bed = build(TestBed::builder().clients(1).backends(1));
     let lb_port = bed.bridge_ns().ip(&["-d", "link", "show", "lb"]).expect("lb port");
     assert!(lb_port.contains("prog/xdp"), "xdp_pass on the LB's bridge port:\n{lb_port}");

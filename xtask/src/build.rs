@@ -71,7 +71,27 @@ pub fn test(args: &[String]) -> Result<()> {
     // End-to-end tests run the real binaries (alwayson, the test servers); cargo
     // test builds a package's binaries only for that package's own tests.
     status(cargo().args(["build", "--workspace", "--exclude", "lb-ebpf", "--bins"]))?;
-    status(cargo().args(["test", "--workspace", "--exclude", "lb-ebpf"]).args(args))
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--exclude", "lb-ebpf"]).args(args);
+    if runs_root_tests() {
+        // Root-only tests are `#[ignore = "needs root"]`: run them here, where
+        // they can run, or under CI, where being unable to must fail.
+        if !args.iter().any(|a| a == "--") {
+            test.arg("--");
+        }
+        test.arg("--include-ignored");
+    } else {
+        eprintln!(
+            "xtask: not root: tests that need root are listed as ignored (run as root, or CI=true to fail)"
+        );
+    }
+    status(&mut test)
+}
+
+fn runs_root_tests() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 pub fn lint() -> Result<()> {
