@@ -125,7 +125,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let stats_rx = sample_forever(&pin, topology_rx)?;
     let (requests_tx, mut requests) = mpsc::channel(16);
     let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx, timings };
-    api::serve(&file, shared).await?;
+    let socket_file = api::Listeners::bind(&file).await?.serve(shared);
 
     let (events_tx, mut events) = mpsc::channel(16);
     tokio::spawn(signals::forward(events_tx));
@@ -148,7 +148,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
 
     drop(agent.checks);
-    let _ = std::fs::remove_file(&agent.file.api.socket);
+    socket_file.remove();
     let keep = options.keep_running_on_exit;
     agent.reconciler.into_dataplane().close(keep).context("closing the data plane")?;
     if keep {

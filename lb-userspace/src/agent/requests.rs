@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use super::{host, memory, state::Agent};
 use crate::{
-    api::{ApiError, Applied, Reloaded, Request},
+    api::{ApiError, Applied, Caller, Reloaded, Request},
     config::ConfigError,
     runtime,
 };
@@ -16,16 +16,17 @@ use crate::{
 impl Agent {
     pub async fn request(&mut self, request: Request) {
         match request {
-            Request::Apply { ops, reply } => {
-                let _ = reply.send(self.apply_ops(ops).await);
+            Request::Apply { ops, caller, reply } => {
+                let _ = reply.send(self.apply_ops(ops, &caller).await);
             }
-            Request::Reload { discard_runtime, reply } => {
+            Request::Reload { discard_runtime, caller, reply } => {
+                info!(%caller, discard_runtime, "reload asked for through the API");
                 let _ = reply.send(self.reload(discard_runtime).await);
             }
         }
     }
 
-    async fn apply_ops(&mut self, ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
+    async fn apply_ops(&mut self, ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, ApiError> {
         let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
         for op in &ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
@@ -37,7 +38,7 @@ impl Agent {
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
         }
         for op in &ops {
-            info!(?op, "API change applied");
+            info!(%caller, ?op, "API change applied");
         }
         self.ops.extend(ops);
         self.save_ops();

@@ -7,16 +7,19 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use tokio::sync::oneshot;
 
-use super::{error::ApiError, Applied, Request, Shared};
+use super::{
+    error::{ApiError, ErrorBody},
+    Applied, Caller, Request, Shared,
+};
 use crate::{
     config::{Config, Problem, WEIGHT},
-    runtime::Op,
+    runtime::{self, Op},
     stats::Admin,
 };
 
@@ -38,8 +41,28 @@ async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<Reply<T>>) ->
     rx.await.map_err(|_| gone())?
 }
 
-async fn apply(shared: &Shared, ops: Vec<Op>) -> Reply<Applied> {
-    ask(shared, |reply| Request::Apply { ops, reply }).await
+async fn apply(shared: &Shared, caller: Caller, ops: Vec<Op>) -> Reply<Applied> {
+    let allow_exec = shared.config.borrow().config.api.allow_exec;
+    for op in &ops {
+        if let (false, Some(field)) = (allow_exec, runtime::restricted_key(op)) {
+            let reason = "only the config file may set this ([api] allow_exec = true lets the API)";
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                body: ErrorBody {
+                    error: format!("{field}: {reason}"),
+                    problems: vec![Problem::new(field, "", reason)],
+                },
+            });
+        }
+    }
+    ask(shared, |reply| Request::Apply { ops, caller, reply }).await
+}
+
+/// Who sent the request: the listener puts it in every request's extensions.
+type From = Option<Extension<Caller>>;
+
+fn caller(from: From) -> Caller {
+    from.map_or(Caller::Internal, |Extension(c)| c)
 }
 
 /// A VIP as configured, each backend with its admin state beside its config keys.
@@ -70,15 +93,23 @@ pub async fn get_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> R
     vip_json(&shared.config.borrow(), &vip).map(Json)
 }
 
-pub async fn add_vip(State(shared): State<Shared>, body: Bytes) -> Reply<(StatusCode, Json<Json_>)> {
+pub async fn add_vip(
+    State(shared): State<Shared>,
+    from: From,
+    body: Bytes,
+) -> Reply<(StatusCode, Json<Json_>)> {
     let vip = parse_object(&body)?;
-    let applied = apply(&shared, vec![Op::AddVip { vip }]).await?;
+    let applied = apply(&shared, caller(from), vec![Op::AddVip { vip }]).await?;
     let added = applied.config.vips.last().map(|v| v.name.clone()).unwrap_or_default();
     Ok((StatusCode::CREATED, Json(vip_json(&applied, &added)?)))
 }
 
-pub async fn remove_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> Reply<StatusCode> {
-    apply(&shared, vec![Op::RemoveVip { vip }]).await?;
+pub async fn remove_vip(
+    State(shared): State<Shared>,
+    from: From,
+    Path(vip): Path<String>,
+) -> Reply<StatusCode> {
+    apply(&shared, caller(from), vec![Op::RemoveVip { vip }]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -92,11 +123,13 @@ fn backend_json(config: &Config, vip: &str, backend: &str) -> Reply<Json_> {
 
 pub async fn add_backend(
     State(shared): State<Shared>,
+    from: From,
     Path(vip): Path<String>,
     body: Bytes,
 ) -> Reply<(StatusCode, Json<Json_>)> {
     let backend = parse_object(&body)?;
-    let config = apply(&shared, vec![Op::AddBackend { vip: vip.clone(), backend }]).await?.config;
+    let config =
+        apply(&shared, caller(from), vec![Op::AddBackend { vip: vip.clone(), backend }]).await?.config;
     let added =
         config.vips.iter().find(|v| v.name == vip).and_then(|v| v.backends.last()).map(|b| b.name.clone());
     Ok((StatusCode::CREATED, Json(backend_json(&config, &vip, &added.unwrap_or_default())?)))
@@ -104,9 +137,10 @@ pub async fn add_backend(
 
 pub async fn remove_backend(
     State(shared): State<Shared>,
+    from: From,
     Path((vip, backend)): Path<(String, String)>,
 ) -> Reply<StatusCode> {
-    apply(&shared, vec![Op::RemoveBackend { vip, backend }]).await?;
+    apply(&shared, caller(from), vec![Op::RemoveBackend { vip, backend }]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -120,6 +154,7 @@ struct Patch {
 
 pub async fn patch_backend(
     State(shared): State<Shared>,
+    from: From,
     Path((vip, backend)): Path<(String, String)>,
     body: Bytes,
 ) -> Reply<Json<Json_>> {
@@ -153,7 +188,7 @@ pub async fn patch_backend(
     if ops.is_empty() {
         return Err(ApiError::invalid("nothing to change: give weight and/or admin", &[]));
     }
-    let applied = apply(&shared, ops).await?;
+    let applied = apply(&shared, caller(from), ops).await?;
     let mut body = backend_json(&applied.config, &vip, &backend)?;
     let admin = applied.admin.get(&vip, &backend);
     body["admin"] = serde_json::to_value(admin).unwrap_or_default();
@@ -175,7 +210,7 @@ pub struct Reloaded {
     pub dropped: Vec<String>,
 }
 
-pub async fn reload(State(shared): State<Shared>, body: Bytes) -> Reply<Json<Reloaded>> {
+pub async fn reload(State(shared): State<Shared>, from: From, body: Bytes) -> Reply<Json<Reloaded>> {
     let request: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadBody::default()
     } else {
@@ -187,7 +222,11 @@ pub async fn reload(State(shared): State<Shared>, body: Bytes) -> Reply<Json<Rel
             )
         })?
     };
-    let outcome =
-        ask(&shared, |reply| Request::Reload { discard_runtime: request.discard_runtime, reply }).await?;
+    let outcome = ask(&shared, |reply| Request::Reload {
+        discard_runtime: request.discard_runtime,
+        caller: caller(from),
+        reply,
+    })
+    .await?;
     Ok(Json(outcome))
 }

@@ -6,9 +6,11 @@
 pub mod client;
 mod control;
 mod error;
+mod serve;
+mod socket;
 mod web;
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use axum::{
@@ -20,11 +22,13 @@ use axum::{
     Router,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info};
+use tracing::info;
 
 pub use self::{
     control::Reloaded,
     error::{ApiError, ErrorBody},
+    serve::{Caller, HEADER_TIMEOUT, IDLE_TIMEOUT},
+    socket::SocketFile,
 };
 use crate::{
     config::Config,
@@ -61,10 +65,12 @@ pub enum Request {
     /// Runtime operations, applied together or not at all.
     Apply {
         ops: Vec<Op>,
+        caller: Caller,
         reply: oneshot::Sender<Result<Applied, ApiError>>,
     },
     Reload {
         discard_runtime: bool,
+        caller: Caller,
         reply: oneshot::Sender<Result<Reloaded, ApiError>>,
     },
 }
@@ -148,60 +154,76 @@ async fn bearer(State(token): State<Arc<String>>, request: HttpRequest, next: Ne
     }
 }
 
-/// Binds the unix socket (replacing a stale one), root-only.
-fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("removing the old socket {}", path.display()))
-        }
-        _ => {}
-    }
-    let listener =
-        tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {} to root", path.display()))?;
-    Ok(listener)
+/// Every listener the config asks for, bound before the agent touches the
+/// kernel: a port or socket that is taken fails the start before anything
+/// changed, and nothing is announced before it can be served.
+pub struct Listeners {
+    socket: tokio::net::UnixListener,
+    socket_file: SocketFile,
+    /// The TCP listener and its bearer token.
+    tcp: Option<(tokio::net::TcpListener, String)>,
+    web: Option<tokio::net::TcpListener>,
+    api_max: u32,
+    web_max: u32,
 }
 
-/// Starts every listener `config` asks for. Servers run until the process exits.
-pub async fn serve(config: &Config, shared: Shared) -> Result<()> {
-    let api = &config.api;
-    let socket = bind_socket(&api.socket)?;
-    info!("control API on {} (root only)", api.socket.display());
-    let control = control_router(shared.clone());
-    tokio::spawn(run("control API socket", axum::serve(socket, control.clone().into_make_service())));
-
-    if let Some(addr) = api.tcp {
-        let token = match &api.token {
-            Some(crate::config::Token::Value(t)) => t.clone(),
-            Some(crate::config::Token::File(path)) => std::fs::read_to_string(path)
-                .with_context(|| format!("api.token_file: reading {}", path.display()))?
-                .trim()
-                .to_string(),
-            None => anyhow::bail!("api.tcp needs a token"),
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Self> {
+        let api = &config.api;
+        let (socket, socket_file) = socket::bind(&api.socket)?;
+        let tcp = match api.tcp {
+            Some(addr) => {
+                let token = api.token.as_ref().context("api.tcp needs a token")?;
+                let token = token.secret().map_err(anyhow::Error::msg)?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("api.tcp: binding {addr}"))?;
+                Some((listener, token))
+            }
+            None => None,
         };
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("api.tcp: binding {addr}"))?;
-        let guarded = control.layer(middleware::from_fn_with_state(Arc::new(token), bearer));
-        info!("control API on tcp {addr} (bearer token required)");
-        tokio::spawn(run("control API tcp", axum::serve(listener, guarded.into_make_service())));
+        let web = match config.web.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("web.listen: binding {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            socket,
+            socket_file,
+            tcp,
+            web,
+            api_max: api.max_connections,
+            web_max: config.web.max_connections,
+        })
     }
-    if let Some(addr) = config.web.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("web.listen: binding {addr}"))?;
-        info!("dashboard, /metrics and /api/stats on http://{addr}");
-        tokio::spawn(run("web listener", axum::serve(listener, web_router(shared).into_make_service())));
-    }
-    Ok(())
-}
 
-async fn run(what: &'static str, server: impl std::future::IntoFuture<Output = std::io::Result<()>>) {
-    if let Err(e) = server.await {
-        error!("{what} stopped: {e}");
+    /// Serves every listener until the process exits. Returns the socket
+    /// file, for the agent to remove when it stops.
+    pub fn serve(self, shared: Shared) -> SocketFile {
+        let timings = Arc::clone(&shared.timings);
+        let control = control_router(shared.clone());
+        info!("control API on {} (root only)", self.socket_file.path().display());
+        let counts = timings.listener("control_socket");
+        tokio::spawn(serve::serve("api.socket", self.socket, control.clone(), self.api_max, counts));
+        if let Some((listener, token)) = self.tcp {
+            if let Ok(addr) = listener.local_addr() {
+                info!("control API on tcp {addr} (bearer token required)");
+            }
+            let guarded = control.layer(middleware::from_fn_with_state(Arc::new(token), bearer));
+            let counts = timings.listener("control_tcp");
+            tokio::spawn(serve::serve("api.tcp", listener, guarded, self.api_max, counts));
+        }
+        if let Some(listener) = self.web {
+            if let Ok(addr) = listener.local_addr() {
+                info!("dashboard, /metrics and /api/stats on http://{addr}");
+            }
+            let counts = timings.listener("web");
+            tokio::spawn(serve::serve("web.listen", listener, web_router(shared), self.web_max, counts));
+        }
+        self.socket_file
     }
 }
 

@@ -46,6 +46,8 @@ pub use self::{
 /// Default flow-hash seed ("AVON"). Every LB node of a cluster must use the
 /// same seed, or a flow that moves between nodes lands on another backend.
 pub const DEFAULT_HASH_SEED: u32 = 0x4156_4f4e;
+/// Exec checks run as this user unless `global.check_user` names another.
+pub const DEFAULT_CHECK_USER: &str = "nobody";
 /// Where maps and the XDP link are pinned, one directory per interface.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/alwayson";
 
@@ -73,6 +75,11 @@ pub struct Api {
     pub token: Option<Token>,
     /// Where changes made through the API are kept across agent restarts.
     pub runtime_file: PathBuf,
+    /// Whether API changes may set `exec_command` and `check_address` (a
+    /// command the agent runs, a place it connects to). Off: only the file may.
+    pub allow_exec: bool,
+    /// Connections each API listener serves at once; more are refused.
+    pub max_connections: u32,
 }
 
 /// The TCP listener's bearer token: given in the file, or read from another one.
@@ -89,13 +96,16 @@ pub enum Token {
 pub struct Web {
     /// `None` = off.
     pub listen: Option<SocketAddr>,
+    /// Connections served at once; more are refused.
+    pub max_connections: u32,
 }
 
 impl Serialize for Web {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let mut st = s.serialize_struct("Web", 1)?;
+        let mut st = s.serialize_struct("Web", 2)?;
         st.serialize_field("listen", &self.listen.map_or_else(|| "off".to_string(), |a| a.to_string()))?;
+        st.serialize_field("max_connections", &self.max_connections)?;
         st.end()
     }
 }
@@ -106,13 +116,14 @@ impl<'de> Deserialize<'de> for Web {
         #[derive(Deserialize)]
         struct Raw {
             listen: String,
+            max_connections: u32,
         }
         let raw = Raw::deserialize(d)?;
         let listen = match raw.listen.as_str() {
             "off" => None,
             addr => Some(addr.parse().map_err(serde::de::Error::custom)?),
         };
-        Ok(Web { listen })
+        Ok(Web { listen, max_connections: raw.max_connections })
     }
 }
 
@@ -132,8 +143,15 @@ pub struct Global {
     pub conn_table_size: u32,
     /// bpffs directory for pinned maps and the XDP link (absolute).
     pub pin_path: PathBuf,
-    /// Whether the agent turns on IP forwarding (`bpf_fib_lookup` needs it).
+    /// Whether the agent turns on IP forwarding on `interface`, for the
+    /// families of its VIPs (`bpf_fib_lookup` needs it), and restores it when
+    /// it detaches.
     pub set_forwarding: bool,
+    /// Held locked by the agent running on `interface`: it names that agent's
+    /// pid and the host settings it changed (to restore them).
+    pub lock_file: PathBuf,
+    /// The user exec checks run as (never root unless this says so).
+    pub check_user: String,
 }
 
 /// `[[vip]]`: a service, HAProxy's frontend + backend in one.

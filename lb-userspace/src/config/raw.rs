@@ -31,6 +31,8 @@ pub(super) struct RawGlobal {
     pub conn_table_size: Option<Spanned<i64>>,
     pub pin_path: Option<Spanned<String>>,
     pub set_forwarding: Option<bool>,
+    pub lock_file: Option<Spanned<String>>,
+    pub check_user: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,12 +43,15 @@ pub(super) struct RawApi {
     pub token: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
     pub runtime_file: Option<Spanned<String>>,
+    pub allow_exec: Option<bool>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWeb {
     pub listen: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 // The check keys are written out in both `RawVip` and `RawBackend`: serde's

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::{
     health::VipChecks,
-    listeners,
+    listeners::{self, DEFAULT_RUN_DIR},
     problems::{labelled, Problems},
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
     repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
@@ -23,8 +23,8 @@ use super::{
         self, choice, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE, DEFAULT_WEIGHT,
         MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, WEIGHT, XDP_MODES,
     },
-    Backend, CheckKind, Config, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode, DEFAULT_HASH_SEED,
-    DEFAULT_PIN_ROOT,
+    Backend, CheckKind, Config, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode, DEFAULT_CHECK_USER,
+    DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
 };
 
 pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
@@ -81,6 +81,14 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
         Some(path) => p.check(field("pin_path"), path, |s| values::pin_path(s)),
         None => interface.as_ref().map(|name| Path::new(DEFAULT_PIN_ROOT).join(name)),
     };
+    let lock_file = match &raw.lock_file {
+        Some(path) => p.check(field("lock_file"), path, |s| values::absolute(s)),
+        None => interface.as_ref().map(|name| Path::new(DEFAULT_RUN_DIR).join(format!("{name}.lock"))),
+    };
+    let check_user =
+        p.check_or(field("check_user"), raw.check_user.as_ref(), DEFAULT_CHECK_USER.into(), |s| {
+            values::user_name(s)
+        });
     check_ring_entries(raw, max_vips, ring_size, p);
     let global = (|| {
         Some(Global {
@@ -93,6 +101,8 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
             conn_table_size: conn_table_size?,
             pin_path: pin_path?,
             set_forwarding: raw.set_forwarding.unwrap_or(true),
+            lock_file: lock_file?,
+            check_user: check_user?,
         })
     })();
     (global, Limits { ring_size, max_vips, max_backends })

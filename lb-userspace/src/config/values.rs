@@ -108,6 +108,27 @@ pub(super) fn pin_path(s: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Files the agent keeps must not depend on its working directory.
+pub(super) fn absolute(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err("must be an absolute path".into())
+    }
+}
+
+/// A user name as passwd spells them (whether it exists is the host's to say,
+/// when the agent starts).
+pub(super) fn user_name(s: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if s.is_empty() || !s.chars().all(valid) || s.starts_with('-') {
+        Err("not a user name (letters, digits, '_', '-', '.')".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
 pub(super) fn entry_name(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err("must not be empty (leave the key out for the default name)".into())

@@ -7,6 +7,7 @@
 
 mod admin;
 mod document;
+mod restricted;
 mod saved;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use serde_json::Value as Json;
 use self::document::{array_mut, check_fits, mini_document, table_of, validated_vip};
 pub use self::{
     admin::AdminStates,
+    restricted::{restricted_key, RESTRICTED_KEYS},
     saved::{load, save},
 };
 use crate::{

@@ -2,11 +2,14 @@
 //! Names follow Prometheus conventions: `alwayson_` prefix, `_total` counters,
 //! `_seconds` durations, labels `vip`, `backend`, `reason`, `verdict`, `event`.
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use lb_common::{DropReason, Event, Verdict};
 
-use super::{Admin, BackendInfo, Histogram, Snapshot, Timings, Traffic};
+use super::{Admin, BackendInfo, ConnCounts, Histogram, Snapshot, Timings, Traffic};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -157,6 +160,31 @@ pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
         "Connection-table size (LRU: the idlest flows go first).",
     );
     out.sample("alwayson_conn_table_capacity", &[], snapshot.conn_table.capacity);
+
+    let listeners = timings.listeners.lock().unwrap_or_else(|e| e.into_inner());
+    type Count = fn(&ConnCounts) -> &AtomicU64;
+    let per_listener: [(&str, &str, &str, Count); 3] = [
+        ("alwayson_listener_connections", "gauge", "Connections a listener is serving.", |c| &c.open),
+        (
+            "alwayson_listener_refused_total",
+            "counter",
+            "Connections closed at once because the listener's max_connections were being served.",
+            |c| &c.refused,
+        ),
+        (
+            "alwayson_listener_timeouts_total",
+            "counter",
+            "Connections ended by the header-read or idle timeout.",
+            |c| &c.timed_out,
+        ),
+    ];
+    for (name, kind, help, pick) in per_listener {
+        out.family(name, kind, help);
+        for (listener, counts) in listeners.iter() {
+            out.sample(name, &[("listener", listener)], pick(counts).load(Ordering::Relaxed));
+        }
+    }
+    drop(listeners);
     out.0
 }
 

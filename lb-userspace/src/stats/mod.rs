@@ -11,7 +11,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicU64, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -151,6 +151,19 @@ pub struct Timings {
     /// By (VIP name, backend name).
     pub health_checks: Mutex<HashMap<(String, String), Histogram>>,
     pub reconcile: Mutex<Histogram>,
+    /// Connections of each listener, by its name.
+    pub listeners: Mutex<Vec<(&'static str, Arc<ConnCounts>)>>,
+}
+
+/// Connections of one listener.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    /// Being served now.
+    pub open: AtomicU64,
+    /// Closed at once because `max_connections` were being served.
+    pub refused: AtomicU64,
+    /// Ended by the header or idle timeout.
+    pub timed_out: AtomicU64,
 }
 
 impl Timings {
@@ -161,6 +174,17 @@ impl Timings {
 
     pub fn reconciled(&self, took: Duration) {
         self.reconcile.lock().unwrap_or_else(|e| e.into_inner()).observe(took);
+    }
+
+    /// The counts of listener `name`, registered on first use.
+    pub fn listener(&self, name: &'static str) -> Arc<ConnCounts> {
+        let mut all = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counts)) = all.iter().find(|(n, _)| *n == name) {
+            return Arc::clone(counts);
+        }
+        let counts = Arc::new(ConnCounts::default());
+        all.push((name, Arc::clone(&counts)));
+        counts
     }
 }
 

@@ -20,14 +20,18 @@ fn minimal_config_gets_every_default() {
                 conn_table_size: DEFAULT_CONN_TABLE_SIZE,
                 pin_path: "/sys/fs/bpf/alwayson/eth0".into(),
                 set_forwarding: true,
+                lock_file: "/run/alwayson/eth0.lock".into(),
+                check_user: "nobody".into(),
             },
             api: Api {
                 socket: "/run/alwayson/eth0.sock".into(),
                 tcp: None,
                 token: None,
                 runtime_file: "/run/alwayson/eth0.runtime.json".into(),
+                allow_exec: false,
+                max_connections: 128,
             },
-            web: Web { listen: Some("127.0.0.1:9180".parse().unwrap()) },
+            web: Web { listen: Some("127.0.0.1:9180".parse().unwrap()), max_connections: 128 },
             vips: vec![],
         }
     );
