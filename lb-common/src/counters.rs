@@ -72,10 +72,14 @@ pub enum DropReason {
     /// A map lookup that cannot fail did (the config entry, a ring chunk or a
     /// next-hop slot beyond its map), or the agent has not written the ring size yet.
     Internal = 10,
+    /// The FIB reaches the backend through a gateway. DSR leaves the IP header
+    /// as it is, so the router would send the frame straight back: a DSR
+    /// backend must be on one of the balancer's links.
+    NotOnLink = 11,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::BadIpHeader,
@@ -88,6 +92,7 @@ impl DropReason {
         Self::BadBackend,
         Self::UnsupportedMode,
         Self::Internal,
+        Self::NotOnLink,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -107,6 +112,7 @@ impl DropReason {
             Self::BadBackend => "bad_backend",
             Self::UnsupportedMode => "unsupported_mode",
             Self::Internal => "internal",
+            Self::NotOnLink => "not_on_link",
         }
     }
 }

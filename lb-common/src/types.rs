@@ -180,6 +180,7 @@ pub struct ConnValue {
 pub struct NextHop {
     /// When the FIB was asked; 0 = never (the agent zeroes it when a slot changes).
     pub stamp_ns: u64,
+    /// 0 with a stamp: the FIB answered with a gateway, the backend is not on link.
     pub ifindex: u32,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
@@ -190,7 +191,7 @@ pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `VIP_INDEX` entry: which VIP an index belongs to, so an established flow can
 /// be forwarded from the connection table without looking the VIP up by key.

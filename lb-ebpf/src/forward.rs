@@ -3,6 +3,12 @@
 //! or out of another interface (XDP_REDIRECT). Next hops come from
 //! `bpf_fib_lookup`, cached per backend and CPU for `NEXTHOP_TTL_NS`.
 //!
+//! The next hop must be the backend itself: a frame for a backend behind a
+//! gateway would go to the router with the VIP still as its destination, and
+//! the router would send it straight back. Such a backend drops as
+//! `NotOnLink`, and that answer is cached like any other, so a stream of
+//! packets to it costs one FIB lookup per second and CPU, as forwarding does.
+//!
 //! VLAN-tagged frames keep their tags as they came in. XDP_TX sends them back on
 //! the same link and VLAN, which works when the backend is on the client's VLAN.
 //! A tagged frame whose backend's egress differs from the ingress interface
@@ -27,6 +33,8 @@ use crate::{maps::NEXTHOPS, parse::ptr_at};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+/// A cached next hop with this interface: the FIB named a gateway. No interface has index 0.
+const NOT_ON_LINK: u32 = 0;
 
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<Verdict, DropReason> {
@@ -53,7 +61,7 @@ fn next_hop(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result
     let cached = NEXTHOPS.get_ptr_mut(index).ok_or(DropReason::Internal)?;
     let hop = unsafe { *cached };
     if hop.stamp_ns != 0 && now.wrapping_sub(hop.stamp_ns) < NEXTHOP_TTL_NS {
-        return Ok(hop);
+        return if hop.ifindex == NOT_ON_LINK { Err(DropReason::NotOnLink) } else { Ok(hop) };
     }
 
     let mut params: FibParams = unsafe { zeroed() };
@@ -65,8 +73,15 @@ fn next_hop(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result
         params.family = AF_INET6;
         params.__bindgen_anon_4.ipv6_dst = backend.addr;
     }
-    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) };
-    match rc as u32 {
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) } as u32;
+    // The kernel names the gateway before it looks for a neighbour, so an
+    // unresolved gateway is as telling as a resolved one.
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && via_gateway(&params, backend) {
+        let hop = NextHop { stamp_ns: now.max(1), ifindex: NOT_ON_LINK, dmac: [0; 6], smac: [0; 6] };
+        unsafe { *cached = hop };
+        return Err(DropReason::NotOnLink);
+    }
+    match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {}
         BPF_FIB_LKUP_RET_NO_NEIGH => return Err(DropReason::NoNeighbour),
         _ => return Err(DropReason::NoRoute),
@@ -74,4 +89,18 @@ fn next_hop(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result
     let hop = NextHop { stamp_ns: now.max(1), ifindex: params.ifindex, dmac: params.dmac, smac: params.smac };
     unsafe { *cached = hop };
     Ok(hop)
+}
+
+/// Whether the FIB's answer is a gateway: the kernel overwrites the
+/// destination with the route's gateway when the route has one.
+#[inline(always)]
+fn via_gateway(params: &FibParams, backend: &Backend) -> bool {
+    // SAFETY: both union members are plain integers over the same bytes.
+    let (v4, v6) = unsafe { (params.__bindgen_anon_4.ipv4_dst, params.__bindgen_anon_4.ipv6_dst) };
+    if backend.family == FAMILY_V4 {
+        // An IPv4 route through an IPv6 gateway (RFC 5549) turns the answer to IPv6.
+        params.family != AF_INET || v4 != backend.addr[0]
+    } else {
+        v6 != backend.addr
+    }
 }

@@ -3,6 +3,7 @@
 //! invalid: those are reported once, where they are written.
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::Path,
     sync::Arc,
@@ -16,7 +17,7 @@ use toml::Spanned;
 use super::{
     health::VipChecks,
     listeners::{self, DEFAULT_RUN_DIR},
-    problems::{labelled, Problems},
+    problems::{labelled, Problems, Shown},
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
     repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
     values::{
@@ -38,10 +39,38 @@ pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem
         raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, &mut p)).collect();
     let entries: Vec<Entry<VipId>> = raw.vip.iter().enumerate().map(|(i, vip)| vip_entry(i, vip)).collect();
     no_repeats(&entries, "duplicate VIP: same address, port and protocol as", &mut p);
+    no_backend_is_a_vip(&raw.vip, &mut p);
     p.finish(|| {
         let vips = vips.into_iter().map(|v| v.map(Arc::new)).collect::<Option<_>>()?;
         Some(Config { global: global?, api: api?, web: web?, vips })
     })
+}
+
+/// A backend on any VIP's address, whatever the port, protocol or mode: packets
+/// sent to it go where the VIP's go, which is back to a balancer (DSR leaves
+/// the VIP as their destination anyway), never to a server.
+fn no_backend_is_a_vip(vips: &[RawVip], p: &mut Problems) {
+    let mut owners: HashMap<IpAddr, String> = HashMap::new();
+    for (i, vip) in vips.iter().enumerate() {
+        if let Ok(address) = ip(vip.address.get_ref()) {
+            owners.entry(address).or_insert_with(|| labelled(format!("vip[{i}]"), vip.name.as_ref()));
+        }
+    }
+    for (i, vip) in vips.iter().enumerate() {
+        let at = labelled(format!("vip[{i}]"), vip.name.as_ref());
+        for (j, backend) in vip.backend.iter().enumerate() {
+            let raw = &backend.address;
+            let Some(owner) = ip(raw.get_ref()).ok().and_then(|address| owners.get(&address)) else {
+                continue;
+            };
+            let field = format!("{}.address", labelled(format!("{at}.backend[{j}]"), backend.name.as_ref()));
+            let reason = format!(
+                "the address of {owner}: a VIP address cannot be a backend, \
+                 its packets would come back to the balancer"
+            );
+            p.add(field, raw.get_ref().shown(), reason, Some(raw.span()));
+        }
+    }
 }
 
 /// The sizes that VIP and backend counts are compared with; `None` when invalid.

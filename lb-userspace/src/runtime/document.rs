@@ -1,7 +1,7 @@
 //! An operation's VIP as a TOML document, checked by the config file's own
 //! validator; and what spans VIPs, checked against the rest of the config.
 
-use std::sync::Arc;
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use serde_json::Value as Json;
 
@@ -35,7 +35,9 @@ pub(super) fn validated_vip(doc: &toml::Table, prefixes: &[String]) -> Result<Ar
 }
 
 /// What the whole config must still satisfy when one VIP changes: unique VIPs
-/// and names, and room in the maps.
+/// and names, no backend on another VIP's address, and room in the maps.
+/// `replacing` is the VIP a backend is being added to (the request is that
+/// backend); `None` when `vip` is new.
 pub(super) fn check_fits(config: &Config, replacing: Option<usize>, vip: &Vip) -> Result<(), OpError> {
     let others = config.vips.iter().enumerate().filter(|(i, _)| Some(*i) != replacing).map(|(_, v)| v);
     for other in others.clone() {
@@ -51,6 +53,7 @@ pub(super) fn check_fits(config: &Config, replacing: Option<usize>, vip: &Vip) -
             return Err(OpError::Conflict(format!("a VIP named {:?} already exists", vip.name)));
         }
     }
+    no_backend_is_a_vip(others.clone(), replacing, vip)?;
     let global = &config.global;
     let vips = others.clone().count() + 1;
     let backends = others.map(|v| v.backends.len()).sum::<usize>() + vip.backends.len();
@@ -63,6 +66,39 @@ pub(super) fn check_fits(config: &Config, replacing: Option<usize>, vip: &Vip) -
     }
     if backends > global.max_backends as usize {
         return Err(too_many("backends", backends, global.max_backends, "max_backends"));
+    }
+    Ok(())
+}
+
+/// The config file's rule that no backend is on a VIP's address, between `vip`
+/// and the others (the validator saw `vip` alone). Problem fields are the
+/// request's: a backend added to a VIP is the whole request, and leaves the
+/// VIP's address as it was, checked when the VIP came.
+fn no_backend_is_a_vip<'c>(
+    others: impl Iterator<Item = &'c Arc<Vip>> + Clone,
+    replacing: Option<usize>,
+    vip: &Vip,
+) -> Result<(), OpError> {
+    let refuse = |field: String, address: IpAddr, reason: String| {
+        let problem = Problem::new(field, format!("{:?}", address.to_string()), reason);
+        OpError::Invalid { message: problem.to_string(), problems: vec![problem] }
+    };
+    const WHY: &str = "a VIP address cannot be a backend, its packets would come back to the balancer";
+    let owners: HashMap<IpAddr, &str> = others.clone().map(|o| (o.address, o.name.as_str())).collect();
+    for (j, backend) in vip.backends.iter().enumerate() {
+        if let Some(owner) = owners.get(&backend.address) {
+            let field = if replacing.is_some() { "address".into() } else { format!("backend[{j}].address") };
+            return Err(refuse(field, backend.address, format!("the address of VIP {owner:?}: {WHY}")));
+        }
+    }
+    if replacing.is_none() {
+        for other in others {
+            if let Some(backend) = other.backends.iter().find(|b| b.address == vip.address) {
+                let reason =
+                    format!("the address of backend {:?} of VIP {:?}: {WHY}", backend.name, other.name);
+                return Err(refuse("address".into(), vip.address, reason));
+            }
+        }
     }
     Ok(())
 }
@@ -159,4 +195,63 @@ fn validate(doc: &toml::Table, prefixes: &[String]) -> Result<Config, OpError> {
             OpError::Invalid { message: reason, problems: vec![problem] }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::{apply, AdminStates, Op, OpError};
+    use crate::config::Config;
+
+    const FILE: &str = "[global]\ninterface = \"eth0\"\n\
+        [[vip]]\nname = \"web\"\naddress = \"10.77.100.1\"\nport = 80\n\
+        [[vip.backend]]\nname = \"b0\"\naddress = \"10.77.1.10\"\n\
+        [[vip]]\nname = \"dns\"\naddress = \"10.77.100.2\"\nport = 53\nprotocol = \"udp\"\n\
+        [[vip.backend]]\naddress = \"10.77.1.20\"\n";
+
+    /// The one problem of a refused operation: its field and its reason.
+    #[track_caller]
+    fn refused(op: Op) -> (String, String) {
+        match apply(&Config::from_toml(FILE).unwrap(), &AdminStates::new(), &op) {
+            Err(OpError::Invalid { problems, .. }) if problems.len() == 1 => {
+                (problems[0].field.clone(), problems[0].reason.clone())
+            }
+            other => panic!("{op:?}: expected one problem, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_backend_on_a_vip_address_across_vips() {
+        let add = |address: &str| Op::AddBackend { vip: "web".into(), backend: json!({"address": address}) };
+        let (field, reason) = refused(add("10.77.100.2"));
+        assert_eq!(field, "address");
+        assert!(
+            reason.starts_with("the address of VIP \"dns\": a VIP address cannot be a backend"),
+            "{reason}"
+        );
+        // Its own VIP's address: the validator's rule, named the same way.
+        let (field, reason) = refused(add("10.77.100.1"));
+        assert_eq!(field, "address");
+        assert!(
+            reason.starts_with("the address of vip[0] (web): a VIP address cannot be a backend"),
+            "{reason}"
+        );
+
+        let on_b0 = Op::AddVip { vip: json!({"name": "tls", "address": "10.77.1.10", "port": 443}) };
+        let (field, reason) = refused(on_b0);
+        assert_eq!(field, "address");
+        assert!(reason.starts_with("the address of backend \"b0\" of VIP \"web\""), "{reason}");
+        let backends = json!([{"address": "10.77.1.30"}, {"address": "10.77.100.2"}]);
+        let with_dns = Op::AddVip { vip: json!({"address": "10.77.100.3", "port": 80, "backend": backends}) };
+        let (field, reason) = refused(with_dns);
+        assert_eq!(field, "backend[1].address");
+        assert!(reason.starts_with("the address of VIP \"dns\""), "{reason}");
+
+        // Sharing a backend, or a VIP address on another port, is fine.
+        let file = Config::from_toml(FILE).unwrap();
+        for op in [add("10.77.1.20"), Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 443}) }] {
+            assert!(apply(&file, &AdminStates::new(), &op).is_ok(), "{op:?}");
+        }
+    }
 }

@@ -153,6 +153,36 @@ fn bad_backend_address_is_rejected() {
     );
 }
 
+#[test]
+fn backend_on_its_own_vip_address_is_rejected() {
+    let p = problem(
+        &web("[[vip.backend]]\naddress = \"10.77.1.10\"\n\
+             [[vip.backend]]\nname = \"self\"\naddress = \"10.77.100.1\"\n"),
+        "vip[0] (web).backend[1] (self).address",
+        "\"10.77.100.1\"",
+        "the address of vip[0] (web): a VIP address cannot be a backend",
+    );
+    assert_eq!(p.location, at(11, 11));
+}
+
+#[test]
+fn backend_on_another_vips_address_is_rejected_whatever_the_port_or_order() {
+    // A later VIP's address, of another port and protocol.
+    let text = with(
+        "[[vip]]\nname = \"web\"\naddress = \"fd77::100\"\nport = 80\n\
+         [[vip.backend]]\naddress = \"fd77::200\"\n\
+         [[vip]]\nname = \"dns\"\naddress = \"fd77::200\"\nport = 53\nprotocol = \"udp\"\n",
+    );
+    problem(&text, "vip[0] (web).backend[0].address", "\"fd77::200\"", "the address of vip[1] (dns)");
+    // An earlier one's, and the VIP named by its index when it has no name.
+    let text = with(
+        "[[vip]]\naddress = \"10.77.100.1\"\nport = 0\n\
+         [[vip]]\nname = \"web\"\naddress = \"10.77.100.2\"\nport = 80\n\
+         [[vip.backend]]\naddress = \"10.77.100.1\"\n",
+    );
+    problem(&text, "vip[1] (web).backend[0].address", "\"10.77.100.1\"", "the address of vip[0]: ");
+}
+
 // ---- rule 5: ports ----
 
 #[test]
