@@ -25,9 +25,9 @@ impl Agent {
         }
     }
 
-    async fn apply_ops(&mut self, ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
+    async fn apply_ops(&mut self, mut ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
         let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
-        for op in &ops {
+        for op in &mut ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         // Whatever does not get applied must not be remembered either.
@@ -39,7 +39,7 @@ impl Agent {
         for op in &ops {
             info!(?op, "API change applied");
         }
-        self.ops.extend(ops);
+        runtime::record(&mut self.ops, ops);
         self.save_ops();
         Ok(Applied { config: Arc::clone(&self.config), admin: self.admin.clone() })
     }
