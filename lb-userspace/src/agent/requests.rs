@@ -26,9 +26,9 @@ impl Agent {
         }
     }
 
-    async fn apply_ops(&mut self, ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, ApiError> {
+    async fn apply_ops(&mut self, mut ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, ApiError> {
         let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
-        for op in &ops {
+        for op in &mut ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         // Whatever does not get applied must not be remembered either.
@@ -40,7 +40,7 @@ impl Agent {
         for op in &ops {
             info!(%caller, ?op, "API change applied");
         }
-        self.ops.extend(ops);
+        runtime::record(&mut self.ops, ops);
         self.save_ops();
         Ok(Applied { config: Arc::clone(&self.config), admin: self.admin.clone() })
     }

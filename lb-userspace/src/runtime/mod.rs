@@ -4,8 +4,23 @@
 //! change is exactly as checked as an edit of the file, at the cost of one VIP
 //! however big the config. A reload replays the list on the new file;
 //! operations that no longer apply are dropped (and logged).
+//!
+//! The list is kept compacted ([`record`], and [`replay`] compacts what it
+//! keeps): it holds the net effect per VIP and backend, so its length is bound
+//! by what the API changed, not by how many requests changed it. The rules,
+//! and what a compacted list does differently on a changed file, are in
+//! `compact.rs`.
+//!
+//! Operations name what they touch, and compaction matches them by name. A
+//! request may leave the name of the VIP or backend it adds to its default
+//! (`address:port/protocol`, `address:port`), so [`apply`] fills the resolved
+//! name into the operation's JSON: the list stores what the name was when the
+//! operation was made. Replaying a stored operation on a file whose VIP changed
+//! port keeps the backend's name (and with it the later operations that name
+//! it) instead of renaming it to the new default.
 
 mod admin;
+mod compact;
 mod document;
 mod restricted;
 mod saved;
@@ -18,6 +33,7 @@ use serde_json::Value as Json;
 use self::document::{array_mut, check_fits, mini_document, table_of, validated_vip};
 pub use self::{
     admin::AdminStates,
+    compact::record,
     restricted::{restricted_key, RESTRICTED_KEYS},
     saved::{load, save},
 };
@@ -53,22 +69,24 @@ pub enum OpError {
 pub struct Effective {
     pub config: Config,
     pub admin: AdminStates,
-    /// Operations kept (those that still apply).
+    /// Operations kept (those that still apply), names filled in and compacted.
     pub ops: Vec<Op>,
     /// Operations that no longer apply, and why.
     pub dropped: Vec<(Op, OpError)>,
 }
 
-/// Replays `ops` on `file`, keeping the ones that apply.
+/// Replays `ops` on `file`, keeping the ones that apply (compacted: they all
+/// applied in order, which is what compaction needs).
 pub fn replay(file: &Config, ops: &[Op]) -> Effective {
     let mut state =
         Effective { config: file.clone(), admin: AdminStates::new(), ops: Vec::new(), dropped: Vec::new() };
     for op in ops {
-        match apply(&state.config, &state.admin, op) {
+        let mut named = op.clone();
+        match apply(&state.config, &state.admin, &mut named) {
             Ok((config, admin)) => {
                 state.config = config;
                 state.admin = admin;
-                state.ops.push(op.clone());
+                record(&mut state.ops, [named]);
             }
             Err(e) => state.dropped.push((op.clone(), e)),
         }
@@ -93,16 +111,19 @@ fn backend_index(vip: &Vip, name: &str) -> Result<usize, OpError> {
 
 /// One operation on `config`: the new config and admin states, or why not.
 /// Only the VIP the operation touches is re-validated (by the config file's
-/// own validator); what spans VIPs is checked by [`check_fits`].
-pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, AdminStates), OpError> {
+/// own validator); what spans VIPs is checked by [`check_fits`]. If it applies,
+/// an add gets the resolved name of what it added written into its JSON (see
+/// the module doc); a refused operation is left as it was.
+pub fn apply(config: &Config, admin: &AdminStates, op: &mut Op) -> Result<(Config, AdminStates), OpError> {
     let mut admin = admin.clone();
     let mut next = config.clone();
     match op {
-        Op::AddVip { vip } => {
+        Op::AddVip { vip: json } => {
             let mut doc = mini_document(config, None);
-            array_mut(&mut doc, "vip").push(toml::Value::Table(table_of(vip, "VIP")?));
+            array_mut(&mut doc, "vip").push(toml::Value::Table(table_of(json, "VIP")?));
             let vip = validated_vip(&doc, &["vip[0]".to_string()])?;
             check_fits(config, None, &vip)?;
+            name_in(json, &vip.name);
             next.vips.push(vip);
         }
         Op::RemoveVip { vip } => {
@@ -118,6 +139,7 @@ pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, A
             array_mut(vip_table, "backend").push(toml::Value::Table(table_of(backend, "backend")?));
             let changed = validated_vip(&doc, &["vip[0]".to_string(), format!("backend[{j}]")])?;
             check_fits(config, Some(i), &changed)?;
+            name_in(backend, &changed.backends[j].name);
             next.vips[i] = changed;
         }
         Op::RemoveBackend { vip, backend } => {
@@ -146,6 +168,13 @@ pub fn apply(config: &Config, admin: &AdminStates, op: &Op) -> Result<(Config, A
     Ok((next, admin))
 }
 
+/// Writes the resolved `name` into an add's JSON (an object: it was validated).
+fn name_in(json: &mut Json, name: &str) {
+    if let Json::Object(fields) = json {
+        fields.insert("name".into(), Json::String(name.into()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -162,56 +191,56 @@ mod tests {
 
     #[test]
     fn backends_are_added_changed_and_removed() {
-        let add = Op::AddBackend {
+        let mut add = Op::AddBackend {
             vip: "web".into(),
             backend: json!({"name": "b1", "address": "10.77.1.11", "weight": 3}),
         };
-        let (config, admin) = apply(&file(), &AdminStates::new(), &add).unwrap();
+        let (config, admin) = apply(&file(), &AdminStates::new(), &mut add).unwrap();
         assert_eq!(config.vips[0].backends[1].weight, 3);
-        let weight = Op::SetWeight { vip: "web".into(), backend: "b1".into(), weight: 0 };
-        let (config, admin) = apply(&config, &admin, &weight).unwrap();
+        let mut weight = Op::SetWeight { vip: "web".into(), backend: "b1".into(), weight: 0 };
+        let (config, admin) = apply(&config, &admin, &mut weight).unwrap();
         assert_eq!(config.vips[0].backends[1].weight, 0);
-        let remove = Op::RemoveBackend { vip: "web".into(), backend: "b0".into() };
-        let (config, _) = apply(&config, &admin, &remove).unwrap();
+        let mut remove = Op::RemoveBackend { vip: "web".into(), backend: "b0".into() };
+        let (config, _) = apply(&config, &admin, &mut remove).unwrap();
         assert_eq!(config.vips[0].backends.len(), 1);
     }
 
     #[test]
     fn invalid_changes_name_the_field_relative_to_the_request() {
-        let add =
+        let mut add =
             Op::AddBackend { vip: "web".into(), backend: json!({"address": "10.77.1.11", "weight": 999}) };
-        match apply(&file(), &AdminStates::new(), &add) {
+        match apply(&file(), &AdminStates::new(), &mut add) {
             Err(OpError::Invalid { problems, .. }) => assert_eq!(problems[0].field, "weight", "{problems:?}"),
             other => panic!("{other:?}"),
         }
-        let weight = Op::SetWeight { vip: "web".into(), backend: "b0".into(), weight: 999 };
-        assert!(matches!(apply(&file(), &AdminStates::new(), &weight), Err(OpError::Invalid { .. })));
-        let unknown = Op::AddVip { vip: json!({"address": "10.77.100.2", "port": 80, "bogus": 1}) };
-        match apply(&file(), &AdminStates::new(), &unknown) {
+        let mut weight = Op::SetWeight { vip: "web".into(), backend: "b0".into(), weight: 999 };
+        assert!(matches!(apply(&file(), &AdminStates::new(), &mut weight), Err(OpError::Invalid { .. })));
+        let mut unknown = Op::AddVip { vip: json!({"address": "10.77.100.2", "port": 80, "bogus": 1}) };
+        match apply(&file(), &AdminStates::new(), &mut unknown) {
             Err(OpError::Invalid { message, problems }) => {
                 assert!(message.contains("bogus") && problems[0].field == "bogus", "{message} {problems:?}")
             }
             other => panic!("{other:?}"),
         }
-        let port = Op::AddVip { vip: json!({"address": "10.77.100.2", "port": 70000}) };
-        match apply(&file(), &AdminStates::new(), &port) {
+        let mut port = Op::AddVip { vip: json!({"address": "10.77.100.2", "port": 70000}) };
+        match apply(&file(), &AdminStates::new(), &mut port) {
             Err(OpError::Invalid { problems, .. }) => assert_eq!(problems[0].field, "port"),
             other => panic!("{other:?}"),
         }
-        let null = Op::AddVip { vip: json!({"address": null}) };
-        assert!(matches!(apply(&file(), &AdminStates::new(), &null), Err(OpError::Invalid { .. })));
+        let mut null = Op::AddVip { vip: json!({"address": null}) };
+        assert!(matches!(apply(&file(), &AdminStates::new(), &mut null), Err(OpError::Invalid { .. })));
     }
 
     #[test]
     fn duplicates_conflict_and_missing_names_are_not_found() {
-        let twice = Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 80}) };
-        assert!(matches!(apply(&file(), &AdminStates::new(), &twice), Err(OpError::Conflict(_))));
-        let again = Op::AddBackend { vip: "web".into(), backend: json!({"address": "10.77.1.10"}) };
-        assert!(matches!(apply(&file(), &AdminStates::new(), &again), Err(OpError::Conflict(_))));
-        let nowhere = Op::AddBackend { vip: "nope".into(), backend: json!({"address": "10.77.1.10"}) };
-        assert!(matches!(apply(&file(), &AdminStates::new(), &nowhere), Err(OpError::NotFound(_))));
-        let gone = Op::SetAdmin { vip: "web".into(), backend: "zz".into(), admin: Admin::Drain };
-        assert!(matches!(apply(&file(), &AdminStates::new(), &gone), Err(OpError::NotFound(_))));
+        let mut twice = Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 80}) };
+        assert!(matches!(apply(&file(), &AdminStates::new(), &mut twice), Err(OpError::Conflict(_))));
+        let mut again = Op::AddBackend { vip: "web".into(), backend: json!({"address": "10.77.1.10"}) };
+        assert!(matches!(apply(&file(), &AdminStates::new(), &mut again), Err(OpError::Conflict(_))));
+        let mut nowhere = Op::AddBackend { vip: "nope".into(), backend: json!({"address": "10.77.1.10"}) };
+        assert!(matches!(apply(&file(), &AdminStates::new(), &mut nowhere), Err(OpError::NotFound(_))));
+        let mut gone = Op::SetAdmin { vip: "web".into(), backend: "zz".into(), admin: Admin::Drain };
+        assert!(matches!(apply(&file(), &AdminStates::new(), &mut gone), Err(OpError::NotFound(_))));
     }
 
     #[test]

@@ -11,7 +11,9 @@ struct Saved {
     ops: Vec<Op>,
 }
 
-/// The operations saved by a previous agent (none if the file is missing).
+/// The operations saved by a previous agent (none if the file is missing), as
+/// they were saved: an older agent's list may be long and its adds unnamed;
+/// [`replay`](super::replay) names and compacts what still applies.
 pub fn load(path: &Path) -> std::io::Result<Vec<Op>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice::<Saved>(&bytes)
