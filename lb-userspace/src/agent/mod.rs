@@ -204,6 +204,12 @@ fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
         ),
         Opened::Adopted => info!("adopted the running data plane pinned at {pin} (program and maps kept)"),
         Opened::Replaced => info!("adopted the maps pinned at {pin} and swapped in this build's program"),
+        Opened::Reattached { generic_fallback } => info!(
+            interface = %global.interface,
+            mode = if generic_fallback { "generic (fallback)" } else { "as configured" },
+            "re-attached: the maps pinned at {pin} (connection table included) are kept, this build's \
+             program runs with a new link"
+        ),
     }
     Ok(dp)
 }

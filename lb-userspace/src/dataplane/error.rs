@@ -42,6 +42,12 @@ pub enum DataplaneError {
     SettingsChanged { field: &'static str, running: u64, wanted: u64, pin_dir: PathBuf },
     #[error("attaching XDP ({mode}) to {interface}: {source}")]
     Attach { interface: String, mode: &'static str, source: ProgramError },
+    #[error(
+        "attaching XDP ({mode}) to {interface}: it (or a device above it) already runs another XDP \
+         program, by a link or by netlink (`ip link set dev {interface} xdp …`); the agent replaces \
+         only the link it pinned, so detach that program first"
+    )]
+    Occupied { interface: String, mode: &'static str, source: io::Error },
 }
 
 pub(super) type Result<T, E = DataplaneError> = std::result::Result<T, E>;

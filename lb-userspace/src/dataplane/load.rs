@@ -12,9 +12,10 @@ use std::{
 use aya::{
     maps::{Array, Map, MapData},
     programs::{
-        links::{FdLink, PinnedLink},
-        Xdp, XdpMode as KernelMode,
+        links::{FdLink, LinkError, PinnedLink},
+        ProgramError, Xdp, XdpError, XdpMode as KernelMode,
     },
+    sys::SyscallError,
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -58,6 +59,11 @@ pub enum Opened {
     Adopted,
     /// A data plane was running: its maps were adopted and this build's program swapped in.
     Replaced,
+    /// The pinned link attached nothing useful any more (its interface was
+    /// deleted or re-created, or it is on another interface): the maps were
+    /// adopted and this build's program attached with a new link, pinned in
+    /// its place.
+    Reattached { generic_fallback: bool },
 }
 
 impl LoadSettings {
@@ -161,18 +167,46 @@ impl Dataplane {
 
         let mut ebpf = loader(&options.settings, Some(dir))?;
         let link_path = dir.join(LINK_PIN);
+        let interface = options.interface.as_str();
         let opened = if link_path.exists() {
-            if options.replace {
-                swap_program(&mut ebpf, &link_path)?;
-                Opened::Replaced
-            } else {
-                Opened::Adopted
+            match stale_link(&link_path, interface)? {
+                Some(why) => {
+                    tracing::warn!(
+                        "the pinned XDP link {} {why}: attaching this agent's program to {interface} \
+                         with a new link in its place (the pinned maps, connection table included, \
+                         are kept)",
+                        link_path.display()
+                    );
+                    let (link, generic_fallback) = attach(&mut ebpf, interface, options.mode, &link_path)?;
+                    // Attached before the old pin goes, so a failure leaves the old pin as
+                    // it was. Should unpinning or pinning fail, the new link closes with
+                    // this process's last descriptor of it, and the next agent attaches.
+                    std::fs::remove_file(&link_path).map_err(|e| DataplaneError::Pin {
+                        path: link_path.clone(),
+                        message: format!("removing the old pin: {e}"),
+                    })?;
+                    pin(link, &link_path)?;
+                    Opened::Reattached { generic_fallback }
+                }
+                None if options.replace => {
+                    swap_program(&mut ebpf, &link_path)?;
+                    Opened::Replaced
+                }
+                None => Opened::Adopted,
             }
         } else {
-            let generic_fallback = attach(&mut ebpf, &options.interface, options.mode, &link_path)?;
+            let (link, generic_fallback) = attach(&mut ebpf, interface, options.mode, &link_path)?;
+            pin(link, &link_path)?;
             Opened::Attached { generic_fallback }
         };
-        let dataplane = Self::from_ebpf(ebpf, options.settings, Some(dir.to_owned()))?;
+        let mut dataplane = Self::from_ebpf(ebpf, options.settings, Some(dir.to_owned()))?;
+        if matches!(opened, Opened::Reattached { .. }) {
+            // Cached next hops may name the old interface's ifindex (gone, or another
+            // device); the program would trust them for up to NEXTHOP_TTL_NS.
+            for (slot, _) in dataplane.backend_entries()? {
+                dataplane.forget_next_hop(slot)?;
+            }
+        }
         Ok((dataplane, opened))
     }
 
@@ -197,6 +231,13 @@ pub(super) fn attached_program_id(dir: &Path) -> Result<u32, DataplaneError> {
     Ok(link.info().map_err(err)?.program_id())
 }
 
+/// The ifindex the link pinned in `dir` attaches the data plane to; 0 once
+/// that interface is gone.
+pub fn attached_ifindex(dir: &Path) -> Result<u32, DataplaneError> {
+    let path = dir.join(LINK_PIN);
+    link_ifindex(&path).map_err(|source| DataplaneError::Link { path, source })
+}
+
 /// The `CONFIG` entry of a pinned data plane, if there is one.
 fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError> {
     let path = dir.join(names::CONFIG);
@@ -211,14 +252,102 @@ fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError>
     Ok((running.ring_size != 0).then_some(running))
 }
 
-/// Attaches and pins the link. Returns whether `Auto` fell back to generic mode.
-fn attach(ebpf: &mut Ebpf, interface: &str, mode: XdpMode, link_path: &Path) -> Result<bool, DataplaneError> {
+/// Why the pinned link at `link_path` does not run the data plane on
+/// `interface` (in this process's network namespace), or `None` if it does.
+fn stale_link(link_path: &Path, interface: &str) -> Result<Option<String>, DataplaneError> {
+    let attached_to = link_ifindex(link_path)
+        .map_err(|source| DataplaneError::Link { path: link_path.to_owned(), source })?;
+    let wanted = std::ffi::CString::new(interface)
+        .ok()
+        // SAFETY: a valid C string.
+        .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) })
+        .unwrap_or(0);
+    Ok(match attached_to {
+        0 => Some(
+            "is attached to no interface (the one it was on is gone, deleted or re-created by a \
+             driver reload or a reset, or the link was detached), so nothing runs the data plane"
+                .to_string(),
+        ),
+        ifindex if ifindex != wanted => {
+            let name = interface_name(ifindex)
+                .unwrap_or_else(|| "not an interface of this network namespace".to_string());
+            let ours =
+                if wanted == 0 { "which does not exist".to_string() } else { format!("ifindex {wanted}") };
+            Some(format!(
+                "is attached to ifindex {ifindex} ({name}), not to {interface} ({ours}); it will be \
+                 detached from there"
+            ))
+        }
+        _ => None,
+    })
+}
+
+/// The name of interface `ifindex` in this process's network namespace.
+fn interface_name(ifindex: u32) -> Option<String> {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname needs.
+    let found = unsafe { libc::if_indextoname(ifindex, name.as_mut_ptr()) };
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into the buffer.
+    (!found.is_null()).then(|| unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// The ifindex the XDP link pinned at `path` is attached to, 0 once its
+/// device is gone (the kernel says so in the link's fdinfo; aya's `LinkInfo`
+/// does not carry it).
+fn link_ifindex(path: &Path) -> Result<u32, LinkError> {
+    let fd = open_pin(path).map_err(|io_error| SyscallError { call: "BPF_OBJ_GET", io_error })?;
+    let fdinfo = format!("/proc/self/fdinfo/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let info = std::fs::read_to_string(&fdinfo)
+        .map_err(|io_error| SyscallError { call: "reading the link's fdinfo", io_error })?;
+    let field =
+        |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
+    if field("link_type") != Some("xdp") {
+        return Err(LinkError::InvalidLink);
+    }
+    field("ifindex").and_then(|v| v.parse().ok()).ok_or(LinkError::InvalidLink)
+}
+
+/// `BPF_OBJ_GET`: a descriptor of the object pinned at `path` (aya keeps the
+/// one of a `PinnedLink` to itself).
+fn open_pin(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    /// The `BPF_OBJ_GET` part of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let attr = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: `attr` and the path it points to outlive the call; the kernel
+    // reads `size_of::<ObjGet>()` bytes of it.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGet, size_of::<ObjGet>() as u32)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor, owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches the program with a new link, to be pinned at `link_path`. Returns
+/// it, and whether `Auto` fell back to generic mode.
+fn attach(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    mode: XdpMode,
+    link_path: &Path,
+) -> Result<(FdLink, bool), DataplaneError> {
     let program = balancer_mut(ebpf)?;
     let try_attach = |program: &mut Xdp, kernel_mode: KernelMode| {
-        program.attach(interface, kernel_mode).map_err(|source| DataplaneError::Attach {
-            interface: interface.to_owned(),
-            mode: if kernel_mode == KernelMode::Skb { "generic" } else { "native" },
-            source,
+        let mode = if kernel_mode == KernelMode::Skb { "generic" } else { "native" };
+        let interface = interface.to_owned();
+        program.attach(&interface, kernel_mode).map_err(|source| match occupied(&source) {
+            Some(source) => DataplaneError::Occupied { interface, mode, source },
+            None => DataplaneError::Attach { interface, mode, source },
         })
     };
     let (id, fallback) = match mode {
@@ -226,6 +355,8 @@ fn attach(ebpf: &mut Ebpf, interface: &str, mode: XdpMode, link_path: &Path) -> 
         XdpMode::Generic => (try_attach(program, KernelMode::Skb)?, false),
         XdpMode::Auto => match try_attach(program, KernelMode::Driver) {
             Ok(id) => (id, false),
+            // Generic mode would meet the same program: falling back would only hide why.
+            Err(occupied @ DataplaneError::Occupied { .. }) => return Err(occupied),
             Err(native) => {
                 tracing::warn!("native XDP attach failed ({native}); falling back to generic mode");
                 (try_attach(program, KernelMode::Skb)?, true)
@@ -234,11 +365,29 @@ fn attach(ebpf: &mut Ebpf, interface: &str, mode: XdpMode, link_path: &Path) -> 
     };
     let link =
         program.take_link(id).map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+    // Only a bpf_link can be pinned; aya attaches by netlink where the kernel has no XDP links.
     let link = FdLink::try_from(link)
         .map_err(|source| DataplaneError::Link { path: link_path.to_owned(), source })?;
+    Ok((link, fallback))
+}
+
+/// The kernel's answer if attaching failed because the interface (or a device
+/// above it) already runs another XDP program: `EBUSY` for one in the same
+/// mode, by a link or by netlink; `EEXIST` for one in the other mode or on an
+/// upper device.
+fn occupied(error: &ProgramError) -> Option<io::Error> {
+    let errno = match error {
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(e)) => e.raw_os_error(),
+        _ => None,
+    };
+    errno.filter(|e| [libc::EBUSY, libc::EEXIST].contains(e)).map(io::Error::from_raw_os_error)
+}
+
+fn pin(link: FdLink, link_path: &Path) -> Result<(), DataplaneError> {
     link.pin(link_path)
         .map_err(|e| DataplaneError::Pin { path: link_path.to_owned(), message: e.to_string() })?;
-    Ok(fallback)
+    Ok(())
 }
 
 /// Swaps this build's program into the pinned link (`bpf_link_update`: no packet sees no program).

@@ -28,7 +28,7 @@ use self::error::{found, map_err, Result};
 pub use self::{
     counters::Counters,
     error::{DataplaneError, RefusedMap},
-    load::{Opened, PinnedOptions},
+    load::{attached_ifindex, Opened, PinnedOptions},
     pinned::PinnedStats,
     ring::RingMemory,
     test_run::{Baseline, TestRunOutcome},

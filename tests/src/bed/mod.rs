@@ -196,6 +196,36 @@ fn sysctls(ns: &Netns, pairs: &[(&str, &str)]) -> Result<()> {
     ns.exec("sysctl", &args).map(drop)
 }
 
+/// Connects `ns` to the bridge: a veth pair, `eth0` in `ns` (MAC `mac`, the
+/// addresses, up) and `port` on `br0` (the same MAC with byte 2 = 0xff).
+fn plug(bridge: &Netns, ns: &Netns, port: &str, mac: [u8; 6], v4: IpAddr, v6: IpAddr) -> Result<()> {
+    // Link-local addresses skip DAD too: nothing on the segment waits a second.
+    sysctls(ns, &[("net.ipv6.conf.default.accept_dad", "0"), ("net.ipv6.conf.all.accept_dad", "0")])?;
+    let mut bridge_mac = mac;
+    bridge_mac[2] = 0xff;
+    bridge.ip(&[
+        "link",
+        "add",
+        port,
+        "address",
+        &mac_str(bridge_mac),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "address",
+        &mac_str(mac),
+        "netns",
+        ns.name(),
+    ])?;
+    bridge.ip(&["link", "set", port, "master", "br0", "up"])?;
+    ns.ip(&["addr", "add", &format!("{v4}/16"), "dev", "eth0"])?;
+    ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
 impl TestBed {
     pub fn builder() -> TestBedBuilder {
         TestBedBuilder { clients: 1, backends: 3, vips: None, servers: true }
@@ -233,30 +263,7 @@ impl TestBed {
             nodes.push((ns, format!("b{i}"), self.backend_mac(i), self.backend_v4(i), self.backend_v6(i)));
         }
         for (ns, port, mac, v4, v6) in &nodes {
-            // Link-local addresses skip DAD too: nothing on the segment waits a second.
-            sysctls(ns, &[("net.ipv6.conf.default.accept_dad", "0"), ("net.ipv6.conf.all.accept_dad", "0")])?;
-            let mut bridge_mac = *mac;
-            bridge_mac[2] = 0xff;
-            bridge.ip(&[
-                "link",
-                "add",
-                port,
-                "address",
-                &mac_str(bridge_mac),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "address",
-                &mac_str(*mac),
-                "netns",
-                ns.name(),
-            ])?;
-            bridge.ip(&["link", "set", port, "master", "br0", "up"])?;
-            ns.ip(&["addr", "add", &format!("{v4}/16"), "dev", "eth0"])?;
-            ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
-            ns.ip(&["link", "set", "eth0", "up"])?;
+            plug(bridge, ns, port, *mac, *v4, *v6)?;
         }
 
         for ns in &self.clients {
@@ -297,13 +304,31 @@ impl TestBed {
             ns.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
         }
 
-        let mut baseline = Baseline::load().context("loading the baseline XDP programs")?;
+        self.xdp = Some(Baseline::load().context("loading the baseline XDP programs")?);
+        self.pass_on_lb_port()
+    }
+
+    /// `xdp_pass` on the LB's bridge-side veth, so frames the LB sends with
+    /// XDP_TX are delivered to the bridge.
+    fn pass_on_lb_port(&mut self) -> Result<()> {
+        let bridge = self.bridge.as_ref().expect("bridge namespace");
+        let baseline = self.xdp.as_mut().expect("baseline programs");
         bridge.run(|| -> Result<()> {
             baseline.program_mut(Baseline::PASS)?.attach("lb", XdpMode::default())?;
             Ok(())
-        })?;
-        self.xdp = Some(baseline);
-        Ok(())
+        })
+    }
+
+    /// Deletes the LB's `eth0` (with its bridge-side peer, and whatever XDP
+    /// program or link was on it) and builds it again as `build()` did: same
+    /// names, MACs, addresses and bridge port, `xdp_pass` on the bridge side.
+    /// The new `eth0` has a new ifindex, as after a driver reload or a VF reset.
+    pub fn recreate_lb_link(&mut self) -> Result<()> {
+        let bridge = self.bridge_ns();
+        // Deleting one end of a veth pair deletes the other.
+        bridge.ip(&["link", "del", "lb"])?;
+        plug(bridge, self.lb_ns(), "lb", self.lb_mac(), self.lb_v4(), self.lb_v6())?;
+        self.pass_on_lb_port()
     }
 
     pub fn bridge_ns(&self) -> &Netns {
