@@ -147,28 +147,7 @@ impl<'b> Agent<'b> {
         let process = spawn(bed, &path, &args)?;
         let mut agent = Self { bed, process, config: path, args };
         agent.wait_for(APPLIED, 1, STARTUP)?;
-        agent.wait_for_signal_handlers()?;
         Ok(agent)
-    }
-
-    /// Waits until the agent catches SIGHUP, SIGINT and SIGTERM. It logs
-    /// "config applied" before its handlers are in place, and a signal sent in
-    /// between would kill it (the default action) instead of reloading or
-    /// stopping it.
-    fn wait_for_signal_handlers(&mut self) -> Result<()> {
-        let wanted: u64 = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM].iter().map(|s| 1 << (s - 1)).sum();
-        let status = format!("/proc/{}/status", self.process.pid());
-        let caught = try_wait_until("alwayson to install its signal handlers", STARTUP, POLL, || {
-            ensure!(self.process.running(), "alwayson exited before installing its signal handlers");
-            let text = std::fs::read_to_string(&status).with_context(|| format!("reading {status}"))?;
-            let mask = text
-                .lines()
-                .find_map(|l| l.strip_prefix("SigCgt:"))
-                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-                .with_context(|| format!("no SigCgt in {status}"))?;
-            Ok((mask & wanted == wanted).then_some(()))
-        });
-        caught.map_err(|e| anyhow!("{e:#}; log:\n{}", self.log()))
     }
 
     pub fn log(&self) -> String {
@@ -216,8 +195,7 @@ impl<'b> Agent<'b> {
     /// Starts the agent again with the same config and arguments.
     pub fn restart(&mut self) -> Result<()> {
         self.process = spawn(self.bed, &self.config, &self.args)?;
-        self.wait_for(APPLIED, 1, STARTUP)?;
-        self.wait_for_signal_handlers()
+        self.wait_for(APPLIED, 1, STARTUP)
     }
 
     /// SIGTERM; fails, with the agent's log, unless it exits successfully.
