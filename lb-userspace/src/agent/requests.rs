@@ -17,7 +17,7 @@ impl Agent {
     pub async fn request(&mut self, request: Request) {
         match request {
             Request::Apply { ops, reply } => {
-                let _ = reply.send(self.apply_ops(ops).await);
+                let _ = reply.send(self.apply_ops(ops));
             }
             Request::Reload { discard_runtime, reply } => {
                 let _ = reply.send(self.reload(discard_runtime).await);
@@ -25,13 +25,13 @@ impl Agent {
         }
     }
 
-    async fn apply_ops(&mut self, ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
+    fn apply_ops(&mut self, ops: Vec<runtime::Op>) -> Result<Applied, ApiError> {
         let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
         for op in &ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         // Whatever does not get applied must not be remembered either.
-        if let Err(e) = self.switch_to(Arc::new(config), admin).await {
+        if let Err(e) = self.switch_to(Arc::new(config), admin) {
             error!("applying an API change failed: {e:#}");
             let message = format!("applying the change failed: {e:#}");
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
@@ -75,7 +75,7 @@ impl Agent {
         }
         // Without runtime changes, what is in force is the file itself.
         let next = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
-        if let Err(e) = self.switch_to(next, effective.admin).await {
+        if let Err(e) = self.switch_to(next, effective.admin) {
             error!("applying the reloaded config failed: {e:#}");
             let message = format!("applying the reload failed: {e:#}");
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
