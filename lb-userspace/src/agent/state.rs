@@ -27,6 +27,9 @@ use crate::{
 /// How long a starting agent waits for the first checks of its backends
 /// before it applies its config.
 const FIRST_CHECK_WAIT: Duration = Duration::from_secs(5);
+/// Logged, with the time and the report, once a neighbour round's addresses
+/// are applied (the scale benchmark waits for it).
+const NEIGHBOURS_RESOLVED: &str = "neighbours of new backends resolved, applied in";
 
 pub(super) struct Agent {
     pub reconciler: Reconciler,
@@ -172,8 +175,19 @@ impl Agent {
 
     /// A report of a checker or a neighbour round.
     pub fn report(&mut self, report: Report) {
-        if self.judged.take(report, &self.checks) {
-            self.apply("health");
+        let resolved = matches!(report, Report::Resolved(_));
+        if !self.judged.take(report, &self.checks) {
+            return;
+        }
+        match self.try_apply() {
+            // The second half of a config change with new addresses: say when it is all in.
+            Ok(()) if resolved => info!(
+                "{NEIGHBOURS_RESOLVED} {:.1} ms: {:?}",
+                self.last_apply.as_secs_f64() * 1000.0,
+                self.last_report
+            ),
+            Ok(()) => {}
+            Err(e) => tracing::error!("applying the desired state (health) failed: {e:#}"),
         }
     }
 
