@@ -3,14 +3,14 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use lb_common::{BackendState, Mode, VipKey};
 
 use crate::{
-    config::{CheckKind, Config, OnAllDown},
+    config::{Backend, CheckKind, Config, OnAllDown},
     health::BackendRef,
     runtime::AdminStates,
     stats::Admin,
@@ -104,11 +104,16 @@ pub fn ramped_weight(weight: u32, elapsed: Duration, period: Duration) -> u32 {
     ((f64::from(weight) * share).ceil() as u32).clamp(1, weight)
 }
 
+/// The desired state of `config`. A backend is held out of service while it
+/// waits for its first check (checked, but no `health` yet) or while its
+/// address is `resolving` (its neighbour entry is new): no flows until both are
+/// settled, also under `on_all_down = "keep"`.
 pub fn desired(
     config: &Config,
     health: &HashMap<BackendRef, BackendHealth>,
     admin: &AdminStates,
     now: Instant,
+    resolving: impl Fn(IpAddr) -> bool,
 ) -> Desired {
     let mut ramping = false;
     let mut kept = Vec::new();
@@ -117,15 +122,19 @@ pub fn desired(
         .iter()
         .map(|vip| {
             let key = vip.key();
+            let known = |b: &Backend| health.get(&BackendRef { vip: key, addr: b.socket() });
+            let held =
+                |b: &Backend| resolving(b.address) || (b.check.kind != CheckKind::None && known(b).is_none());
             let mut backends: Vec<DesiredBackend> = vip
                 .backends
                 .iter()
                 .map(|b| {
-                    let known = health.get(&BackendRef { vip: key, addr: b.socket() });
+                    let known = known(b);
                     let said = admin.get(&vip.name, &b.name);
                     // Unchecked backends are always up; checked ones only once a check said so.
                     // Maintenance counts as down (flows leave), drain as weight 0 (flows stay).
                     let up = said != Admin::Maint
+                        && !held(b)
                         && (b.check.kind == CheckKind::None || known.is_some_and(|h| h.up));
                     let full = if said == Admin::Drain { 0 } else { b.weight * WEIGHT_UNITS };
                     let mut weight = full;
@@ -138,11 +147,12 @@ pub fn desired(
                 })
                 .collect();
             let none_usable = !backends.iter().any(DesiredBackend::takes_new_flows);
-            if none_usable && vip.on_all_down == OnAllDown::Keep {
+            let judged = |conf: &Backend| !held(conf) && admin.get(&vip.name, &conf.name) != Admin::Maint;
+            if none_usable && vip.on_all_down == OnAllDown::Keep && vip.backends.iter().any(judged) {
                 // Serving from backends that fail their checks beats serving nothing;
-                // the operator's maintenance still stands.
+                // the operator's maintenance still stands, and so does what is not judged yet.
                 for (b, conf) in backends.iter_mut().zip(&vip.backends) {
-                    b.up = admin.get(&vip.name, &conf.name) != Admin::Maint;
+                    b.up = judged(conf);
                 }
                 kept.push(vip.name.clone());
             }
@@ -219,5 +229,37 @@ mod tests {
         let v = vip(false, &[("10.0.0.1:80", false, true, 0), ("10.0.0.2:80", true, true, 1)]);
         assert_eq!(members(&v), ["10.0.0.2:80"]);
         assert_eq!(v.backends[0].state(), BackendState::Draining);
+    }
+
+    #[test]
+    fn backends_not_judged_or_resolved_yet_take_no_flows_even_when_kept() {
+        let config = Config::from_toml(
+            "[global]\ninterface = \"lo\"\n\
+             [[vip]]\nname = \"keep\"\naddress = \"10.77.100.1\"\nport = 80\non_all_down = \"keep\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.10\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.11\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.12\"\ncheck = \"none\"\n\
+             [[vip]]\nname = \"new\"\naddress = \"10.77.100.2\"\nport = 80\non_all_down = \"keep\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.13\"\n\
+             [[vip.backend]]\naddress = \"10.77.1.14\"\ncheck = \"none\"\n",
+        )
+        .unwrap();
+        let down = BackendHealth { up: false, came_up: None, transitions: 0, reason: "exit 1".into() };
+        let judged = BackendRef { vip: config.vips[0].key(), addr: "10.77.1.10:80".parse().unwrap() };
+        let health = HashMap::from([(judged, down)]);
+        let resolving: IpAddr = "10.77.1.12".parse().unwrap();
+        let new: IpAddr = "10.77.1.14".parse().unwrap();
+        let want =
+            desired(&config, &health, &AdminStates::new(), Instant::now(), |a| a == resolving || a == new);
+        let up: Vec<Vec<bool>> =
+            want.vips.iter().map(|v| v.backends.iter().map(|b| b.up).collect()).collect();
+        // Kept: the backend that failed its check; not the one whose first check
+        // has not answered, nor the one whose neighbour is being resolved.
+        assert_eq!(up, [vec![true, false, false], vec![false, false]]);
+        assert_eq!(want.kept, ["keep"], "a VIP with nothing judged keeps nothing");
+
+        let want = desired(&config, &health, &AdminStates::new(), Instant::now(), |_| false);
+        assert!(want.vips[1].backends[1].up, "resolved, an unchecked backend serves");
+        assert!(!want.vips[1].backends[0].up, "a checked one waits for its first check");
     }
 }

@@ -1,9 +1,11 @@
 //! `alwayson run`: open (or adopt) the data plane, judge every backend's
 //! health, apply, then run the reconcile loop — the one task that owns the
-//! maps. Signals, health transitions and API requests reach it as events over
-//! channels; the API and the stats sampler read what it publishes.
+//! maps. Signals, health reports and API requests reach it as events over
+//! channels; the API and the stats sampler read what it publishes. The loop
+//! never waits on the network: checks and neighbour probes are tasks.
 
 mod host;
+mod judged;
 mod kernel_log;
 mod memory;
 
@@ -12,7 +14,7 @@ mod requests;
 mod signals;
 mod state;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, watch};
@@ -91,7 +93,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
 
     let timings = Arc::new(Timings::default());
-    let (transitions_tx, mut transitions) = mpsc::channel(256);
+    let (reports_tx, mut reports) = mpsc::channel(256);
     let in_force = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
     let applied = api::Applied { config: Arc::clone(&in_force), admin: effective.admin.clone() };
     let (published_config, config_rx) = watch::channel(Arc::new(applied));
@@ -103,8 +105,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
         config: Arc::new(Config { vips: Vec::new(), ..(*file).clone() }),
         ops: effective.ops,
         admin: Default::default(),
-        health: HashMap::new(),
-        checks: Supervisor::new(transitions_tx, timings.clone()),
+        judged: Default::default(),
+        checks: Supervisor::new(reports_tx, timings.clone()),
         ramping: false,
         kept: Vec::new(),
         last_report: ApplyReport::default(),
@@ -114,7 +116,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         published_config,
         published_topology,
     };
-    agent.switch_to(in_force, effective.admin).await?;
+    agent.start(in_force, effective.admin, &mut reports).await?;
     info!(
         vips = agent.config.vips.len(),
         "config applied in {:.1} ms: {:?}",
@@ -124,13 +126,17 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let stats_rx = sample_forever(&pin, topology_rx)?;
     let (requests_tx, mut requests) = mpsc::channel(16);
-    let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx, timings };
+    let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx.clone(), timings };
     let socket_file = api::Listeners::bind(&file).await?.serve(shared);
 
     let (events_tx, mut events) = mpsc::channel(16);
     tokio::spawn(signals::forward(events_tx));
-    let mut neighbour_refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
-    neighbour_refresh.reset();
+    let in_force = config_rx.clone();
+    let refresh = neighbours::refresh(NEIGHBOUR_REFRESH, move || {
+        let config = Arc::clone(&in_force.borrow().config);
+        backend_addresses(&config).collect()
+    });
+    let refresh = tokio::spawn(refresh);
     let mut slowstart = tokio::time::interval(SLOWSTART_STEP);
     loop {
         tokio::select! {
@@ -138,15 +144,13 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 Some(Event::Reload) => { let _ = agent.reload(false).await; }
                 Some(Event::Shutdown) | None => break,
             },
-            Some(transition) = transitions.recv() => agent.transition(transition),
+            Some(report) = reports.recv() => agent.report(report),
             Some(request) = requests.recv() => agent.request(request).await,
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
-            _ = neighbour_refresh.tick() => {
-                neighbours::probe(backend_addresses(&agent.config)).await;
-            }
         }
     }
 
+    refresh.abort();
     drop(agent.checks);
     socket_file.remove();
     let keep = options.keep_running_on_exit;

@@ -17,7 +17,7 @@ impl Agent {
     pub async fn request(&mut self, request: Request) {
         match request {
             Request::Apply { ops, caller, reply } => {
-                let _ = reply.send(self.apply_ops(ops, &caller).await);
+                let _ = reply.send(self.apply_ops(ops, &caller));
             }
             Request::Reload { discard_runtime, caller, reply } => {
                 info!(%caller, discard_runtime, "reload asked for through the API");
@@ -26,13 +26,13 @@ impl Agent {
         }
     }
 
-    async fn apply_ops(&mut self, mut ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, ApiError> {
+    fn apply_ops(&mut self, mut ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, ApiError> {
         let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
         for op in &mut ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         // Whatever does not get applied must not be remembered either.
-        if let Err(e) = self.switch_to(Arc::new(config), admin).await {
+        if let Err(e) = self.switch_to(Arc::new(config), admin) {
             error!("applying an API change failed: {e:#}");
             let message = format!("applying the change failed: {e:#}");
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
@@ -76,7 +76,7 @@ impl Agent {
         }
         // Without runtime changes, what is in force is the file itself.
         let next = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
-        if let Err(e) = self.switch_to(next, effective.admin).await {
+        if let Err(e) = self.switch_to(next, effective.admin) {
             error!("applying the reloaded config failed: {e:#}");
             let message = format!("applying the reload failed: {e:#}");
             return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));

@@ -10,23 +10,26 @@ use std::{
 
 use anyhow::Result;
 use lb_common::BackendState;
-use tokio::sync::watch;
-use tracing::warn;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
 
-use super::backend_addresses;
+use super::{backend_addresses, judged::Judged};
 use crate::{
     api::Applied,
     config::{CheckKind, Config},
     desired::{desired, BackendHealth},
-    health::{self, BackendRef, Supervisor, Target, Transition},
-    neighbours,
+    health::{self, BackendRef, Report, Supervisor},
     reconcile::{ApplyReport, Reconciler},
     runtime::{AdminStates, Op},
     stats::{BackendInfo, Timings, Topology, VipInfo},
 };
 
-/// The longest a config change waits for the first checks of new backends.
+/// How long a starting agent waits for the first checks of its backends
+/// before it applies its config.
 const FIRST_CHECK_WAIT: Duration = Duration::from_secs(5);
+/// Logged, with the time and the report, once a neighbour round's addresses
+/// are applied (the scale benchmark waits for it).
+const NEIGHBOURS_RESOLVED: &str = "neighbours of new backends resolved, applied in";
 
 pub(super) struct Agent {
     pub reconciler: Reconciler,
@@ -38,7 +41,7 @@ pub(super) struct Agent {
     pub config: Arc<Config>,
     pub ops: Vec<Op>,
     pub admin: AdminStates,
-    pub health: HashMap<BackendRef, BackendHealth>,
+    pub judged: Judged,
     pub checks: Supervisor,
     /// A weight is still in slow start: recompute soon.
     pub ramping: bool,
@@ -56,72 +59,136 @@ pub(super) struct Agent {
     pub published_topology: watch::Sender<Arc<Topology>>,
 }
 
+/// What was in force before [`Agent::stage`], to put back.
+struct InForce {
+    config: Arc<Config>,
+    admin: AdminStates,
+    judged: Judged,
+}
+
 impl Agent {
-    /// Moves to `next` with `admin`: backends nobody has judged yet get one check first (the
-    /// kernel's state counts as a judgement for adopted ones), so nothing enters
-    /// a ring before it has answered; then the maps, then the checker tasks.
-    /// If the maps cannot be written, what was in force stays in force: the
-    /// config, admin states, health table and checkers are as before, and the
-    /// maps are written back to them (once something of ours was in force).
-    pub async fn switch_to(&mut self, next: Arc<Config>, admin: AdminStates) -> Result<()> {
-        let targets = health::targets(&next);
-        let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
-        let mut health: HashMap<BackendRef, BackendHealth> =
-            self.health.iter().filter(|(b, _)| wanted.contains(b)).map(|(b, h)| (*b, h.clone())).collect();
-        let unjudged: Vec<Target> =
-            targets.iter().filter(|t| !health.contains_key(&t.backend)).cloned().collect();
-        // A check's timeout may be long; a backend whose first answer takes
-        // longer starts DOWN and its checker decides from there.
-        let mut first = health::first_results(&unjudged, FIRST_CHECK_WAIT).await;
-        for t in &unjudged {
-            let adopted = self.reconciler.backend_state(&t.backend.vip, t.backend.addr);
-            let (up, reason) = match adopted {
-                Some(state) => {
-                    (state != BackendState::Down as u8, "state kept from the running data plane".into())
+    /// The first apply: the config and its checkers, then up to
+    /// [`FIRST_CHECK_WAIT`] of `reports` so that backends are judged (and
+    /// their neighbours resolved) before the VIPs are served, then the maps.
+    pub async fn start(
+        &mut self,
+        config: Arc<Config>,
+        admin: AdminStates,
+        reports: &mut mpsc::Receiver<Report>,
+    ) -> Result<()> {
+        self.stage(config, admin);
+        self.sync_checks();
+        let deadline = tokio::time::Instant::now() + FIRST_CHECK_WAIT;
+        while self.judged.awaited(&self.checks) > 0 {
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some(report)) => {
+                    self.judged.take(report, &self.checks);
                 }
-                None => match first.remove(&t.backend) {
-                    Some(Ok(())) => (true, "first check passed".to_string()),
-                    Some(Err(why)) => (false, why),
-                    None => (false, "first check did not finish".to_string()),
-                },
-            };
-            if !up {
-                warn!("health: {} starts DOWN: {reason}", t.label);
+                Ok(None) | Err(_) => break,
             }
-            health.insert(
-                t.backend,
-                BackendHealth { up, came_up: None, transitions: 0, reason: reason.into() },
+        }
+        let left = self.judged.awaited(&self.checks);
+        if left > 0 {
+            info!(
+                "{left} backends or addresses not judged after {}s: each takes flows once its first check passes",
+                FIRST_CHECK_WAIT.as_secs()
             );
         }
+        self.try_apply()
+    }
 
-        let known: HashSet<IpAddr> = backend_addresses(&self.config).collect();
-        let new: Vec<IpAddr> = backend_addresses(&next).filter(|a| !known.contains(a)).collect();
-        if neighbours::probe(new).await > 0 {
-            // Give the kernel a moment to resolve them before rings point at them.
-            tokio::time::sleep(neighbours::SETTLE).await;
-        }
-        let config = std::mem::replace(&mut self.config, next);
-        let admin = std::mem::replace(&mut self.admin, admin);
-        let health = std::mem::replace(&mut self.health, health);
+    /// Moves to `next` with `admin` at once. Backends nobody has judged yet
+    /// stay out of the rings until their first check answers and their
+    /// neighbour entries had time to resolve, which the loop hears as reports.
+    /// If the maps cannot be written, what was in force stays in force: the
+    /// config, admin states, health and checkers are as before, and the maps
+    /// are written back to them (once something of ours was in force).
+    pub fn switch_to(&mut self, next: Arc<Config>, admin: AdminStates) -> Result<()> {
+        let before = self.stage(next, admin);
         if let Err(e) = self.try_apply() {
-            (self.config, self.admin, self.health) = (config, admin, health);
+            (self.config, self.admin, self.judged) = (before.config, before.admin, before.judged);
             if self.applied {
                 self.apply("putting back what was in force");
             }
             return Err(e);
         }
-        let health = &self.health;
-        self.checks.sync(&targets, |b| health.get(b).is_some_and(|h| h.up));
+        self.sync_checks();
         Ok(())
     }
 
-    pub fn transition(&mut self, t: Transition) {
-        let Some(h) = self.health.get_mut(&t.backend) else { return };
-        h.up = t.up;
-        h.came_up = t.up.then(Instant::now);
-        h.transitions += 1;
-        h.reason = t.reason.into();
-        self.apply("health");
+    /// Puts `next` and `admin` in force without applying them: health kept for
+    /// the backends that stay; before the first apply, the kernel's state
+    /// counts as a judgement for the backends the agent adopted; new addresses
+    /// go to a neighbour round. What was in force is returned.
+    fn stage(&mut self, next: Arc<Config>, admin: AdminStates) -> InForce {
+        let targets = health::targets(&next);
+        let wanted: HashSet<BackendRef> = targets.iter().map(|t| t.backend).collect();
+        let mut health: HashMap<BackendRef, BackendHealth> = self
+            .judged
+            .health
+            .iter()
+            .filter(|(b, _)| wanted.contains(b))
+            .map(|(b, h)| (*b, h.clone()))
+            .collect();
+        if !self.applied {
+            for t in &targets {
+                let adopted = self.reconciler.backend_state(&t.backend.vip, t.backend.addr);
+                let (false, Some(state)) = (health.contains_key(&t.backend), adopted) else { continue };
+                let up = state != BackendState::Down as u8;
+                let reason = "state kept from the running data plane";
+                if !up {
+                    warn!("health: {} starts DOWN: {reason}", t.label);
+                }
+                health.insert(
+                    t.backend,
+                    BackendHealth { up, came_up: None, transitions: 0, reason: reason.into() },
+                );
+            }
+        }
+
+        let known: HashSet<IpAddr> = backend_addresses(&self.config).collect();
+        let next_addresses: HashSet<IpAddr> = backend_addresses(&next).collect();
+        let new: Vec<IpAddr> = next_addresses.iter().filter(|a| !known.contains(a)).copied().collect();
+        let mut resolving: HashMap<IpAddr, u64> = self
+            .judged
+            .resolving
+            .iter()
+            .filter(|(a, _)| next_addresses.contains(a))
+            .map(|(a, r)| (*a, *r))
+            .collect();
+        if !new.is_empty() {
+            let round = self.checks.resolve(new.clone());
+            resolving.extend(new.into_iter().map(|a| (a, round)));
+        }
+        InForce {
+            config: std::mem::replace(&mut self.config, next),
+            admin: std::mem::replace(&mut self.admin, admin),
+            judged: std::mem::replace(&mut self.judged, Judged { health, resolving }),
+        }
+    }
+
+    /// Checks exactly the backends in force; those without health yet start with a first check.
+    fn sync_checks(&mut self) {
+        let health = &self.judged.health;
+        self.checks.sync(&health::targets(&self.config), |b| health.get(b).map(|h| h.up));
+    }
+
+    /// A report of a checker or a neighbour round.
+    pub fn report(&mut self, report: Report) {
+        let resolved = matches!(report, Report::Resolved(_));
+        if !self.judged.take(report, &self.checks) {
+            return;
+        }
+        match self.try_apply() {
+            // The second half of a config change with new addresses: say when it is all in.
+            Ok(()) if resolved => info!(
+                "{NEIGHBOURS_RESOLVED} {:.1} ms: {:?}",
+                self.last_apply.as_secs_f64() * 1000.0,
+                self.last_report
+            ),
+            Ok(()) => {}
+            Err(e) => tracing::error!("applying the desired state (health) failed: {e:#}"),
+        }
     }
 
     pub fn apply(&mut self, why: &str) {
@@ -132,7 +199,9 @@ impl Agent {
 
     pub fn try_apply(&mut self) -> Result<()> {
         let started = Instant::now();
-        let want = desired(&self.config, &self.health, &self.admin, started);
+        let resolving = &self.judged.resolving;
+        let want =
+            desired(&self.config, &self.judged.health, &self.admin, started, |a| resolving.contains_key(&a));
         self.ramping = want.ramping;
         if want.kept != self.kept {
             for vip in want.kept.iter().filter(|v| !self.kept.contains(v)) {
@@ -154,6 +223,7 @@ impl Agent {
         self.published_config.send_replace(Arc::new(applied));
         let settings = self.reconciler.dataplane().settings();
         let unchecked: Arc<str> = Arc::from("not checked");
+        let waiting: Arc<str> = Arc::from("waiting for its first check");
         let vips = self
             .config
             .vips
@@ -166,13 +236,17 @@ impl Agent {
                     .iter()
                     .map(|b| {
                         let addr = b.socket();
-                        let known = self.health.get(&BackendRef { vip: key, addr });
+                        let known = self.judged.health.get(&BackendRef { vip: key, addr });
                         BackendInfo {
                             // Every configured backend has a slot once applied.
                             slot: self.reconciler.backend_slot(&key, addr).unwrap_or(u32::MAX),
                             admin: self.admin.get(&vip.name, &b.name),
                             health: (b.check.kind != CheckKind::None).then(|| known.is_some_and(|h| h.up)),
-                            reason: known.map_or_else(|| Arc::clone(&unchecked), |h| Arc::clone(&h.reason)),
+                            reason: match known {
+                                Some(h) => Arc::clone(&h.reason),
+                                None if b.check.kind == CheckKind::None => Arc::clone(&unchecked),
+                                None => Arc::clone(&waiting),
+                            },
                             transitions: known.map_or(0, |h| h.transitions),
                             in_ring: self.reconciler.in_ring(&key, addr),
                         }

@@ -127,6 +127,20 @@ pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
     }
     drop(checks);
 
+    let name = "alwayson_health_checks_not_run_total";
+    out.family(
+        name,
+        "counter",
+        "Health checks this host could not run (reason: the errno, e.g. emfile); not held against the backend.",
+    );
+    let not_run = timings.checks_not_run.lock().unwrap_or_else(|e| e.into_inner());
+    let mut keys: Vec<_> = not_run.keys().collect();
+    keys.sort();
+    for key in keys {
+        out.sample(name, &[("vip", &key.0), ("backend", &key.1), ("reason", key.2)], not_run[key]);
+    }
+    drop(not_run);
+
     let c = &snapshot.counters;
     type Named = (&'static str, u64);
     let verdicts: Vec<Named> = Verdict::ALL.iter().map(|v| (v.name(), c.verdict(*v))).collect();
@@ -229,6 +243,8 @@ mod tests {
         snapshot.counters.drops[lb_common::DropReason::NoBackend as usize] = 3;
         let timings = Timings::default();
         timings.reconciled(std::time::Duration::from_millis(3));
+        timings.check_not_run("we\"b", "b1", "emfile");
+        timings.check_not_run("we\"b", "b1", "emfile");
         let text = render(&snapshot, &timings);
         assert!(
             text.contains(
@@ -242,6 +258,12 @@ mod tests {
         assert!(text.contains("alwayson_drops_total{reason=\"no_backend\"} 3\n"));
         assert!(text.contains("alwayson_reconcile_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("alwayson_reconcile_duration_seconds_count 1\n"));
+        assert!(
+            text.contains(
+                "alwayson_health_checks_not_run_total{vip=\"we\\\"b\",backend=\"b1\",reason=\"emfile\"} 2\n"
+            ),
+            "{text}"
+        );
         // Every sample line belongs to a declared family.
         let declared: Vec<&str> = text
             .lines()

@@ -145,12 +145,14 @@ pub struct Traffic {
     pub bps: f64,
 }
 
-/// Durations the agent measures itself, for `/metrics`.
+/// Durations the agent measures itself, and checks it could not run, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Timings {
     /// By (VIP name, backend name).
     pub health_checks: Mutex<HashMap<(String, String), Histogram>>,
     pub reconcile: Mutex<Histogram>,
+    /// By (VIP name, backend name, errno name): checks this host could not run.
+    pub checks_not_run: Mutex<HashMap<(String, String, &'static str), u64>>,
     /// Connections of each listener, by its name.
     pub listeners: Mutex<Vec<(&'static str, Arc<ConnCounts>)>>,
 }
@@ -170,6 +172,11 @@ impl Timings {
     pub fn health_check(&self, vip: &str, backend: &str, took: Duration) {
         let mut all = self.health_checks.lock().unwrap_or_else(|e| e.into_inner());
         all.entry((vip.to_owned(), backend.to_owned())).or_default().observe(took);
+    }
+
+    pub fn check_not_run(&self, vip: &str, backend: &str, cause: &'static str) {
+        let mut all = self.checks_not_run.lock().unwrap_or_else(|e| e.into_inner());
+        *all.entry((vip.to_owned(), backend.to_owned(), cause)).or_default() += 1;
     }
 
     pub fn reconciled(&self, took: Duration) {
