@@ -212,8 +212,8 @@ mod tests {
 
     /// The one problem of a refused operation: its field and its reason.
     #[track_caller]
-    fn refused(op: Op) -> (String, String) {
-        match apply(&Config::from_toml(FILE).unwrap(), &AdminStates::new(), &op) {
+    fn refused(mut op: Op) -> (String, String) {
+        match apply(&Config::from_toml(FILE).unwrap(), &AdminStates::new(), &mut op) {
             Err(OpError::Invalid { problems, .. }) if problems.len() == 1 => {
                 (problems[0].field.clone(), problems[0].reason.clone())
             }
@@ -250,8 +250,8 @@ mod tests {
 
         // Sharing a backend, or a VIP address on another port, is fine.
         let file = Config::from_toml(FILE).unwrap();
-        for op in [add("10.77.1.20"), Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 443}) }] {
-            assert!(apply(&file, &AdminStates::new(), &op).is_ok(), "{op:?}");
+        for mut op in [add("10.77.1.20"), Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 443}) }] {
+            assert!(apply(&file, &AdminStates::new(), &mut op).is_ok(), "{op:?}");
         }
     }
 }
