@@ -98,12 +98,13 @@ pub fn config_toml_with(bed: &TestBed, vips: &[VipConf], extra: Tables) -> Strin
     let lines = |keys: &str| if keys.is_empty() { String::new() } else { format!("{}\n", keys.trim_end()) };
     let mut out = String::new();
     let pin = bed.pin_dir().display();
+    let tmp = bed.temp_dir().display();
     let _ = writeln!(
         out,
-        "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{pin}\"\n{}",
+        "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{pin}\"\n\
+         lock_file = \"{tmp}/eth0.lock\"\n{}",
         lines(extra.global)
     );
-    let tmp = bed.temp_dir().display();
     let _ = writeln!(
         out,
         "[api]\nsocket = \"{tmp}/api.sock\"\nruntime_file = \"{tmp}/runtime.json\"\n{}",

@@ -32,6 +32,11 @@ fn config(bed: &TestBed) -> String {
 interface = "eth0"
 xdp_mode = "native"
 pin_path = "{pin}"
+lock_file = "{tmp}/eth0.lock"
+
+[api]
+socket = "{tmp}/api.sock"
+runtime_file = "{tmp}/runtime.json"
 
 [[vip]]
 name = "db"
@@ -55,6 +60,7 @@ fall = 2
   backup = true
 "#,
         pin = bed.pin_dir().display(),
+        tmp = bed.temp_dir().display(),
         check = mariadb::ping_command(),
         primary = bed.backend_v4(0),
         replica = bed.backend_v4(1),

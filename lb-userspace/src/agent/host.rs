@@ -1,14 +1,17 @@
 //! What the agent needs from the host before it can run, and the host's
 //! errors said in the config's terms.
 
-use std::net::SocketAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use anyhow::{bail, Context as _, Result};
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::load_settings;
+use super::{load_settings, lock::InterfaceLock};
 use crate::{
-    config::{Config, Global, Token},
+    config::{capture, Config, ConfigError, Global, Token},
     dataplane::DataplaneError,
 };
 
@@ -26,20 +29,106 @@ pub fn preflight(global: &Global) -> Result<()> {
     Ok(())
 }
 
-/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress interface
-/// forwards IPv4 and the host forwards IPv6.
-pub fn enable_forwarding(interface: &str) -> Result<()> {
-    for path in [
-        format!("/proc/sys/net/ipv4/conf/{interface}/forwarding"),
-        "/proc/sys/net/ipv6/conf/all/forwarding".into(),
-    ] {
-        let now = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress
+/// interface forwards the packet's family: it reads that interface's own
+/// setting (never `all`), so only that is turned on, and only for the families
+/// of `config`'s VIPs. Host-wide IPv6 forwarding would make every interface a
+/// router, and one with `accept_ra = 1` would then drop its SLAAC addresses
+/// and default route. What was there before is remembered in the lock file.
+pub fn enable_forwarding(lock: &mut InterfaceLock, config: &Config) -> Result<()> {
+    let interface = &config.global.interface;
+    for (family, wanted) in [("ipv4", true), ("ipv6", false)] {
+        if !config.vips.iter().any(|v| v.address.is_ipv4() == wanted) {
+            continue;
+        }
+        let path = PathBuf::from(format!("/proc/sys/net/{family}/conf/{interface}/forwarding"));
+        let shown = path.display();
+        let now = std::fs::read_to_string(&path).with_context(|| format!("reading {shown}"))?;
         if now.trim() != "1" {
-            std::fs::write(&path, "1").with_context(|| format!("enabling forwarding: writing {path}"))?;
-            warn!("enabled forwarding ({path} = 1) because global.set_forwarding is true");
+            lock.remember(&path, now.trim())?;
+            std::fs::write(&path, "1").with_context(|| format!("enabling forwarding: writing {shown}"))?;
+            warn!("enabled forwarding ({shown} = 1) for {family} VIPs because global.set_forwarding is true");
         }
     }
     Ok(())
+}
+
+/// Every address of this host (in the agent's network namespace), for
+/// [`crate::config::capture`].
+pub fn addresses() -> Vec<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        warn!("listing this host's addresses failed: {}", std::io::Error::last_os_error());
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let mut at = list;
+    while !at.is_null() {
+        // SAFETY: a node of the list getifaddrs returned; its address, when
+        // present, is a sockaddr of the family it names.
+        unsafe {
+            let addr = (*at).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        found.push(IpAddr::from(u32::from_be(v4.sin_addr.s_addr).to_be_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        found.push(IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            at = (*at).ifa_next;
+        }
+    }
+    // SAFETY: the list getifaddrs allocated, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+/// Refuses a config whose VIPs would capture the host's own traffic.
+pub fn refuse_capture(config: &Config) -> Result<(), ConfigError> {
+    let problems = capture::problems(config, &addresses());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Puts back what agents on this interface changed (on a stop that detaches).
+pub fn restore_settings(lock: &mut InterfaceLock) {
+    let restores = match lock.take_restores() {
+        Ok(r) => r,
+        Err(e) => return warn!("host settings not restored: {e:#}"),
+    };
+    for (path, value) in restores {
+        match std::fs::write(&path, &value) {
+            Ok(()) => info!("restored {} = {value}", path.display()),
+            Err(e) => warn!("restoring {} = {value}: {e}", path.display()),
+        }
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: listeners, checks
+/// and maps all take descriptors, and systemd's default soft limit is 1,024.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit buffer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let was = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            info!("raised the open-files limit from {was} to {}", limit.rlim_max);
+        }
+    }
 }
 
 /// Names the config setting behind a data plane error the kernel raised.
@@ -102,6 +191,31 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<String> {
             o.set_forwarding != n.set_forwarding,
             o.set_forwarding.to_string(),
             n.set_forwarding.to_string(),
+        ),
+        (
+            "global.lock_file",
+            o.lock_file != n.lock_file,
+            o.lock_file.display().to_string(),
+            n.lock_file.display().to_string(),
+        ),
+        ("global.check_user", o.check_user != n.check_user, o.check_user.clone(), n.check_user.clone()),
+        (
+            "api.allow_exec",
+            old.api.allow_exec != new.api.allow_exec,
+            old.api.allow_exec.to_string(),
+            new.api.allow_exec.to_string(),
+        ),
+        (
+            "api.max_connections",
+            old.api.max_connections != new.api.max_connections,
+            old.api.max_connections.to_string(),
+            new.api.max_connections.to_string(),
+        ),
+        (
+            "web.max_connections",
+            old.web.max_connections != new.web.max_connections,
+            old.web.max_connections.to_string(),
+            new.web.max_connections.to_string(),
         ),
         (
             "api.socket",

@@ -104,7 +104,7 @@ mod tests {
     #[tokio::test]
     async fn a_transition_queued_by_a_replaced_checker_is_not_applied() {
         let (tx, mut rx) = mpsc::channel(16);
-        let mut checks = Supervisor::new(tx, Arc::new(Timings::default()));
+        let mut checks = Supervisor::new(tx, Arc::new(Timings::default()), None);
         let mut judged = Judged::default();
 
         // Nobody has judged the backend: its first check decides.
@@ -138,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn a_neighbour_round_resolves_only_what_is_still_its_own() {
         let (tx, _rx) = mpsc::channel(16);
-        let checks = Supervisor::new(tx, Arc::new(Timings::default()));
+        let checks = Supervisor::new(tx, Arc::new(Timings::default()), None);
         let a: IpAddr = "10.77.1.10".parse().unwrap();
         let b: IpAddr = "10.77.1.11".parse().unwrap();
         // a was removed and added again since round 1 probed it: round 2 resolves it.

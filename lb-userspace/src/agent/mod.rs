@@ -7,6 +7,7 @@
 mod host;
 mod judged;
 mod kernel_log;
+mod lock;
 mod memory;
 
 pub use self::memory::{settle_allocator, Parsed};
@@ -20,12 +21,12 @@ use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use self::state::Agent;
+use self::{lock::InterfaceLock, state::Agent};
 use crate::{
     api::{self, Shared},
     config::{Config, Global},
     dataplane::{Dataplane, LoadSettings, Opened, PinnedOptions},
-    health::Supervisor,
+    health::{self, Supervisor},
     neighbours,
     reconcile::{ApplyReport, Reconciler},
     runtime,
@@ -71,20 +72,32 @@ pub fn load_settings(global: &Global) -> LoadSettings {
 }
 
 pub async fn run(options: RunOptions) -> Result<()> {
+    let signals = signals::Signals::install()?;
     let file = memory::load_config(&options.config_path)?;
     host::preflight(&file.global)?;
-    if file.global.set_forwarding {
-        host::enable_forwarding(&file.global.interface)?;
-    }
-    let saved = runtime::load(&file.api.runtime_file).unwrap_or_else(|e| {
+    host::raise_open_files_limit();
+    // Nothing of the kernel's, and no socket, is touched before the lock is ours.
+    let lock = InterfaceLock::acquire(&file.global.lock_file, &file.global.interface)?;
+    let exec_user = health::ExecUser::lookup(&file.global.check_user)?;
+    let listeners = api::Listeners::bind(&file).await?;
+    let mut saved = runtime::load(&file.api.runtime_file).unwrap_or_else(|e| {
         warn!("ignoring runtime changes in {}: {e}", file.api.runtime_file.display());
         Vec::new()
     });
+    if !file.api.allow_exec {
+        saved.retain(|op| {
+            let Some(key) = runtime::restricted_key(op) else { return true };
+            warn!("saved runtime change dropped: it sets {key}, which api.allow_exec = false keeps to the file: {op:?}");
+            false
+        });
+    }
     let file = Arc::new(file);
     let effective = runtime::replay(&file, &saved);
     for (op, why) in &effective.dropped {
         warn!("saved runtime change no longer applies and is dropped: {op:?}: {why}");
     }
+    let in_force = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
+    host::refuse_capture(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
     let dp = open(&file, &options)?;
     let pin = file.global.pin_path.clone();
     match dp.program_id() {
@@ -94,7 +107,6 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let timings = Arc::new(Timings::default());
     let (reports_tx, mut reports) = mpsc::channel(256);
-    let in_force = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
     let applied = api::Applied { config: Arc::clone(&in_force), admin: effective.admin.clone() };
     let (published_config, config_rx) = watch::channel(Arc::new(applied));
     let (published_topology, topology_rx) = watch::channel(Arc::new(Topology::default()));
@@ -106,7 +118,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
         ops: effective.ops,
         admin: Default::default(),
         judged: Default::default(),
-        checks: Supervisor::new(reports_tx, timings.clone()),
+        checks: Supervisor::new(reports_tx, timings.clone(), exec_user),
+        lock,
         ramping: false,
         kept: Vec::new(),
         last_report: ApplyReport::default(),
@@ -127,10 +140,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let stats_rx = sample_forever(&pin, topology_rx)?;
     let (requests_tx, mut requests) = mpsc::channel(16);
     let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx.clone(), timings };
-    let socket_file = api::Listeners::bind(&file).await?.serve(shared);
+    let socket_file = listeners.serve(shared);
 
     let (events_tx, mut events) = mpsc::channel(16);
-    tokio::spawn(signals::forward(events_tx));
+    tokio::spawn(signals.forward(events_tx));
     let in_force = config_rx.clone();
     let refresh = neighbours::refresh(NEIGHBOUR_REFRESH, move || {
         let config = Arc::clone(&in_force.borrow().config);
@@ -155,6 +168,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
     socket_file.remove();
     let keep = options.keep_running_on_exit;
     agent.reconciler.into_dataplane().close(keep).context("closing the data plane")?;
+    if !keep {
+        host::restore_settings(&mut agent.lock);
+    }
     if keep {
         info!(
             "stopped; the data plane keeps running, pinned at {} (the next agent adopts it)",

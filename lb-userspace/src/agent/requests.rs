@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use super::{host, memory, state::Agent};
 use crate::{
     api::{ApiError, Applied, Caller, Reloaded, Request},
-    config::ConfigError,
+    config::{capture, Config, ConfigError},
     runtime,
 };
 
@@ -31,6 +31,7 @@ impl Agent {
         for op in &mut ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
+        refuse_capture_by_new_vips(&self.config, &config)?;
         // Whatever does not get applied must not be remembered either.
         if let Err(e) = self.switch_to(Arc::new(config), admin) {
             error!("applying an API change failed: {e:#}");
@@ -61,6 +62,10 @@ impl Agent {
                 _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
             }
         })?;
+        if let Err(e) = host::refuse_capture(&file) {
+            error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
+            return Err(ApiError::invalid(format!("the config file is invalid: {e}"), e.problems()));
+        }
         if let Some(why) = host::needs_restart(&self.file, &file) {
             error!("reload refused: {why}; the running config stays");
             return Err(ApiError::invalid(format!("reload refused: {why}"), &[]));
@@ -98,4 +103,22 @@ impl Agent {
             warn!("cannot save runtime changes to {path}: {e} (they are lost if the agent restarts)");
         }
     }
+}
+
+/// A VIP the API adds must not capture the host's own traffic (see
+/// [`capture`]); named as the request names its keys.
+fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), ApiError> {
+    let host = host::addresses();
+    let listeners = capture::listeners(after);
+    let new = after.vips.iter().filter(|v| !before.vips.iter().any(|b| b.key() == v.key()));
+    for vip in new {
+        if let Some((key, reason)) = capture::captures(vip, &host, &listeners) {
+            let value = if key == "port" { vip.port.to_string() } else { vip.address.to_string() };
+            return Err(ApiError::invalid(
+                format!("{key}: {reason}"),
+                &[crate::config::Problem::new(key, value, reason)],
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,31 +1,46 @@
 //! Signals as events: SIGHUP asks for a reload (the loop re-reads and
 //! validates the file), SIGTERM/SIGINT for a shutdown.
+//!
+//! The handlers are installed first thing, before anything that tells the
+//! world the agent is up (its socket, its log lines): a `systemctl stop` or a
+//! reload right after a start must reach the agent, not end it half way with
+//! the signal's default action. What arrives before the loop runs waits for it.
 
+use anyhow::{Context as _, Result};
 use tokio::{
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::mpsc,
 };
-use tracing::error;
 
 use super::Event;
 
-pub async fn forward(events: mpsc::Sender<Event>) {
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        error!("cannot install signal handlers");
-        let _ = events.send(Event::Shutdown).await;
-        return;
-    };
-    loop {
-        let event = tokio::select! {
-            _ = hup.recv() => Event::Reload,
-            _ = term.recv() => Event::Shutdown,
-            _ = int.recv() => Event::Shutdown,
-        };
-        let stop = matches!(event, Event::Shutdown);
-        if events.send(event).await.is_err() || stop {
-            return;
+pub struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self> {
+        let install = |kind: SignalKind| signal(kind).context("installing the signal handlers");
+        Ok(Self {
+            hup: install(SignalKind::hangup())?,
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    pub async fn forward(mut self, events: mpsc::Sender<Event>) {
+        loop {
+            let event = tokio::select! {
+                _ = self.hup.recv() => Event::Reload,
+                _ = self.term.recv() => Event::Shutdown,
+                _ = self.int.recv() => Event::Shutdown,
+            };
+            let stop = matches!(event, Event::Shutdown);
+            if events.send(event).await.is_err() || stop {
+                return;
+            }
         }
     }
 }

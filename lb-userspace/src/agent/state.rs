@@ -13,7 +13,7 @@ use lb_common::BackendState;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::{backend_addresses, judged::Judged};
+use super::{backend_addresses, host, judged::Judged, lock::InterfaceLock};
 use crate::{
     api::Applied,
     config::{CheckKind, Config},
@@ -43,6 +43,8 @@ pub(super) struct Agent {
     pub admin: AdminStates,
     pub judged: Judged,
     pub checks: Supervisor,
+    /// This interface's lock, also where changed host settings are remembered.
+    pub lock: InterfaceLock,
     /// A weight is still in slow start: recompute soon.
     pub ramping: bool,
     /// VIPs serving from DOWN backends because of `on_all_down = "keep"`.
@@ -77,6 +79,7 @@ impl Agent {
         reports: &mut mpsc::Receiver<Report>,
     ) -> Result<()> {
         self.stage(config, admin);
+        self.enable_forwarding()?;
         self.sync_checks();
         let deadline = tokio::time::Instant::now() + FIRST_CHECK_WAIT;
         while self.judged.awaited(&self.checks) > 0 {
@@ -105,7 +108,7 @@ impl Agent {
     /// are written back to them (once something of ours was in force).
     pub fn switch_to(&mut self, next: Arc<Config>, admin: AdminStates) -> Result<()> {
         let before = self.stage(next, admin);
-        if let Err(e) = self.try_apply() {
+        if let Err(e) = self.enable_forwarding().and_then(|()| self.try_apply()) {
             (self.config, self.admin, self.judged) = (before.config, before.admin, before.judged);
             if self.applied {
                 self.apply("putting back what was in force");
@@ -113,6 +116,15 @@ impl Agent {
             return Err(e);
         }
         self.sync_checks();
+        Ok(())
+    }
+
+    /// Forwarding on the interface for the families of the VIPs in force
+    /// (before their first packet needs it).
+    fn enable_forwarding(&mut self) -> Result<()> {
+        if self.config.global.set_forwarding {
+            host::enable_forwarding(&mut self.lock, &self.config)?;
+        }
         Ok(())
     }
 

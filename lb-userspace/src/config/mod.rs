@@ -13,6 +13,7 @@
 //! `[[vip]]` (defaults for its backends) and `[[vip.backend]]` (overrides);
 //! [`health`] layers them: backend, else VIP, else built-in default.
 
+pub mod capture;
 mod error;
 mod health;
 pub mod listeners;

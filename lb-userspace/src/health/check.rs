@@ -13,8 +13,11 @@ use tokio::{
     process::Command,
 };
 
+use super::ExecUser;
 use crate::config::{show_duration, CheckKind, HealthCheck};
 
+/// The search path of exec check commands.
+const EXEC_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The most of an HTTP response read to find its status line.
 const HTTP_HEAD_LIMIT: usize = 1024;
 
@@ -83,13 +86,13 @@ fn io_failure(e: io::Error, step: Step, doing: &str) -> Failure {
 
 /// Runs `check` against `backend` (the backend's own address and port, passed to
 /// exec checks), within the check's timeout.
-pub async fn probe(check: &HealthCheck, backend: SocketAddr) -> Result<(), Failure> {
+pub async fn probe(check: &HealthCheck, backend: SocketAddr, user: Option<ExecUser>) -> Result<(), Failure> {
     let work = async {
         match check.kind {
             CheckKind::None => Ok(()),
             CheckKind::Tcp => connect(check.target()).await.map(drop),
             CheckKind::Http => http(check).await,
-            CheckKind::Exec => exec(check, backend).await,
+            CheckKind::Exec => exec(check, backend, user).await,
         }
     };
     match tokio::time::timeout(check.timeout, work).await {
@@ -149,11 +152,20 @@ fn status_code(head: &[u8]) -> Option<u16> {
     words.next()?.parse().ok().filter(|c| (100..600).contains(c))
 }
 
-async fn exec(check: &HealthCheck, backend: SocketAddr) -> Result<(), Failure> {
+async fn exec(check: &HealthCheck, backend: SocketAddr, user: Option<ExecUser>) -> Result<(), Failure> {
     let command = check.exec_command.as_deref().ok_or_else(|| "no exec_command".to_string())?;
-    let mut child = Command::new("/bin/sh")
+    let mut cmd = Command::new("/bin/sh");
+    if let Some(user) = user {
+        // Set after fork, before exec; as root, the supplementary groups are dropped too.
+        cmd.uid(user.uid).gid(user.gid);
+    }
+    let mut child = cmd
         .arg("-c")
         .arg(command)
+        // Nothing of the agent's environment or working directory.
+        .env_clear()
+        .env("PATH", EXEC_PATH)
+        .current_dir("/")
         .env("ALWAYSON_BACKEND_ADDR", backend.ip().to_string())
         .env("ALWAYSON_BACKEND_PORT", backend.port().to_string())
         .env("ALWAYSON_CHECK_ADDR", check.address.to_string())
@@ -279,7 +291,7 @@ mod tests {
             http_host: None,
             exec_command: Some("true".into()),
         };
-        let ran = |kind| runtime.block_on(probe(&check(kind), backend));
+        let ran = |kind| runtime.block_on(probe(&check(kind), backend, None));
         assert_eq!(ran(CheckKind::Tcp), Ok(()), "the check passes while descriptors are left");
         assert_eq!(ran(CheckKind::Exec), Ok(()));
 
@@ -306,5 +318,38 @@ mod tests {
         }
         drop(held);
         assert_eq!(ran(CheckKind::Tcp), Ok(()), "the check runs again once descriptors are free");
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn exec_checks_run_as_the_check_user_with_nothing_of_the_agents_environment() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root: run it as root");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let backend: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        std::env::set_var("ALWAYSON_TEST_SECRET", "x");
+        let check = HealthCheck {
+            kind: CheckKind::Exec,
+            inter: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            rise: 1,
+            fall: 1,
+            address: backend.ip(),
+            port: backend.port(),
+            http_path: "/".into(),
+            http_status: Vec::new(),
+            http_host: None,
+            exec_command: Some(
+                "test \"$(id -u)\" = 65534 && test \"$(id -G)\" = 65534 && test -z \"$ALWAYSON_TEST_SECRET\" \
+                 && test \"$(pwd)\" = /"
+                    .into(),
+            ),
+        };
+        let nobody = ExecUser::lookup("nobody").unwrap();
+        assert_eq!(nobody, Some(ExecUser { uid: 65534, gid: 65534 }));
+        assert_eq!(runtime.block_on(probe(&check, backend, nobody)), Ok(()));
+        // As the agent itself (root), the same command fails: the test can tell.
+        assert!(runtime.block_on(probe(&check, backend, None)).is_err());
+        assert!(ExecUser::lookup("no-such-user-here").unwrap_err().to_string().contains("global.check_user"));
     }
 }

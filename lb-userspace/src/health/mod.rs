@@ -7,6 +7,7 @@
 //! neighbour entries had time to resolve.
 
 pub mod check;
+mod exec_user;
 mod not_run;
 mod state;
 
@@ -20,8 +21,8 @@ use std::{
 use lb_common::VipKey;
 use tokio::{sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 
-pub use self::state::Tracker;
 use self::{check::Failure, not_run::NotRunLog};
+pub use self::{exec_user::ExecUser, state::Tracker};
 use crate::{
     config::{CheckKind, Config, HealthCheck},
     neighbours,
@@ -95,6 +96,7 @@ struct Running {
 /// What every checker task shares.
 struct Shared {
     reports: mpsc::Sender<Report>,
+    exec_user: Option<ExecUser>,
     timings: Arc<Timings>,
     not_run: NotRunLog,
 }
@@ -111,8 +113,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(reports: mpsc::Sender<Report>, timings: Arc<Timings>) -> Self {
-        let shared = Arc::new(Shared { reports, timings, not_run: NotRunLog::default() });
+    pub fn new(reports: mpsc::Sender<Report>, timings: Arc<Timings>, exec_user: Option<ExecUser>) -> Self {
+        let shared = Arc::new(Shared { reports, exec_user, timings, not_run: NotRunLog::default() });
         Self { running: HashMap::new(), generation: 0, rounds: Vec::new(), shared }
     }
 
@@ -227,7 +229,7 @@ async fn watch(target: Target, generation: u64, start: Option<bool>, shared: Arc
 /// counted, and no result for or against the backend).
 async fn run(target: &Target, shared: &Shared) -> Option<Result<(), String>> {
     let started = Instant::now();
-    let result = match check::probe(&target.check, target.backend.addr).await {
+    let result = match check::probe(&target.check, target.backend.addr, shared.exec_user).await {
         Ok(()) => Ok(()),
         Err(Failure::Backend(why)) => Err(why),
         Err(Failure::NotRun(why)) => {
@@ -266,7 +268,7 @@ mod tests {
 
     fn supervisor() -> (Supervisor, mpsc::Receiver<Report>) {
         let (tx, rx) = mpsc::channel(16);
-        (Supervisor::new(tx, Arc::new(Timings::default())), rx)
+        (Supervisor::new(tx, Arc::new(Timings::default()), None), rx)
     }
 
     async fn next_check(rx: &mut mpsc::Receiver<Report>) -> Transition {

@@ -250,7 +250,8 @@ mod tests {
 
         // Sharing a backend, or a VIP address on another port, is fine.
         let file = Config::from_toml(FILE).unwrap();
-        for mut op in [add("10.77.1.20"), Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 443}) }] {
+        for mut op in [add("10.77.1.20"), Op::AddVip { vip: json!({"address": "10.77.100.1", "port": 443}) }]
+        {
             assert!(apply(&file, &AdminStates::new(), &mut op).is_ok(), "{op:?}");
         }
     }

@@ -1,6 +1,6 @@
 //! The runtime operations on disk, so that a restarted agent keeps them.
 
-use std::path::Path;
+use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,39 @@ pub fn save(path: &Path, ops: &[Op]) -> std::io::Result<()> {
     }
     let tmp = path.with_extension("tmp");
     let json = serde_json::to_vec_pretty(&Saved { ops: ops.to_vec() }).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, json)?;
+    // Root-only from its first byte: the list names backends, addresses and
+    // commands. A leftover temporary file may have another mode: start anew.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.write_all(&json)?;
+    file.sync_data()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn saved_changes_are_readable_by_their_owner_only() {
+        let dir = std::env::temp_dir().join(format!("alwayson-saved-{}", std::process::id()));
+        let path = dir.join("rt.json");
+        std::fs::create_dir_all(&dir).unwrap();
+        // An older agent's file, and a temporary one, world-readable.
+        std::fs::write(&path, "{\"ops\": []}").unwrap();
+        std::fs::write(path.with_extension("tmp"), "").unwrap();
+        for p in [&path, &path.with_extension("tmp")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        save(&path, &[]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load(&path).unwrap(), Vec::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
