@@ -137,16 +137,23 @@ pub struct Agent<'b> {
     process: Process,
     config: PathBuf,
     args: Vec<String>,
+    /// A command the agent runs under (`prlimit …`), empty for none.
+    wrapper: Vec<String>,
 }
 
 impl<'b> Agent<'b> {
     /// Writes the config and starts the agent; returns once the config is applied.
     pub fn start(bed: &'b TestBed, config: &str, args: &[&str]) -> Result<Self> {
-        let path = bed.temp_dir().join("alwayson.toml");
-        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        Self::start_under(bed, &[], config, args)
+    }
+
+    /// [`Agent::start`], the agent run by `wrapper` (e.g. `prlimit --nofile=1024:1024 --`).
+    pub fn start_under(bed: &'b TestBed, wrapper: &[&str], config: &str, args: &[&str]) -> Result<Self> {
+        let path = write_config(bed, config)?;
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let process = spawn(bed, &path, &args)?;
-        let mut agent = Self { bed, process, config: path, args };
+        let wrapper: Vec<String> = wrapper.iter().map(|a| a.to_string()).collect();
+        let process = spawn(bed, &wrapper, &path, &args)?;
+        let mut agent = Self { bed, process, config: path, args, wrapper };
         agent.wait_for(APPLIED, 1, STARTUP)?;
         Ok(agent)
     }
@@ -193,9 +200,15 @@ impl<'b> Agent<'b> {
         Ok(())
     }
 
+    /// Starts the agent again with the same config and `args`.
+    pub fn restart_with(&mut self, args: &[&str]) -> Result<()> {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart()
+    }
+
     /// Starts the agent again with the same config and arguments.
     pub fn restart(&mut self) -> Result<()> {
-        self.process = spawn(self.bed, &self.config, &self.args)?;
+        self.process = spawn(self.bed, &self.wrapper, &self.config, &self.args)?;
         self.wait_for(APPLIED, 1, STARTUP)
     }
 
@@ -260,8 +273,26 @@ pub fn find_backend(stats: &PinnedStats, addr: IpAddr) -> Result<Option<(u32, Ba
     Ok(stats.backends()?.into_iter().find(|(_, b)| words_addr(b.addr, b.family) == addr))
 }
 
-fn spawn(bed: &TestBed, config: &std::path::Path, args: &[String]) -> Result<Process> {
-    let mut all = vec!["run".to_string(), "--config".into(), config.display().to_string()];
+fn write_config(bed: &TestBed, config: &str) -> Result<PathBuf> {
+    let path = bed.temp_dir().join("alwayson.toml");
+    std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn spawn(bed: &TestBed, wrapper: &[String], config: &std::path::Path, args: &[String]) -> Result<Process> {
+    let mut all = wrapper.to_vec();
+    all.push(bin_path("alwayson")?.display().to_string());
+    all.extend(["run".to_string(), "--config".into(), config.display().to_string()]);
     all.extend(args.iter().cloned());
-    bed.spawn(bed.lb_ns(), bin_path("alwayson")?, &all, "alwayson")
+    bed.spawn(bed.lb_ns(), &all[0], &all[1..], "alwayson")
+}
+
+/// `alwayson run` with `config` in the bed's LB namespace, started and left
+/// running (for tests of what happens at the very start, or of a start that
+/// must fail). Its log goes to `<tag>.log` in the bed's directory.
+pub fn spawn_agent(bed: &TestBed, config: &str, tag: &str) -> Result<Process> {
+    let path = bed.temp_dir().join(format!("{tag}.toml"));
+    std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+    let args = ["run".to_string(), "--config".into(), path.display().to_string()];
+    bed.spawn(bed.lb_ns(), bin_path("alwayson")?, &args, tag)
 }

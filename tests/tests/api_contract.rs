@@ -167,7 +167,7 @@ fn openapi_statuses_and_bodies_follow_api_md() {
     let rows = resource_rows(&md);
     assert!(rows.len() >= 9, "api.md's resource table: {rows:?}");
     let errors = error_statuses(&md);
-    assert_eq!(errors, BTreeSet::from([400, 401, 404, 405, 409, 422, 500, 503]), "api.md § Errors");
+    assert_eq!(errors, BTreeSet::from([400, 401, 403, 404, 405, 409, 422, 500, 503]), "api.md § Errors");
     let successes: BTreeSet<u16> = rows.iter().map(success_status).collect();
     let allowed: BTreeSet<u16> = successes.union(&errors).copied().collect();
 
