@@ -18,14 +18,14 @@ use crate::config::{Config, ConfigError, Problem};
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parsed {
-    Config(Config),
+    Config(Box<Config>),
     Error { message: String, problems: Vec<Problem> },
 }
 
 impl From<Result<Config, ConfigError>> for Parsed {
     fn from(result: Result<Config, ConfigError>) -> Self {
         match result {
-            Ok(config) => Parsed::Config(config),
+            Ok(config) => Parsed::Config(Box::new(config)),
             Err(e) => Parsed::Error { message: e.to_string(), problems: e.problems().to_vec() },
         }
     }
@@ -55,7 +55,7 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
         _ => None,
     };
     match parsed {
-        Some(Parsed::Config(config)) => Ok(config),
+        Some(Parsed::Config(config)) => Ok(*config),
         Some(Parsed::Error { problems, .. }) if !problems.is_empty() => Err(ConfigError::Invalid(problems)),
         Some(Parsed::Error { message, .. }) => Err(ConfigError::Reported(message)),
         // No child to run (a library user, a missing binary): parse here.
