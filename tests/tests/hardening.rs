@@ -251,6 +251,7 @@ fn api_callers_cannot_run_commands_or_capture_the_host() {
     let status = refused.wait(Duration::from_secs(10)).expect("exits");
     let log = refused.log();
     assert!(!status.success() && log.contains("vip[1] (everything).port = 0"), "{status}; log:\n{log}");
+    assert!(!bed.temp_dir().join("api.sock").exists(), "the refused start left its socket behind");
 }
 
 fn sysctl(bed: &TestBed, key: &str) -> String {

@@ -165,7 +165,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     refresh.abort();
     drop(agent.checks);
-    socket_file.remove();
+    drop(socket_file);
     let keep = options.keep_running_on_exit;
     agent.reconciler.into_dataplane().close(keep).context("closing the data plane")?;
     if !keep {

@@ -1,6 +1,7 @@
 //! The control API's unix socket: created root-only from the start, never
-//! taken from a process that still serves it, and removed at exit only if it
-//! is still the one this agent created.
+//! taken from a process that still serves it, and removed when the agent
+//! drops it (at exit, or when a start fails after binding) only if it is
+//! still the one this agent created.
 
 use std::{
     io,
@@ -32,7 +33,7 @@ impl SocketFile {
     }
 
     /// Removes the file if it is still the socket this agent bound.
-    pub fn remove(&self) {
+    fn remove(&self) {
         match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if identity(&meta) == self.identity => {
                 if let Err(e) = std::fs::remove_file(&self.path) {
@@ -43,6 +44,12 @@ impl SocketFile {
                 tracing::debug!("{} is not the socket this agent created; left as it is", self.path.display())
             }
         }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -120,9 +127,9 @@ mod tests {
         drop(first);
         let (_second, second_file) = bind(&path).unwrap();
         // The first agent's exit must not remove the second one's socket.
-        file.remove();
+        drop(file);
         assert!(path.exists(), "removed a socket this agent did not create");
-        second_file.remove();
+        drop(second_file);
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
