@@ -60,6 +60,37 @@ fn api_and_web_listeners_parse_validate_and_round_trip() {
     bad("[api]\nsocket = \"api.sock\"\n", "api.socket", "absolute");
     bad("[api]\ntoken = \"0123456789abcdef\"\ntoken_file = \"/etc/t\"\n", "api.token_file", "either");
     bad("[web]\nlisten = \"everywhere\"\n", "web.listen", "address:port");
+    let token = "token = \"0123456789abcdef\"";
+    bad(&format!("[api]\ntcp = \"0.0.0.0:9181\"\n{token}\n"), "api.tcp", "travel in clear");
+    bad(&format!("[api]\ntcp = \"[2001:db8::1]:9181\"\n{token}\n"), "api.tcp", "loopback");
+    bad("[api]\nmax_connections = 0\n", "api.max_connections", "1..=65536");
+    bad("[web]\nmax_connections = 70000\n", "web.max_connections", "1..=65536");
+    bad("check_user = \"root; rm\"\n", "global.check_user", "not a user name");
+    bad("lock_file = \"eth0.lock\"\n", "global.lock_file", "absolute");
+    let ipv6 = Config::from_toml(&format!("{GLOBAL}[api]\ntcp = \"[::1]:9181\"\n{token}\n")).unwrap();
+    assert_eq!(ipv6.api.tcp, Some("[::1]:9181".parse().unwrap()));
+}
+
+#[test]
+fn a_token_file_is_held_to_the_rules_of_a_token() {
+    let dir = std::env::temp_dir().join(format!("alwayson-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, contents: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        Token::File(path)
+    };
+    assert_eq!(file("good", "0123456789abcdef\n").secret().unwrap(), "0123456789abcdef");
+    for (name, contents) in [("short", "0123\n"), ("spaced", "0123456789 abcdef\n"), ("empty", "")] {
+        let refused = file(name, contents).secret().unwrap_err();
+        assert!(
+            refused.starts_with("api.token_file = ") && refused.contains("at least 16"),
+            "{name}: {refused}"
+        );
+    }
+    let missing = Token::File(dir.join("missing")).secret().unwrap_err();
+    assert!(missing.contains("cannot be read"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
