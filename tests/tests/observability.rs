@@ -11,7 +11,7 @@ use std::{
 
 use alwayson_tests::{
     agent::{config_toml, Agent, VipConf, WEB_LISTEN},
-    api::backend_path,
+    api::{backend_path, POLL},
     bed::{sock, vip4, Family, TestBed, VIP4},
     http, require_root,
     traffic::{Opener, Streams},
@@ -202,14 +202,17 @@ fn backends_registered_and_removed_through_the_api_under_traffic() {
         opened.ok,
         opened.failed
     );
-    let stats = stats_json(&agent);
-    let names: Vec<&str> = stats["vips"][0]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["backend0", "backend10"]);
+    // The stats are sampled every second: they show the removals within one sample.
+    let names = || -> Vec<String> {
+        let stats = stats_json(&agent);
+        let backends = stats["vips"][0]["backends"].as_array().cloned().unwrap_or_default();
+        backends.iter().filter_map(|b| b["name"].as_str().map(String::from)).collect()
+    };
+    let shown =
+        wait_until("the stats to show the two remaining backends", Duration::from_secs(5), POLL, || {
+            (names() == ["backend0", "backend10"]).then_some(())
+        });
+    assert!(shown.is_ok(), "{shown:?}: {:?}", names());
 }
 
 #[test]
