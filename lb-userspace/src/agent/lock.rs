@@ -112,6 +112,20 @@ fn read(file: &mut File) -> Held {
 mod tests {
     use super::*;
 
+    /// Other tests of this process fork children: until a child execs (the
+    /// descriptor is close-on-exec) it shares the lock, so a lock just
+    /// released may take a moment to be free.
+    fn acquire_once_free(path: &Path) -> InterfaceLock {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match InterfaceLock::acquire(path, "eth9") {
+                Ok(lock) => return lock,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e:#}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
     #[test]
     fn a_second_agent_is_refused_with_the_first_ones_pid_and_restores_carry_over() {
         let dir = std::env::temp_dir().join(format!("alwayson-lock-{}", std::process::id()));
@@ -127,11 +141,11 @@ mod tests {
         assert!(refused.contains(&format!("(pid {pid}) is running on interface eth9")), "{refused}");
 
         drop(first);
-        let mut second = InterfaceLock::acquire(&path, "eth9").unwrap();
+        let mut second = acquire_once_free(&path);
         let restores = second.take_restores().unwrap();
         assert_eq!(restores.into_iter().collect::<Vec<_>>(), [(PathBuf::from("/proc/sys/x"), "0".into())]);
         drop(second);
-        let mut third = InterfaceLock::acquire(&path, "eth9").unwrap();
+        let mut third = acquire_once_free(&path);
         assert!(third.take_restores().unwrap().is_empty(), "restored settings were handed over once");
         std::fs::remove_dir_all(&dir).unwrap();
     }
