@@ -85,8 +85,13 @@ fn a_dead_backend_stops_getting_new_flows_and_rejoins() {
         last_failure - killed_at,
         opened.failed
     );
+    // A connection the dying server had accepted but not answered ends with
+    // an EOF ("closed before the banner"); the rest are refused or reset.
     assert!(
-        opened.failed.iter().all(|f| f.contains("refused") || f.contains("reset")),
+        opened
+            .failed
+            .iter()
+            .all(|f| f.contains("refused") || f.contains("reset") || f.contains("closed before")),
         "{:#?}",
         opened.failed
     );
