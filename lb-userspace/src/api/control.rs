@@ -59,9 +59,9 @@ async fn apply(shared: &Shared, caller: Caller, ops: Vec<Op>) -> Reply<Applied> 
 }
 
 /// Who sent the request: the listener puts it in every request's extensions.
-type From = Option<Extension<Caller>>;
+type Origin = Option<Extension<Caller>>;
 
-fn caller(from: From) -> Caller {
+fn caller(from: Origin) -> Caller {
     from.map_or(Caller::Internal, |Extension(c)| c)
 }
 
@@ -95,7 +95,7 @@ pub async fn get_vip(State(shared): State<Shared>, Path(vip): Path<String>) -> R
 
 pub async fn add_vip(
     State(shared): State<Shared>,
-    from: From,
+    from: Origin,
     body: Bytes,
 ) -> Reply<(StatusCode, Json<Json_>)> {
     let vip = parse_object(&body)?;
@@ -106,7 +106,7 @@ pub async fn add_vip(
 
 pub async fn remove_vip(
     State(shared): State<Shared>,
-    from: From,
+    from: Origin,
     Path(vip): Path<String>,
 ) -> Reply<StatusCode> {
     apply(&shared, caller(from), vec![Op::RemoveVip { vip }]).await?;
@@ -123,7 +123,7 @@ fn backend_json(config: &Config, vip: &str, backend: &str) -> Reply<Json_> {
 
 pub async fn add_backend(
     State(shared): State<Shared>,
-    from: From,
+    from: Origin,
     Path(vip): Path<String>,
     body: Bytes,
 ) -> Reply<(StatusCode, Json<Json_>)> {
@@ -137,7 +137,7 @@ pub async fn add_backend(
 
 pub async fn remove_backend(
     State(shared): State<Shared>,
-    from: From,
+    from: Origin,
     Path((vip, backend)): Path<(String, String)>,
 ) -> Reply<StatusCode> {
     apply(&shared, caller(from), vec![Op::RemoveBackend { vip, backend }]).await?;
@@ -154,7 +154,7 @@ struct Patch {
 
 pub async fn patch_backend(
     State(shared): State<Shared>,
-    from: From,
+    from: Origin,
     Path((vip, backend)): Path<(String, String)>,
     body: Bytes,
 ) -> Reply<Json<Json_>> {
@@ -210,7 +210,7 @@ pub struct Reloaded {
     pub dropped: Vec<String>,
 }
 
-pub async fn reload(State(shared): State<Shared>, from: From, body: Bytes) -> Reply<Json<Reloaded>> {
+pub async fn reload(State(shared): State<Shared>, from: Origin, body: Bytes) -> Reply<Json<Reloaded>> {
     let request: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadBody::default()
     } else {

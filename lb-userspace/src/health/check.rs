@@ -208,6 +208,23 @@ mod tests {
 
     use super::*;
 
+    /// A check of `kind` aimed at `backend`, running `command` if it is an exec check.
+    fn check_of(kind: CheckKind, backend: SocketAddr, command: &str) -> HealthCheck {
+        HealthCheck {
+            kind,
+            inter: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            rise: 1,
+            fall: 1,
+            address: backend.ip(),
+            port: backend.port(),
+            http_path: "/".into(),
+            http_status: Vec::new(),
+            http_host: None,
+            exec_command: Some(command.into()),
+        }
+    }
+
     #[test]
     fn reads_status_lines() {
         assert_eq!(status_code(b"HTTP/1.1 200 OK\r\nX: y\r\n"), Some(200));
@@ -278,19 +295,7 @@ mod tests {
         // A backend that answers: what fails is this process, not the backend.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let backend = listener.local_addr().unwrap();
-        let check = |kind| HealthCheck {
-            kind,
-            inter: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            rise: 1,
-            fall: 1,
-            address: backend.ip(),
-            port: backend.port(),
-            http_path: "/".into(),
-            http_status: Vec::new(),
-            http_host: None,
-            exec_command: Some("true".into()),
-        };
+        let check = |kind| check_of(kind, backend, "true");
         let ran = |kind| runtime.block_on(probe(&check(kind), backend, None));
         assert_eq!(ran(CheckKind::Tcp), Ok(()), "the check passes while descriptors are left");
         assert_eq!(ran(CheckKind::Exec), Ok(()));
@@ -328,23 +333,12 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let backend: SocketAddr = "127.0.0.1:9".parse().unwrap();
         std::env::set_var("ALWAYSON_TEST_SECRET", "x");
-        let check = HealthCheck {
-            kind: CheckKind::Exec,
-            inter: Duration::from_secs(1),
-            timeout: Duration::from_secs(5),
-            rise: 1,
-            fall: 1,
-            address: backend.ip(),
-            port: backend.port(),
-            http_path: "/".into(),
-            http_status: Vec::new(),
-            http_host: None,
-            exec_command: Some(
-                "test \"$(id -u)\" = 65534 && test \"$(id -G)\" = 65534 && test -z \"$ALWAYSON_TEST_SECRET\" \
-                 && test \"$(pwd)\" = /"
-                    .into(),
-            ),
-        };
+        let check = check_of(
+            CheckKind::Exec,
+            backend,
+            "test \"$(id -u)\" = 65534 && test \"$(id -G)\" = 65534 && test -z \"$ALWAYSON_TEST_SECRET\" \
+             && test \"$(pwd)\" = /",
+        );
         let nobody = ExecUser::lookup("nobody").unwrap();
         assert_eq!(nobody, Some(ExecUser { uid: 65534, gid: 65534 }));
         assert_eq!(runtime.block_on(probe(&check, backend, nobody)), Ok(()));
