@@ -132,9 +132,8 @@ pub enum Event {
     /// parser walks): passed to the stack.
     UnclassifiedPassed = 3,
     /// A flow in the connection table whose backend can no longer take it
-    /// (DOWN, removed, now another VIP's) or whose VIP index changed, balanced
-    /// again onto a backend of its VIP's ring. Not counted when the packet is
-    /// then passed or dropped before a backend is chosen.
+    /// (DOWN, removed, now another VIP's), balanced again onto its ring slot's
+    /// owner. Not counted when the packet is then dropped before a backend is chosen.
     ConnReselected = 4,
     /// The connection table refused an insert; the packet was still forwarded.
     ConnInsertFailed = 5,
@@ -142,10 +141,19 @@ pub enum Event {
     /// forwarded to the backend serving that flow: its replies are what was too
     /// big, and only its kernel can lower their size.
     IcmpTooBig = 6,
+    /// A flow recorded in the connection table (it hashed to a ring slot in
+    /// flux, or every flow is recorded).
+    ConnRecorded = 7,
+    /// A flow that would have been recorded was not: its CPU had recorded
+    /// `flow_record_limit` flows this second already. It was still forwarded.
+    ConnRecordLimited = 8,
+    /// A packet of an unrecorded flow, not a SYN, on a ring slot in flux, sent
+    /// to the slot's prior owner: a flow that began before the slot changed.
+    ConnPriorOwner = 9,
 }
 
 impl Event {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 10;
     pub const ALL: [Event; Self::COUNT] = [
         Self::Ipv4Options,
         Self::FragmentPassed,
@@ -154,6 +162,9 @@ impl Event {
         Self::ConnReselected,
         Self::ConnInsertFailed,
         Self::IcmpTooBig,
+        Self::ConnRecorded,
+        Self::ConnRecordLimited,
+        Self::ConnPriorOwner,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -169,6 +180,9 @@ impl Event {
             Self::ConnReselected => "conn_reselected",
             Self::ConnInsertFailed => "conn_insert_failed",
             Self::IcmpTooBig => "icmp_too_big",
+            Self::ConnRecorded => "conn_recorded",
+            Self::ConnRecordLimited => "conn_record_limited",
+            Self::ConnPriorOwner => "conn_prior_owner",
         }
     }
 }

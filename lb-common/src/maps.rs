@@ -6,9 +6,6 @@ pub const PROGRAM: &str = "balancer";
 
 /// `HashMap<VipKey, VipValue>`: the services.
 pub const VIPS: &str = "VIPS";
-/// `Array<VipSlot>` by VIP index: lets a connection-table hit be checked
-/// without a lookup by key.
-pub const VIP_INDEX: &str = "VIP_INDEX";
 /// `Array<u32>` of `VIP_FILTER_SLOTS`: how many VIP addresses hash to each slot
 /// (`types::vip_filter_slot`). A zero settles "not for a VIP" without a hash-map lookup.
 pub const VIP_FILTER: &str = "VIP_FILTER";
@@ -18,9 +15,9 @@ pub const VIP_FILTER: &str = "VIP_FILTER";
 pub const VIP_ADDRS: &str = "VIP_ADDRS";
 /// `Array<Backend>`: every backend slot of every VIP.
 pub const BACKENDS: &str = "BACKENDS";
-/// `Array<RingChunk>` holding `max_vips * ring_size` backend indices: the Maglev rings.
+/// `Array<RingChunk>` holding `max_vips * ring_size` [`crate::RingSlot`]s: the Maglev rings.
 pub const RING: &str = "RING";
-/// `LruHashMap<FlowKey, ConnValue>`: the connection table.
+/// `LruHashMap<FlowKey, ConnValue>`: the connection table (flows on ring slots in flux).
 pub const CONNS: &str = "CONNS";
 /// `PerCpuArray<NextHop>` per backend: cached `bpf_fib_lookup` results.
 pub const NEXTHOPS: &str = "NEXTHOPS";
@@ -36,10 +33,9 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 pub const CONFIG: &str = "CONFIG";
 
 /// Every map, as pinned under the agent's pin directory.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 11] = [
     CONFIG,
     VIPS,
-    VIP_INDEX,
     VIP_FILTER,
     VIP_ADDRS,
     BACKENDS,
@@ -52,9 +48,8 @@ pub const ALL: [&str; 12] = [
 ];
 
 /// Every map whose size the agent sets at load time, with what sizes it.
-pub const SIZED_MAPS: [(&str, SizedBy); 9] = [
+pub const SIZED_MAPS: [(&str, SizedBy); 8] = [
     (VIPS, SizedBy::Vips),
-    (VIP_INDEX, SizedBy::Vips),
     (VIP_ADDRS, SizedBy::Vips),
     (VIP_STATS, SizedBy::Vips),
     (BACKENDS, SizedBy::Backends),

@@ -27,13 +27,15 @@ pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 /// Slots of `VIP_FILTER` (a power of two): counts of VIP addresses by hash.
 pub const VIP_FILTER_SLOTS: u32 = 4096;
 
-/// Ring slot value meaning "no backend" (a VIP whose ring is empty).
-pub const RING_EMPTY: u32 = u32::MAX;
+/// Ring slots per `RING` map entry: 8 [`crate::RingSlot`]s, one cache line.
+/// Chunks rather than single slots keep the map's elements whole cache lines
+/// and its entry count within u32 for the largest rings.
+pub const RING_CHUNK: u32 = 8;
 
-/// Ring slots per `RING` map entry. The kernel stores array elements 8-byte
-/// aligned, so u32 elements would leave holes in the agent's mmap of the map;
-/// chunks of 16 slots (one cache line) pack the rings densely.
-pub const RING_CHUNK: u32 = 16;
+/// The default of `flow_record_limit`: flows one CPU may record per second.
+/// Legitimate recording happens only on ring slots in flux, a fraction of
+/// new flows for a while after a change; a flood beyond this is not recorded.
+pub const DEFAULT_RECORD_LIMIT: u32 = 100_000;
 
 /// `RING` map entries needed for `slots` ring slots.
 pub const fn ring_chunks(slots: u64) -> u64 {

@@ -170,8 +170,84 @@ impl FlowKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnValue {
     pub backend: u32,
-    /// The VIP index the flow was balanced for (checked against `VIP_INDEX` on every hit).
+    /// The VIP index the flow was balanced for: an entry of another VIP's is not a hit.
     pub vip: u32,
+    /// When the flow was last seen, in [`coarse_seconds`]: the agent forgets
+    /// entries idle for longer than `flow_idle_timeout`.
+    pub seen: u32,
+    pub _pad: u32,
+}
+
+/// Monotonic time in units of 2^30 ns (about 1.07 s): what the kernel can
+/// compute from `bpf_ktime_get_coarse_ns` with a shift, and the agent from
+/// `CLOCK_MONOTONIC_COARSE` the same way.
+#[inline(always)]
+pub const fn coarse_seconds(ns: u64) -> u32 {
+    (ns >> 30) as u32
+}
+
+/// A ring slot's `prior` when the slot is settled, and a ring slot's owner
+/// when the VIP's ring is empty.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// One slot of a VIP's Maglev ring, as the kernel reads it: one u64, so a
+/// change is never seen half made. Both halves are stored plus one, so the
+/// zeros of a fresh map read as [`RingSlot::EMPTY`].
+///
+/// - `owner`: the backend slot that takes the ring slot's new flows
+///   ([`NO_BACKEND`]: none, the ring is empty).
+/// - `prior`: [`NO_BACKEND`] while the slot is *settled*: every flow hashing
+///   to it, recorded or not, belongs to `owner`, so nothing needs recording.
+///   Otherwise the slot is *in flux* and `prior` is the backend its unrecorded
+///   flows belong to: the owner when it last was settled, kept through any
+///   number of changes until the agent settles it again. Flows on a slot in
+///   flux are looked up and recorded.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSlot(pub u64);
+
+impl RingSlot {
+    pub const EMPTY: Self = Self::settled(NO_BACKEND);
+
+    #[inline(always)]
+    pub const fn new(owner: u32, prior: u32) -> Self {
+        Self(owner.wrapping_add(1) as u64 | (prior.wrapping_add(1) as u64) << 32)
+    }
+
+    #[inline(always)]
+    pub const fn settled(owner: u32) -> Self {
+        Self::new(owner, NO_BACKEND)
+    }
+
+    #[inline(always)]
+    pub const fn owner(self) -> u32 {
+        (self.0 as u32).wrapping_sub(1)
+    }
+
+    #[inline(always)]
+    pub const fn prior(self) -> u32 {
+        ((self.0 >> 32) as u32).wrapping_sub(1)
+    }
+
+    #[inline(always)]
+    pub const fn is_settled(self) -> bool {
+        self.prior() == NO_BACKEND
+    }
+
+    /// This slot once its owner becomes `owner`: a settled slot whose owner
+    /// changes goes in flux with the old owner as prior (unless it had none,
+    /// so had no flows); a slot in flux keeps its prior, because its
+    /// unrecorded flows still belong to it however often the owner changes.
+    #[inline]
+    pub const fn with_owner(self, owner: u32) -> Self {
+        if owner == self.owner() {
+            self
+        } else if self.is_settled() && self.owner() != NO_BACKEND {
+            Self::new(owner, self.owner())
+        } else {
+            Self::new(owner, self.prior())
+        }
+    }
 }
 
 /// A cached `bpf_fib_lookup` result for one backend (per CPU).
@@ -186,37 +262,12 @@ pub struct NextHop {
     pub smac: [u8; 6],
 }
 
-/// One `RING` map entry: `RING_CHUNK` consecutive ring slots.
-pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
+/// One `RING` map entry: `RING_CHUNK` consecutive ring slots ([`RingSlot`]s).
+pub type RingChunk = [u64; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 5;
-
-/// `VIP_INDEX` entry: which VIP an index belongs to, so an established flow can
-/// be forwarded from the connection table without looking the VIP up by key.
-/// `key.family == 0`: the index is free.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VipSlot {
-    pub key: VipKey,
-    /// A [`Mode`] as u8.
-    pub mode: u8,
-    pub _pad: [u8; 3],
-}
-
-impl VipSlot {
-    /// Whether a flow to `dst`/`dport_be` with `proto` belongs to this VIP
-    /// (a port-0 VIP takes every port).
-    #[inline(always)]
-    pub fn serves(&self, flow: &FlowKey) -> bool {
-        let k = &self.key;
-        k.family == flow.family
-            && k.proto == flow.proto
-            && k.addr == flow.dst
-            && (k.port_be == 0 || k.port_be == flow.dport_be)
-    }
-}
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// The single entry of the `CONFIG` map.
 #[repr(C)]
@@ -231,7 +282,17 @@ pub struct DataplaneConfig {
     pub conn_table_size: u32,
     /// `LAYOUT_VERSION` of the agent that created the maps.
     pub layout: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Flows a CPU may record per second (0: no limit). Past it, flows are
+    /// forwarded but not recorded, so a flood cannot churn the table.
+    pub record_limit: u32,
 }
+
+/// `DataplaneConfig::flags`: record every flow on its first packet and send a
+/// miss to the ring's owner (no prior owners), as Katran does. Off: record
+/// only flows on slots in flux.
+pub const FLAG_RECORD_EVERY_FLOW: u32 = 1;
 
 /// Per-VIP and per-backend traffic (per CPU; the agent sums).
 #[repr(C)]
@@ -248,11 +309,12 @@ const _: () = {
     assert!(size_of::<VipValue>() == 8);
     assert!(size_of::<Backend>() == 24);
     assert!(size_of::<FlowKey>() == 40);
-    assert!(size_of::<ConnValue>() == 8);
+    assert!(size_of::<ConnValue>() == 16);
+    assert!(size_of::<RingSlot>() == 8);
+    assert!(RingSlot(0).owner() == NO_BACKEND && RingSlot(0).is_settled());
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<TrafficStats>() == 24);
-    assert!(size_of::<DataplaneConfig>() == 24);
-    assert!(size_of::<VipSlot>() == 24);
+    assert!(size_of::<DataplaneConfig>() == 32);
 };
 
 #[cfg(feature = "user")]
@@ -267,5 +329,4 @@ mod pod {
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::TrafficStats {}
     unsafe impl aya::Pod for super::DataplaneConfig {}
-    unsafe impl aya::Pod for super::VipSlot {}
 }

@@ -12,15 +12,13 @@ mod forward;
 mod maps;
 mod notice;
 mod parse;
+mod record;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
-use lb_common::{ConnValue, DropReason, Event, Mode, Verdict, VipKey, VipValue};
+use lb_common::{DropReason, Mode, Verdict, VipKey, VipValue};
 
-use crate::{
-    parse::Packet,
-    select::{Choice, Conn},
-};
+use crate::{parse::Packet, select::Choice};
 
 // A verdict is returned as its `xdp_action` and counted in its slot.
 const _: () = {
@@ -73,52 +71,31 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     if !select::maybe_vip_address(&flow.key.dst, flow.key.family) {
         return Ok(Verdict::Pass);
     }
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    // Established flows: one connection-table lookup, no VIP lookup by key.
-    let (vip_index, choice) = match select::connection(&flow) {
-        Conn::Hit { choice, mode, vip } => {
-            supported(mode)?;
-            (vip, choice)
-        }
-        conn => {
-            let Some(vip) = select::vip(&flow.key) else {
-                return Ok(Verdict::Pass);
-            };
-            supported(vip.mode)?;
-            let choice = match conn {
-                _ if too_big => select::on_ring(&flow.key, &vip)?,
-                Conn::Stale { entry, moved } => {
-                    let choice = balance(ctx, &flow, &vip, Some(entry), now)?;
-                    if moved {
-                        counters::event(Event::ConnReselected);
-                    }
-                    choice
-                }
-                _ => balance(ctx, &flow, &vip, None, now)?,
-            };
-            (vip.index, choice)
-        }
+    let Some(vip) = select::vip(&flow.key) else {
+        return Ok(Verdict::Pass);
     };
+    supported(vip.mode)?;
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let choice = balance(ctx, &flow, &vip, !too_big, now)?;
     let verdict = forward::dsr(ctx, choice.index, &choice.backend, now)?;
     if let Some(note) = flow.note {
         counters::event(note);
     }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    counters::traffic(vip_index, choice.index, bytes, choice.new_flow);
+    counters::traffic(vip.index, choice.index, bytes, choice.new_flow);
     Ok(verdict)
 }
 
-/// A flow balanced on its VIP's ring and recorded, with the notices for the
-/// ways that can go wrong.
+/// The flow's backend, with the notices for the ways that can go wrong.
 #[inline(always)]
 fn balance(
     ctx: &XdpContext,
     flow: &parse::Flow,
     vip: &VipValue,
-    known: Option<*mut ConnValue>,
+    record: bool,
     now: u64,
 ) -> Result<Choice, DropReason> {
-    let choice = match select::balance(flow, vip, known) {
+    let choice = match select::backend(flow, vip, record, now) {
         Err(DropReason::NoBackend) => {
             notice::no_backend(ctx, vip.index, now);
             return Err(DropReason::NoBackend);

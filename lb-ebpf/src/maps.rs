@@ -15,7 +15,7 @@ use lb_common::{
         VIP_FILTER_SLOTS,
     },
     types::RingChunk,
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipSlot, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
 };
 
 /// Ring size and hash seed (entry 0), written by the agent.
@@ -25,11 +25,6 @@ pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
 /// Services by (address, port, protocol); port 0 matches every port.
 #[map]
 pub static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(DEFAULT_MAX_VIPS, 0);
-
-/// VIP index -> the VIP's key and mode: checks a connection-table hit without
-/// a lookup by key, so established flows cost one hash lookup.
-#[map]
-pub static VIP_INDEX: Array<VipSlot> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
 
 /// How many VIP addresses hash to each slot: zero means "not a VIP address",
 /// which settles most non-VIP traffic with one array read.
@@ -45,7 +40,7 @@ pub static VIP_ADDRS: HashMap<VipKey, u32> = HashMap::with_max_entries(DEFAULT_M
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
-/// Maglev rings, `ring_size` slots per VIP index, each a backend slot or `RING_EMPTY`.
+/// Maglev rings, `ring_size` [`lb_common::RingSlot`]s per VIP index.
 /// Mmapable: the agent writes changed slots as plain stores, no syscall per slot.
 #[map]
 pub static RING: Array<RingChunk> = Array::with_max_entries(
@@ -53,7 +48,8 @@ pub static RING: Array<RingChunk> = Array::with_max_entries(
     BPF_F_MMAPABLE,
 );
 
-/// Connection table: flow -> backend. LRU, so a full table evicts the idlest flows.
+/// Connection table: flow -> backend, for flows on ring slots in flux. LRU,
+/// so a full table evicts the idlest flows.
 #[map]
 pub static CONNS: LruHashMap<FlowKey, ConnValue> = LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, 0);
 

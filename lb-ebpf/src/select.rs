@@ -1,18 +1,30 @@
-//! Which backend serves a flow: the connection table first (a hit is checked
-//! against the VIP index and the backend, no lookup by VIP key); on a miss, a
-//! TCP SYN, or a pinned backend that can no longer take the flow, the VIP by
-//! key and its Maglev ring.
+//! Which backend serves a flow. The VIP by key, then the flow's slot on the
+//! VIP's Maglev ring ([`RingSlot`]):
+//!
+//! - a *settled* slot: its owner, whatever the packet. Nothing is looked up or
+//!   recorded: every flow on the slot belongs to the owner, recorded or not.
+//! - a slot *in flux* (its owner changed since it last settled): the connection
+//!   table. A recorded flow keeps its backend while that can take it (UP or
+//!   DRAINING, of this VIP), a SYN included, so a spoofed SYN cannot move a
+//!   live flow. Otherwise a SYN (a new flow) takes the owner, and any other
+//!   packet the prior owner (a flow older than the change) if that can still
+//!   take it, else the owner. The choice is recorded.
+//!
+//! With `FLAG_RECORD_EVERY_FLOW` every slot is treated as in flux without a
+//! prior owner: every flow is recorded, a miss takes the owner.
 
 use lb_common::{
-    sizes::{RING_CHUNK, RING_EMPTY},
-    types::vip_filter_slot,
-    Backend, BackendState, ConnValue, DropReason, Event, FlowKey, VipKey, VipValue,
+    sizes::RING_CHUNK,
+    types::{coarse_seconds, vip_filter_slot, FLAG_RECORD_EVERY_FLOW},
+    Backend, BackendState, ConnValue, DataplaneConfig, DropReason, Event, FlowKey, RingSlot, VipKey,
+    VipValue, NO_BACKEND,
 };
 
 use crate::{
     counters,
-    maps::{BACKENDS, CONFIG, CONNS, RING, VIPS, VIP_ADDRS, VIP_FILTER, VIP_INDEX},
+    maps::{BACKENDS, CONFIG, CONNS, RING, VIPS, VIP_ADDRS, VIP_FILTER},
     parse::Flow,
+    record,
 };
 
 /// The VIP a flow is addressed to: exact port first, then the VIP's port-0
@@ -44,84 +56,92 @@ pub fn maybe_vip_address(addr: &[u32; 4], family: u8) -> bool {
 pub struct Choice {
     pub index: u32,
     pub backend: Backend,
+    /// A SYN, or a flow recorded (or re-selected) by this packet.
     pub new_flow: bool,
-    /// False when the connection table refused to record a new flow.
+    /// False when the connection table refused to record the flow.
     pub remembered: bool,
 }
 
-/// What the connection table says about a flow.
-pub enum Conn {
-    /// Pinned to a backend that can take it: forward without looking at the VIP map.
-    Hit {
-        choice: Choice,
-        mode: u8,
-        vip: u32,
-    },
-    /// Known, but to be balanced again: the entry is rewritten in place.
-    /// `moved`: its backend or VIP went away (false for a SYN).
-    Stale {
-        entry: *mut ConnValue,
-        moved: bool,
-    },
-    Miss,
-}
-
+/// Picks the backend of `flow` on VIP `vip`. `record`: false for a packet
+/// that is about a flow but not of it (an ICMP error), which is sent where
+/// the flow goes and changes nothing.
 #[inline(always)]
-pub fn connection(flow: &Flow) -> Conn {
-    let Some(conn) = CONNS.get_ptr_mut(&flow.key) else { return Conn::Miss };
-    if flow.syn {
-        return Conn::Stale { entry: conn, moved: false };
+pub fn backend(flow: &Flow, vip: &VipValue, record: bool, now: u64) -> Result<Choice, DropReason> {
+    let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
+    let slot = ring_slot(&flow.key, vip, config)?;
+    let every_flow = config.flags & FLAG_RECORD_EVERY_FLOW != 0;
+    if slot.is_settled() && !every_flow {
+        let (index, backend) = owner(slot, vip)?;
+        return Ok(Choice { index, backend, new_flow: flow.syn, remembered: true });
     }
-    let (index, vip) = unsafe { ((*conn).backend, (*conn).vip) };
-    if let Some(slot) = VIP_INDEX.get(vip).filter(|slot| slot.serves(&flow.key)) {
-        if let Some(backend) = BACKENDS.get(index) {
-            if backend.vip == vip && BackendState::keeps_flows(backend.state) {
-                let choice = Choice { index, backend: *backend, new_flow: false, remembered: true };
-                return Conn::Hit { choice, mode: slot.mode, vip };
+
+    let seen = coarse_seconds(now);
+    let entry = CONNS.get_ptr_mut(&flow.key);
+    if let Some(entry) = entry {
+        let ConnValue { backend: index, vip: of, seen: last, .. } = unsafe { *entry };
+        if let Some(backend) = usable(index, vip.index).filter(|_| of == vip.index) {
+            // Written once a second at most: a shared cache line stays clean.
+            if record && last != seen {
+                unsafe { (*entry).seen = seen };
             }
+            return Ok(Choice { index, backend, new_flow: false, remembered: true });
         }
+        counters::event(Event::ConnReselected);
     }
-    Conn::Stale { entry: conn, moved: true }
-}
-
-/// Balances a flow on its VIP's ring and records the choice (`known`: the
-/// connection-table entry to overwrite, if it has one).
-#[inline(always)]
-pub fn balance(flow: &Flow, vip: &VipValue, known: Option<*mut ConnValue>) -> Result<Choice, DropReason> {
-    let Choice { index, backend, .. } = on_ring(&flow.key, vip)?;
-    let conn = ConnValue { backend: index, vip: vip.index };
-    let remembered = match known {
+    let prior = if entry.is_none() && !flow.syn && !every_flow {
+        usable(slot.prior(), vip.index).map(|backend| (slot.prior(), backend))
+    } else {
+        None
+    };
+    let (index, backend) = match prior {
+        Some(prior) => {
+            counters::event(Event::ConnPriorOwner);
+            prior
+        }
+        None => owner(slot, vip)?,
+    };
+    if !record {
+        return Ok(Choice { index, backend, new_flow: false, remembered: true });
+    }
+    let value = ConnValue { backend: index, vip: vip.index, seen, _pad: 0 };
+    let remembered = match entry {
         // In place: no new LRU node, and readers elsewhere see whole u32s.
         // The LRU may have reused this element for another flow since the lookup;
         // accepted: rare (a full table evicting it meanwhile), and at worst that one flow moves.
         Some(entry) => {
-            unsafe { *entry = conn };
+            unsafe { *entry = value };
             true
         }
-        None => CONNS.insert(&flow.key, &conn, 0).is_ok(),
+        None => record::insert(&flow.key, &value, config, seen),
     };
-    if !remembered {
-        counters::event(Event::ConnInsertFailed);
-    }
     Ok(Choice { index, backend, new_flow: true, remembered })
 }
 
-/// The backend a flow's hash picks on its VIP's ring, not recorded anywhere.
+/// The flow's slot on its VIP's ring.
 #[inline(always)]
-pub fn on_ring(key: &FlowKey, vip: &VipValue) -> Result<Choice, DropReason> {
-    let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
+fn ring_slot(key: &FlowKey, vip: &VipValue, config: &DataplaneConfig) -> Result<RingSlot, DropReason> {
     let ring_size = config.ring_size;
     // checked_rem: a ring size the agent has not written yet must not become a panic path.
     let offset = key.hash(config.hash_seed).checked_rem(ring_size).ok_or(DropReason::Internal)?;
     let slot = vip.index * ring_size + offset;
     let chunk = RING.get(slot / RING_CHUNK).ok_or(DropReason::Internal)?;
-    let index = chunk[(slot % RING_CHUNK) as usize];
-    if index == RING_EMPTY {
+    Ok(RingSlot(chunk[(slot % RING_CHUNK) as usize]))
+}
+
+/// The slot's owner, which must be able to take the flow.
+#[inline(always)]
+fn owner(slot: RingSlot, vip: &VipValue) -> Result<(u32, Backend), DropReason> {
+    let index = slot.owner();
+    if index == NO_BACKEND {
         return Err(DropReason::NoBackend);
     }
-    let backend = *BACKENDS.get(index).ok_or(DropReason::BadBackend)?;
-    if backend.vip != vip.index || !BackendState::keeps_flows(backend.state) {
-        return Err(DropReason::BadBackend);
-    }
-    Ok(Choice { index, backend, new_flow: false, remembered: false })
+    let backend = usable(index, vip.index).ok_or(DropReason::BadBackend)?;
+    Ok((index, backend))
+}
+
+/// Backend slot `index`, if it belongs to VIP `vip` and keeps flows (UP or DRAINING).
+#[inline(always)]
+fn usable(index: u32, vip: u32) -> Option<Backend> {
+    let backend = BACKENDS.get(index)?;
+    (backend.vip == vip && BackendState::keeps_flows(backend.state)).then_some(*backend)
 }

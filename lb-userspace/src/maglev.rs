@@ -12,7 +12,10 @@
 
 use std::net::SocketAddr;
 
-use lb_common::{hash::hash_words, sizes::RING_EMPTY, types::addr_words};
+use lb_common::{hash::hash_words, types::addr_words};
+
+/// A built ring's slot that no member owns (no member has a positive weight).
+pub const NO_MEMBER: u32 = u32::MAX;
 
 /// Seeds of the two permutation hashes. Fixed: rings must not depend on anything
 /// but the members.
@@ -37,11 +40,11 @@ pub fn is_prime(m: u32) -> bool {
 }
 
 /// Builds a ring of `size` slots (a prime). Each slot holds the index into
-/// `members` of the member that owns it, or `RING_EMPTY` when no member has a
+/// `members` of the member that owns it, or [`NO_MEMBER`] when no member has a
 /// positive weight.
 pub fn build(members: &[Member], size: u32) -> Vec<u32> {
     debug_assert!(is_prime(size), "ring size {size} is not prime");
-    let mut ring = vec![RING_EMPTY; size as usize];
+    let mut ring = vec![NO_MEMBER; size as usize];
     let mut order: Vec<usize> = (0..members.len()).filter(|&i| members[i].weight > 0).collect();
     if order.is_empty() {
         return ring;
@@ -247,11 +250,11 @@ mod tests {
         order.sort_by_key(|&i| members[i].id);
         let max_weight = order.iter().map(|&i| members[i].weight).max().unwrap();
         let mut cursor: Vec<Cursor> = order.iter().map(|&i| Cursor::new(members[i].id, size)).collect();
-        let (mut ring, mut held, mut filled) = (vec![RING_EMPTY; size as usize], vec![0u32; order.len()], 0);
+        let (mut ring, mut held, mut filled) = (vec![NO_MEMBER; size as usize], vec![0u32; order.len()], 0);
         for round in 1.. {
             for (k, &member) in order.iter().enumerate() {
                 while held[k] * max_weight < round * members[member].weight {
-                    while ring[cursor[k].position as usize] != RING_EMPTY {
+                    while ring[cursor[k].position as usize] != NO_MEMBER {
                         cursor[k].advance();
                     }
                     ring[cursor[k].position as usize] = member as u32;
@@ -316,8 +319,8 @@ mod tests {
         let members = [member(0, 0), member(1, 5), member(2, 0)];
         let ring = build(&members, 13);
         assert!(ring.iter().all(|&s| s == 1));
-        assert!(build(&[member(0, 0)], 13).iter().all(|&s| s == RING_EMPTY));
-        assert!(build(&[], 13).iter().all(|&s| s == RING_EMPTY));
+        assert!(build(&[member(0, 0)], 13).iter().all(|&s| s == NO_MEMBER));
+        assert!(build(&[], 13).iter().all(|&s| s == NO_MEMBER));
     }
 
     #[test]

@@ -6,13 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::Result;
 use lb_common::{
-    sizes::RING_EMPTY,
     types::{addr_words, PROTO_TCP, PROTO_UDP},
-    Backend, BackendState, Mode, VipKey, VipValue,
+    Backend, BackendState, Mode, RingSlot, VipKey, VipValue, NO_BACKEND,
 };
 use lb_userspace::{
     dataplane::{Dataplane, LoadSettings, TestRunOutcome},
-    maglev::{self, Member},
+    maglev::{self, Member, NO_MEMBER},
 };
 
 use crate::netns::Netns;
@@ -131,17 +130,38 @@ impl FixtureBed {
         Ok(ring)
     }
 
-    /// Rebuilds VIP `index`'s ring from `backends` (weight 0 = out of the ring).
+    /// Rebuilds VIP `index`'s ring from `backends` (weight 0 = out of the
+    /// ring) as the agent does: a slot whose owner changes goes in flux.
+    /// Returns the owners.
     pub fn write_ring(&mut self, index: u32, backends: &[Slot]) -> Result<Vec<u32>> {
         let members: Vec<Member> =
             backends.iter().map(|b| Member { id: SocketAddr::new(b.addr, 0), weight: b.weight }).collect();
         let size = self.dp.settings().ring_size;
         let ring: Vec<u32> = maglev::build(&members, size)
             .into_iter()
-            .map(|m| if m == RING_EMPTY { RING_EMPTY } else { backends[m as usize].slot })
+            .map(|m| if m == NO_MEMBER { NO_BACKEND } else { backends[m as usize].slot })
             .collect();
-        self.dp.with_ring_mut(index, |kernel| kernel.copy_from_slice(&ring))?;
+        self.dp.with_ring_mut(index, |kernel| {
+            for (slot, &owner) in kernel.iter_mut().zip(&ring) {
+                *slot = slot.with_owner(owner);
+            }
+        })?;
         Ok(ring)
+    }
+
+    /// VIP `index`'s ring slots as the kernel reads them.
+    pub fn ring(&mut self, index: u32) -> Result<Vec<RingSlot>> {
+        Ok(self.dp.with_ring_mut(index, |kernel| kernel.to_vec())?)
+    }
+
+    /// Settles every slot of VIP `index`'s ring, as the agent does once no flow needs a prior owner.
+    pub fn settle_ring(&mut self, index: u32) -> Result<()> {
+        self.dp.with_ring_mut(index, |kernel| {
+            for slot in kernel.iter_mut() {
+                *slot = RingSlot::settled(slot.owner());
+            }
+        })?;
+        Ok(())
     }
 
     /// Runs the balancer once on `frame`, arriving on `lb0`.

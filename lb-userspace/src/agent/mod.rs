@@ -12,6 +12,7 @@ mod memory;
 
 pub use self::memory::{settle_allocator, Parsed};
 mod requests;
+mod settle;
 mod signals;
 mod state;
 
@@ -24,8 +25,8 @@ use tracing::{info, warn};
 use self::{lock::InterfaceLock, state::Agent};
 use crate::{
     api::{self, Shared},
-    config::{Config, Global},
-    dataplane::{Dataplane, LoadSettings, Opened, PinnedOptions},
+    config::{Config, FlowRecording, Global},
+    dataplane::{Dataplane, LoadSettings, Opened, PinnedOptions, Recording},
     health::{self, Supervisor},
     neighbours,
     reconcile::{ApplyReport, Reconciler},
@@ -68,6 +69,14 @@ pub fn load_settings(global: &Global) -> LoadSettings {
         hash_seed: global.hash_seed,
         kernel_debug: tracing::level_filters::LevelFilter::current()
             >= tracing::level_filters::LevelFilter::DEBUG,
+        recording: recording(global),
+    }
+}
+
+pub fn recording(global: &Global) -> Recording {
+    Recording {
+        every_flow: global.flow_recording == FlowRecording::EveryFlow,
+        limit: global.flow_record_limit,
     }
 }
 
@@ -151,6 +160,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     });
     let refresh = tokio::spawn(refresh);
     let mut slowstart = tokio::time::interval(SLOWSTART_STEP);
+    let (scans_tx, mut scans) = mpsc::channel(1);
+    let scanner = agent.reconciler.dataplane().conn_scanner().context("a handle on the connection table")?;
+    let mut settler = settle::Settler::new(scanner, scans_tx);
+    let mut scan_tick = tokio::time::interval(settle::scan_every(file.global.flow_idle_timeout));
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -160,6 +173,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
             Some(report) = reports.recv() => agent.report(report),
             Some(request) = requests.recv() => agent.request(request).await,
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
+            _ = scan_tick.tick() => settler.scan(agent.config.global.flow_idle_timeout),
+            Some(scanned) = scans.recv() => settler.scanned(scanned, &mut agent),
         }
     }
 

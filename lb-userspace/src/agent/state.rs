@@ -222,6 +222,11 @@ impl Agent {
             self.kept = want.kept.clone();
         }
         self.last_report = self.reconciler.apply(&want.vips)?;
+        let recording = super::recording(&self.config.global);
+        if self.reconciler.dataplane().settings().recording != recording {
+            self.reconciler.dataplane_mut().set_recording(recording)?;
+            info!("flow recording now {recording:?}");
+        }
         self.applied = true;
         self.last_apply = started.elapsed();
         self.timings.reconciled(self.last_apply);

@@ -142,6 +142,17 @@ pub struct Global {
     /// Backend slots summed over all VIPs.
     pub max_backends: u32,
     pub conn_table_size: u32,
+    /// Which flows the connection table records.
+    pub flow_recording: FlowRecording,
+    /// Flows one CPU may record per second; 0 = no limit.
+    pub flow_record_limit: u32,
+    /// How long a flow may stay silent and still keep its backend across a
+    /// change of its ring slot; recorded flows idle for longer are forgotten.
+    #[serde(
+        serialize_with = "values::serialize_duration",
+        deserialize_with = "values::deserialize_duration"
+    )]
+    pub flow_idle_timeout: Duration,
     /// bpffs directory for pinned maps and the XDP link (absolute).
     pub pin_path: PathBuf,
     /// Whether the agent turns on IP forwarding on `interface`, for the
@@ -266,6 +277,19 @@ pub enum OnAllDown {
 }
 
 /// How the XDP program is attached.
+/// Which flows the connection table records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowRecording {
+    /// Only flows on ring slots in flux: a settled slot sends every flow to
+    /// its owner without a lookup, and a packet of an older flow on a slot in
+    /// flux goes to the slot's prior owner.
+    ChangedSlots,
+    /// Every flow on its first packet; a flow not found goes to the ring's
+    /// owner (as Katran does). Kept to measure against.
+    EveryFlow,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {

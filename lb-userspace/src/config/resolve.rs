@@ -10,7 +10,8 @@ use std::{
 };
 
 use lb_common::sizes::{
-    DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE, MAX_RING_ENTRIES,
+    DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RECORD_LIMIT, DEFAULT_RING_SIZE,
+    MAX_RING_ENTRIES,
 };
 use toml::Spanned;
 
@@ -21,10 +22,11 @@ use super::{
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
     repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
     values::{
-        self, choice, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE, DEFAULT_WEIGHT,
+        self, choice, duration, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE,
+        DEFAULT_FLOW_IDLE_TIMEOUT, DEFAULT_WEIGHT, FLOW_IDLE_TIMEOUT, FLOW_RECORDINGS, FLOW_RECORD_LIMIT,
         MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, WEIGHT, XDP_MODES,
     },
-    Backend, CheckKind, Config, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode, DEFAULT_CHECK_USER,
+    Backend, CheckKind, Config, FlowRecording, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode, DEFAULT_CHECK_USER,
     DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
 };
 
@@ -106,6 +108,24 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
         DEFAULT_CONN_TABLE_SIZE,
         in_range(CONN_TABLE_SIZE),
     );
+    let flow_recording = p.check_or(
+        field("flow_recording"),
+        raw.flow_recording.as_ref(),
+        FlowRecording::ChangedSlots,
+        |s| choice(s, FLOW_RECORDINGS),
+    );
+    let flow_record_limit = p.check_or(
+        field("flow_record_limit"),
+        raw.flow_record_limit.as_ref(),
+        DEFAULT_RECORD_LIMIT,
+        in_range(FLOW_RECORD_LIMIT),
+    );
+    let flow_idle_timeout = p.check_or(
+        field("flow_idle_timeout"),
+        raw.flow_idle_timeout.as_ref(),
+        DEFAULT_FLOW_IDLE_TIMEOUT,
+        duration(FLOW_IDLE_TIMEOUT),
+    );
     let pin_path = match &raw.pin_path {
         Some(path) => p.check(field("pin_path"), path, |s| values::pin_path(s)),
         None => interface.as_ref().map(|name| Path::new(DEFAULT_PIN_ROOT).join(name)),
@@ -128,6 +148,9 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
             max_vips: max_vips?,
             max_backends: max_backends?,
             conn_table_size: conn_table_size?,
+            flow_recording: flow_recording?,
+            flow_record_limit: flow_record_limit?,
+            flow_idle_timeout: flow_idle_timeout?,
             pin_path: pin_path?,
             set_forwarding: raw.set_forwarding.unwrap_or(true),
             lock_file: lock_file?,

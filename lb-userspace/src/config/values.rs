@@ -5,7 +5,9 @@ use std::{net::IpAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 use lb_common::sizes::MAX_RING_SIZE;
 use serde::Serializer;
 
-use super::{raw::RawDuration, CheckKind, Mode, OnAllDown, Protocol, XdpMode, DEFAULT_PIN_ROOT};
+use super::{
+    raw::RawDuration, CheckKind, FlowRecording, Mode, OnAllDown, Protocol, XdpMode, DEFAULT_PIN_ROOT,
+};
 use crate::maglev::is_prime;
 
 /// The smallest ring worth having; Maglev needs a prime.
@@ -13,6 +15,11 @@ const MIN_RING_SIZE: u32 = 7;
 pub(super) const MAX_VIPS: RangeInclusive<i64> = 1..=65_536;
 pub(super) const MAX_BACKENDS: RangeInclusive<i64> = 1..=1_048_576;
 pub(super) const CONN_TABLE_SIZE: RangeInclusive<i64> = 1_024..=67_108_864;
+pub(super) const FLOW_RECORD_LIMIT: RangeInclusive<i64> = 0..=100_000_000;
+pub(super) const FLOW_RECORDINGS: &[(&str, FlowRecording)] =
+    &[("changed-slots", FlowRecording::ChangedSlots), ("every-flow", FlowRecording::EveryFlow)];
+pub(super) const DEFAULT_FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+pub(super) const FLOW_IDLE_TIMEOUT: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
 pub const WEIGHT: RangeInclusive<i64> = 0..=256;
 pub(super) const DEFAULT_WEIGHT: u32 = 1;
 /// Linux `IFNAMSIZ` is 16 bytes including the terminating NUL.

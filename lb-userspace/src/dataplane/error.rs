@@ -21,6 +21,8 @@ pub enum DataplaneError {
     WrongMapType(&'static str),
     #[error("counting CPUs: {0}")]
     Cpus(io::Error),
+    #[error("a second descriptor of map {name}: {source}")]
+    Dup { name: &'static str, source: io::Error },
     #[error("mapping {name} into memory: {source}")]
     Mmap { name: &'static str, source: io::Error },
     #[error("{what} {index} is out of range (the map holds {max})")]

@@ -21,7 +21,7 @@ use aya::{
 use lb_common::{
     maps::{self as names, SIZED_MAPS},
     sizes::MAX_RING_ENTRIES,
-    types::LAYOUT_VERSION,
+    types::{FLAG_RECORD_EVERY_FLOW, LAYOUT_VERSION},
     DataplaneConfig,
 };
 
@@ -75,6 +75,8 @@ impl LoadSettings {
             max_backends: self.max_backends,
             conn_table_size: self.conn_table_size,
             layout: LAYOUT_VERSION,
+            flags: if self.recording.every_flow { FLAG_RECORD_EVERY_FLOW } else { 0 },
+            record_limit: self.recording.limit,
         }
     }
 

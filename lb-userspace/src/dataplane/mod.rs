@@ -7,6 +7,7 @@ mod error;
 mod load;
 mod pinned;
 mod ring;
+mod scan;
 mod test_run;
 
 use std::{os::fd::AsFd as _, path::PathBuf};
@@ -19,9 +20,10 @@ use aya::{
 use lb_common::{
     maps::{self as names, SizedBy},
     sizes::{
-        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
+        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RECORD_LIMIT,
+        DEFAULT_RING_SIZE,
     },
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipSlot, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, VipKey, VipValue,
 };
 
 use self::error::{found, map_err, Result};
@@ -31,6 +33,7 @@ pub use self::{
     load::{attached_ifindex, Opened, PinnedOptions},
     pinned::PinnedStats,
     ring::RingMemory,
+    scan::{coarse_now, ConnScanner, Scan},
     test_run::{Baseline, TestRunOutcome},
 };
 
@@ -49,6 +52,22 @@ pub struct LoadSettings {
     pub hash_seed: u32,
     /// Let the program's debug notices (no backend, table pressure) through to aya-log.
     pub kernel_debug: bool,
+    /// Which flows are recorded; unlike the rest, changeable while running.
+    pub recording: Recording,
+}
+
+/// Which flows the kernel records, and how many a CPU may record per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recording {
+    pub every_flow: bool,
+    /// 0: no limit.
+    pub limit: u32,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Self { every_flow: false, limit: DEFAULT_RECORD_LIMIT }
+    }
 }
 
 impl Default for LoadSettings {
@@ -60,6 +79,7 @@ impl Default for LoadSettings {
             conn_table_size: DEFAULT_CONN_TABLE_SIZE,
             hash_seed: 0,
             kernel_debug: false,
+            recording: Recording::default(),
         }
     }
 }
@@ -79,8 +99,8 @@ impl LoadSettings {
 pub struct Dataplane {
     ebpf: Ebpf,
     settings: LoadSettings,
+    config: Array<MapData, DataplaneConfig>,
     vips: HashMap<MapData, VipKey, VipValue>,
-    vip_index: Array<MapData, VipSlot>,
     vip_filter: Array<MapData, u32>,
     vip_addrs: HashMap<MapData, VipKey, u32>,
     backends: Array<MapData, Backend>,
@@ -144,8 +164,8 @@ impl Dataplane {
         let mut config: Array<MapData, DataplaneConfig> = take(&mut ebpf, names::CONFIG)?;
         config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
         Ok(Self {
+            config,
             vips: take(&mut ebpf, names::VIPS)?,
-            vip_index: take(&mut ebpf, names::VIP_INDEX)?,
             vip_filter: take(&mut ebpf, names::VIP_FILTER)?,
             vip_addrs: take(&mut ebpf, names::VIP_ADDRS)?,
             backends: take(&mut ebpf, names::BACKENDS)?,
@@ -164,6 +184,14 @@ impl Dataplane {
 
     pub fn settings(&self) -> &LoadSettings {
         &self.settings
+    }
+
+    /// Changes which flows are recorded, from the next packet on.
+    pub fn set_recording(&mut self, recording: Recording) -> Result<()> {
+        let settings = LoadSettings { recording, ..self.settings };
+        self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
+        self.settings = settings;
+        Ok(())
     }
 
     /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
@@ -220,11 +248,9 @@ impl Dataplane {
         }
     }
 
-    /// Adds or replaces a VIP, and registers its address and index.
+    /// Adds or replaces a VIP, and registers its address.
     pub fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<()> {
         self.check("VIP index", value.index, self.settings.max_vips)?;
-        let slot = VipSlot { key, mode: value.mode, _pad: [0; 3] };
-        self.vip_index.set(value.index, slot, 0).map_err(map_err(names::VIP_INDEX))?;
         let address = key.address_only();
         if found(self.vip_addrs.get(&address, 0), names::VIP_ADDRS)?.is_none() {
             // Counted first: a failure between the two leaves the filter counting
@@ -260,14 +286,11 @@ impl Dataplane {
     /// Removes VIP `key` held at `index` (its established flows stop too); its
     /// address stays registered until [`Self::forget_address`]. Whatever of it
     /// is already gone stays gone: a removal that failed part way can be repeated.
-    pub fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<()> {
-        self.check("VIP index", index, self.settings.max_vips)?;
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
         if found(self.vips.get(key, 0), names::VIPS)?.is_some() {
             self.vips.remove(key).map_err(map_err(names::VIPS))?;
         }
-        let free =
-            VipSlot { key: VipKey { addr: [0; 4], port_be: 0, proto: 0, family: 0 }, mode: 0, _pad: [0; 3] };
-        self.vip_index.set(index, free, 0).map_err(map_err(names::VIP_INDEX))
+        Ok(())
     }
 
     /// Writes a backend slot. A changed address also forgets the cached next hop.
@@ -305,7 +328,7 @@ impl Dataplane {
 
     /// Runs `f` on the ring of VIP `vip`, in the kernel's own memory: writes
     /// are plain stores, seen by the next packet.
-    pub fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T> {
+    pub fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [RingSlot]) -> T) -> Result<T> {
         self.check("VIP index", vip, self.settings.max_vips)?;
         self.ring.write(vip, f)
     }

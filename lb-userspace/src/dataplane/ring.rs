@@ -1,7 +1,7 @@
 //! The `RING` map (`BPF_F_MMAPABLE`), written through memory mappings: changing
 //! a slot is a store, not a syscall, so a full ring rebuild costs a memcpy.
 //! The map's entries are `RING_CHUNK`-slot arrays, so the slots lie densely, one
-//! u32 after another, exactly as the kernel indexes them.
+//! [`RingSlot`] after another, exactly as the kernel indexes them.
 //!
 //! Only the pages of the ring being written are mapped, and only while
 //! they are: with a thousand VIPs the rings take hundreds of megabytes, which
@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use lb_common::maps::RING;
+use lb_common::{maps::RING, RingSlot};
 
 use super::DataplaneError;
 
@@ -49,8 +49,9 @@ impl RingMemory {
 
     fn window(&self, vip: u32) -> Result<Window, DataplaneError> {
         assert!((vip as usize) < self.vips, "VIP index {vip} beyond the ring map");
-        let start = vip as usize * self.ring_size * 4;
-        let end = start + self.ring_size * 4;
+        let bytes = std::mem::size_of::<RingSlot>();
+        let start = vip as usize * self.ring_size * bytes;
+        let end = start + self.ring_size * bytes;
         let offset = start / self.page * self.page;
         let len = end.div_ceil(self.page) * self.page - offset;
         // SAFETY: a shared mapping of pages of an mmapable array map; the kernel
@@ -76,13 +77,14 @@ impl RingMemory {
     }
 
     /// Runs `f` on VIP `vip`'s ring, to change it (the kernel only reads this map).
-    pub fn write<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
+    pub fn write<T>(&mut self, vip: u32, f: impl FnOnce(&mut [RingSlot]) -> T) -> Result<T, DataplaneError> {
         let w = self.window(vip)?;
-        // SAFETY: within the mapping, 4-byte aligned (pages and slot offsets are);
-        // u32 stores are atomic, so the kernel reads whole slots; `&mut self`
+        // SAFETY: within the mapping, 8-byte aligned (pages and slot offsets are);
+        // aligned u64 stores are atomic, so the kernel reads whole slots; `&mut self`
         // keeps other writers of this process out.
-        let ring =
-            unsafe { std::slice::from_raw_parts_mut(w.base.as_ptr().add(w.skip).cast::<u32>(), w.slots) };
+        let ring = unsafe {
+            std::slice::from_raw_parts_mut(w.base.as_ptr().add(w.skip).cast::<RingSlot>(), w.slots)
+        };
         Ok(f(ring))
     }
 }

@@ -2,7 +2,7 @@
 //! and writes when applying. [`Dataplane`] is the real one; the tests use a
 //! fake that checks the kernel's invariants after every write.
 
-use lb_common::{Backend, VipKey, VipValue};
+use lb_common::{Backend, RingSlot, VipKey, VipValue};
 
 use crate::dataplane::{Dataplane, DataplaneError, LoadSettings};
 
@@ -13,10 +13,11 @@ pub trait Maps {
     fn vip_addresses(&self) -> Result<Vec<VipKey>, DataplaneError>;
     /// Also registers the VIP's address.
     fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError>;
-    fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<(), DataplaneError>;
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError>;
     fn forget_address(&mut self, address: &VipKey) -> Result<(), DataplaneError>;
     fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError>;
-    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError>;
+    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [RingSlot]) -> T)
+        -> Result<T, DataplaneError>;
     fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError>;
     fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError>;
 }
@@ -42,8 +43,8 @@ impl Maps for Dataplane {
         Dataplane::set_vip(self, key, value)
     }
 
-    fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<(), DataplaneError> {
-        Dataplane::remove_vip(self, key, index)
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        Dataplane::remove_vip(self, key)
     }
 
     fn forget_address(&mut self, address: &VipKey) -> Result<(), DataplaneError> {
@@ -54,7 +55,11 @@ impl Maps for Dataplane {
         Dataplane::set_backend(self, slot, backend)
     }
 
-    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
+    fn with_ring_mut<T>(
+        &mut self,
+        vip: u32,
+        f: impl FnOnce(&mut [RingSlot]) -> T,
+    ) -> Result<T, DataplaneError> {
         Dataplane::with_ring_mut(self, vip, f)
     }
 

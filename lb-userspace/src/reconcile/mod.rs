@@ -12,6 +12,10 @@
 //!    marked unused. Only then are their ids given back, and addresses no VIP
 //!    has any more forgotten.
 //!
+//! Ring slots whose owner changed are in flux (see `lb_common::RingSlot`); the
+//! reconciler remembers since when, and `settle` settles them once no flow
+//! can still need their prior owner.
+//!
 //! An id given back is reused by a later pass only: a config that fits only
 //! once what it leaves out has left (replacing a backend at `max_backends`)
 //! is applied in two passes: first everything but the VIPs that gain what does
@@ -22,21 +26,22 @@ mod capacity;
 mod ids;
 mod maps;
 mod rings;
+mod settle;
 #[cfg(test)]
 mod tests;
 
 use std::{
     collections::{hash_map::Entry, BTreeMap, HashMap, HashSet},
     net::SocketAddr,
+    time::Instant,
 };
 
 use lb_common::{
-    sizes::RING_EMPTY,
     types::{addr_words, words_addr},
     Backend, BackendState, VipKey, VipValue,
 };
 
-pub use self::maps::Maps;
+pub use self::{maps::Maps, settle::LiveFlows};
 use self::{capacity::wanted_backends, ids::IdPool};
 use crate::{
     dataplane::{Dataplane, DataplaneError},
@@ -91,6 +96,8 @@ struct VipState {
     backends: BTreeMap<SocketAddr, SlotState>,
     /// Ring members as last written; `None` rebuilds the ring.
     members: Option<Vec<Member>>,
+    /// Ring offsets in flux, with when their owner last changed.
+    flux: HashMap<u32, Instant>,
 }
 
 pub struct Reconciler<M = Dataplane> {
@@ -109,7 +116,7 @@ pub struct Reconciler<M = Dataplane> {
 impl<M: Maps> Reconciler<M> {
     /// Takes over a data plane, adopting whatever VIPs and backend slots it
     /// already holds (a restarted agent keeps every index and slot as it was).
-    pub fn adopt(dp: M) -> Result<Self, ReconcileError> {
+    pub fn adopt(mut dp: M) -> Result<Self, ReconcileError> {
         let settings = *dp.settings();
         let mut vips: HashMap<VipKey, VipState> = dp
             .vip_entries()?
@@ -120,10 +127,19 @@ impl<M: Maps> Reconciler<M> {
                     written: Some(value),
                     backends: BTreeMap::new(),
                     members: None,
+                    flux: HashMap::new(),
                 };
                 (key, state)
             })
             .collect();
+        // When they changed died with the previous agent: from now, then.
+        let now = Instant::now();
+        for state in vips.values_mut() {
+            state.flux = dp.with_ring_mut(state.index, |ring| {
+                let flux = ring.iter().enumerate().filter(|(_, s)| !s.is_settled());
+                flux.map(|(offset, _)| (offset as u32, now)).collect()
+            })?;
+        }
         let by_index: HashMap<u32, VipKey> = vips.iter().map(|(k, v)| (v.index, *k)).collect();
         let mut used_slots = HashSet::new();
         let mut orphans = Vec::new();
@@ -155,6 +171,11 @@ impl<M: Maps> Reconciler<M> {
 
     pub fn dataplane(&self) -> &M {
         &self.dp
+    }
+
+    /// For what the reconciler does not manage (the recording policy).
+    pub fn dataplane_mut(&mut self) -> &mut M {
+        &mut self.dp
     }
 
     pub fn into_dataplane(self) -> M {
@@ -214,9 +235,11 @@ impl<M: Maps> Reconciler<M> {
         for job in &jobs {
             vips.get_mut(&job.vip).expect("jobs are of known VIPs").members = None;
         }
-        rings::rebuild(dp, &jobs, |job, changed| {
-            report.ring_slots_written += changed;
+        let now = Instant::now();
+        rings::rebuild(dp, &jobs, |job, written| {
+            report.ring_slots_written += written.changed;
             let state = vips.get_mut(&job.vip).expect("jobs are of known VIPs");
+            state.flux.extend(written.in_flux.into_iter().map(|offset| (offset, now)));
             let members: HashSet<SocketAddr> = job.members.iter().map(|m| m.id).collect();
             for (addr, s) in &mut state.backends {
                 s.in_ring = members.contains(addr);
@@ -263,7 +286,13 @@ impl<M: Maps> Reconciler<M> {
             Entry::Vacant(e) => {
                 let index = take_id(vip_ids, ReconcileError::no_vip_index, |i| dp.clear_vip_stats(i))?;
                 report.vips_added += 1;
-                e.insert(VipState { index, written: None, backends: BTreeMap::new(), members: None })
+                e.insert(VipState {
+                    index,
+                    written: None,
+                    backends: BTreeMap::new(),
+                    members: None,
+                    flux: HashMap::new(),
+                })
             }
         };
         for b in &vip.backends {
@@ -313,9 +342,10 @@ impl<M: Maps> Reconciler<M> {
             let state = vips.get_mut(&key).expect("listed from the map");
             let index = state.index;
             state.written = None;
-            dp.remove_vip(&key, state.index)?;
+            dp.remove_vip(&key)?;
             state.members = None;
-            dp.with_ring_mut(state.index, |ring| ring.fill(RING_EMPTY))?;
+            dp.with_ring_mut(state.index, rings::clear)?;
+            state.flux.clear();
             let all: Vec<SocketAddr> = state.backends.keys().copied().collect();
             release(dp, slots, state, &all, report)?;
             vips.remove(&key);
@@ -377,7 +407,10 @@ fn write_backend<M: Maps>(dp: &mut M, s: &mut SlotState, want: Backend) -> Resul
     Ok(())
 }
 
-/// Marks backends `addrs` of a VIP unused, then gives their slots back.
+/// Marks backends `addrs` of a VIP unused, then gives their slots back. A
+/// ring slot in flux whose prior owner leaves takes its owner as prior: the
+/// flows of a backend that is gone are not kept, and its slot id may serve
+/// another backend next.
 fn release<M: Maps>(
     dp: &mut M,
     slots: &mut IdPool,
@@ -388,6 +421,8 @@ fn release<M: Maps>(
     for addr in addrs {
         let s = vip.backends.get_mut(addr).expect("a backend of this VIP");
         write_backend(dp, s, kernel_backend(*addr, vip.index, BackendState::Unused))?;
+        let (slot, flux) = (s.slot, &vip.flux);
+        dp.with_ring_mut(vip.index, |ring| settle::forget_prior(ring, flux.keys(), slot))?;
         slots.give_back(s.slot);
         vip.backends.remove(addr);
         report.backends_removed += 1;

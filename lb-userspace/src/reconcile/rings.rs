@@ -1,15 +1,16 @@
 //! Rings: which ones to rebuild, built on every core, then written slot by
-//! slot where they changed.
+//! slot where they changed. A slot whose owner changes goes in flux
+//! ([`RingSlot::with_owner`]); `settle.rs` settles it again.
 
 use std::collections::HashMap;
 
-use lb_common::{sizes::RING_EMPTY, VipKey};
+use lb_common::{RingSlot, VipKey, NO_BACKEND};
 
 use super::{Maps, VipState};
 use crate::{
     dataplane::DataplaneError,
     desired::{ring_members, DesiredVip},
-    maglev::{self, Member},
+    maglev::{self, Member, NO_MEMBER},
 };
 
 /// Rings built at once before they are written: a built ring is
@@ -43,12 +44,20 @@ pub(super) fn ring_jobs(vips: &HashMap<VipKey, VipState>, desired: &[DesiredVip]
         .collect()
 }
 
+/// What writing a ring changed.
+pub(super) struct Written {
+    /// Slots whose owner changed.
+    pub changed: usize,
+    /// The offsets of the slots now in flux among them.
+    pub in_flux: Vec<u32>,
+}
+
 /// Builds and writes the rings of `jobs`, a batch at a time; `written` hears
-/// of each once it is in the kernel, with how many of its slots changed.
+/// of each once it is in the kernel.
 pub(super) fn rebuild<M: Maps>(
     dp: &mut M,
     jobs: &[RingJob],
-    mut written: impl FnMut(&RingJob, usize),
+    mut written: impl FnMut(&RingJob, Written),
 ) -> Result<(), DataplaneError> {
     let ring_size = dp.settings().ring_size;
     for batch in jobs.chunks(RING_BATCH) {
@@ -79,17 +88,25 @@ fn build_rings(jobs: &[RingJob], ring_size: u32) -> Vec<Vec<u32>> {
     })
 }
 
-/// Writes a built ring, only the slots that change; returns how many.
-fn write_ring<M: Maps>(dp: &mut M, job: &RingJob, built: &[u32]) -> Result<usize, DataplaneError> {
+/// Writes a built ring, only the slots whose owner changes.
+fn write_ring<M: Maps>(dp: &mut M, job: &RingJob, built: &[u32]) -> Result<Written, DataplaneError> {
     dp.with_ring_mut(job.index, |ring| {
-        let mut written = 0;
-        for (current, &member) in ring.iter_mut().zip(built) {
-            let want = if member == RING_EMPTY { RING_EMPTY } else { job.slots[member as usize] };
-            if *current != want {
-                *current = want;
-                written += 1;
+        let mut written = Written { changed: 0, in_flux: Vec::new() };
+        for (offset, (current, &member)) in ring.iter_mut().zip(built).enumerate() {
+            let want = if member == NO_MEMBER { NO_BACKEND } else { job.slots[member as usize] };
+            if current.owner() != want {
+                *current = current.with_owner(want);
+                written.changed += 1;
+                if !current.is_settled() {
+                    written.in_flux.push(offset as u32);
+                }
             }
         }
         written
     })
+}
+
+/// A settled, empty ring.
+pub(super) fn clear(ring: &mut [RingSlot]) {
+    ring.fill(RingSlot::EMPTY);
 }

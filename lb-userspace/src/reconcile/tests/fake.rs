@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
 };
 
-use lb_common::{sizes::RING_EMPTY, types::words_addr, Backend, BackendState, VipKey, VipValue};
+use lb_common::{types::words_addr, Backend, BackendState, RingSlot, VipKey, VipValue, NO_BACKEND};
 
 use crate::{
     dataplane::{DataplaneError, LoadSettings},
@@ -19,11 +19,10 @@ pub(super) const RING_SIZE: u32 = 13;
 pub(super) struct Fake {
     pub(super) settings: LoadSettings,
     pub(super) vips: HashMap<VipKey, VipValue>,
-    pub(super) vip_index: Vec<Option<VipKey>>,
     pub(super) addresses: HashSet<VipKey>,
     pub(super) backends: Vec<Backend>,
     /// A fresh ring map holds zeros, as the kernel's does.
-    pub(super) rings: Vec<Vec<u32>>,
+    pub(super) rings: Vec<Vec<RingSlot>>,
     pub(super) vip_stats: Vec<u64>,
     pub(super) backend_stats: Vec<u64>,
     /// Every backend write, in order.
@@ -45,10 +44,9 @@ impl Fake {
         Self {
             settings,
             vips: HashMap::new(),
-            vip_index: vec![None; max_vips as usize],
             addresses: HashSet::new(),
             backends: vec![UNUSED; max_backends as usize],
-            rings: vec![vec![0; RING_SIZE as usize]; max_vips as usize],
+            rings: vec![vec![RingSlot(0); RING_SIZE as usize]; max_vips as usize],
             vip_stats: vec![0; max_vips as usize],
             backend_stats: vec![0; max_backends as usize],
             backend_writes: Vec::new(),
@@ -73,13 +71,12 @@ impl Fake {
 
     fn check(&self) {
         for (key, value) in &self.vips {
-            assert_eq!(self.vip_index[value.index as usize], Some(*key), "VIP_INDEX of a visible VIP");
             assert!(
                 !self.check_addresses || self.addresses.contains(&key.address_only()),
                 "the address of visible VIP {key:?}"
             );
-            for &slot in &self.rings[value.index as usize] {
-                if slot == RING_EMPTY {
+            for slot in self.rings[value.index as usize].iter().map(|s| s.owner()) {
+                if slot == NO_BACKEND {
                     continue;
                 }
                 let b = self.backends[slot as usize];
@@ -103,7 +100,7 @@ impl Fake {
             .map(|(key, v)| {
                 let ring = self.rings[v.index as usize]
                     .iter()
-                    .map(|&s| (s != RING_EMPTY).then(|| addr(&self.backends[s as usize])))
+                    .map(|s| (s.owner() != NO_BACKEND).then(|| addr(&self.backends[s.owner() as usize])))
                     .collect();
                 (*key, (v.mode, ring))
             })
@@ -144,16 +141,14 @@ impl Maps for Fake {
 
     fn set_vip(&mut self, key: VipKey, value: VipValue) -> Result<(), DataplaneError> {
         self.write(|f| {
-            f.vip_index[value.index as usize] = Some(key);
             f.addresses.insert(key.address_only());
             f.vips.insert(key, value);
         })
     }
 
-    fn remove_vip(&mut self, key: &VipKey, index: u32) -> Result<(), DataplaneError> {
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
         self.write(|f| {
             f.vips.remove(key);
-            f.vip_index[index as usize] = None;
         })
     }
 
@@ -170,7 +165,11 @@ impl Maps for Fake {
         })
     }
 
-    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [u32]) -> T) -> Result<T, DataplaneError> {
+    fn with_ring_mut<T>(
+        &mut self,
+        vip: u32,
+        f: impl FnOnce(&mut [RingSlot]) -> T,
+    ) -> Result<T, DataplaneError> {
         let mut out = None;
         self.write(|fake| out = Some(f(&mut fake.rings[vip as usize])))?;
         Ok(out.expect("written"))
