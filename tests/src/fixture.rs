@@ -119,15 +119,21 @@ impl FixtureBed {
     /// Sets up a VIP with its backends (all UP) and its Maglev ring. Returns the
     /// ring as backend slots.
     pub fn set_vip(&mut self, vip: SocketAddr, proto: u8, index: u32, backends: &[Slot]) -> Result<Vec<u32>> {
+        self.set_backend_slots(index, backends)?;
+        let ring = self.write_ring(index, backends)?;
+        let key = VipKey::new(vip.ip(), vip.port(), proto);
+        self.dp.set_vip(key, VipValue { index, mode: Mode::Dsr as u8, _pad: [0; 3] })?;
+        Ok(ring)
+    }
+
+    /// Writes `backends` of VIP `index`, all UP.
+    pub fn set_backend_slots(&mut self, index: u32, backends: &[Slot]) -> Result<()> {
         for b in backends {
             let (addr, family) = addr_words(b.addr);
             let backend = Backend { addr, port_be: 0, family, state: BackendState::Up as u8, vip: index };
             self.dp.set_backend(b.slot, backend)?;
         }
-        let ring = self.write_ring(index, backends)?;
-        let key = VipKey::new(vip.ip(), vip.port(), proto);
-        self.dp.set_vip(key, VipValue { index, mode: Mode::Dsr as u8, _pad: [0; 3] })?;
-        Ok(ring)
+        Ok(())
     }
 
     /// Rebuilds VIP `index`'s ring from `backends` (weight 0 = out of the

@@ -11,7 +11,7 @@ use alwayson_tests::{
 };
 use lb_common::{
     types::{PROTO_TCP, PROTO_UDP},
-    BackendState, DropReason, Event, FlowKey, Mode, VipKey, VipValue,
+    BackendState, DropReason, Event, FlowKey, Mode, RingSlot, VipKey, VipValue,
 };
 use lb_userspace::dataplane::LoadSettings;
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
@@ -94,13 +94,89 @@ fn a_flow_keeps_its_backend_when_the_ring_changes_and_new_flows_follow_the_new_r
             assert_eq!(backend_of_mac(&out.packet), Some(was), "an established flow moved");
         }
     }
-    // New flows, SYN or not, follow the new ring.
+    // New connections (a SYN) follow the new ring, and stay there.
     for i in 0..10 {
-        let fresh = Frame::tcp(&format!("10.77.3.{i}:5000"), "10.77.100.1:80").bytes();
-        assert_eq!(backend_of_mac(&bed.run(&fresh).packet), Some(3));
+        let syn = Frame::syn(&format!("10.77.3.{i}:5000"), "10.77.100.1:80");
+        assert_eq!(backend_of_mac(&bed.run(&syn.bytes()).packet), Some(3));
+        let established = Frame { l4: L4::Tcp { syn: false }, ..syn };
+        assert_eq!(backend_of_mac(&bed.run(&established.bytes()).packet), Some(3));
     }
-    // A SYN on an old 5-tuple re-selects (a new connection reusing the tuple).
-    assert_eq!(backend_of_mac(&bed.run(&flows[0].bytes()).packet), Some(3));
+    // A SYN on a live 5-tuple whose backend still takes flows leaves it there
+    // (now recorded): a spoofed SYN cannot hijack a flow.
+    let was = first[0];
+    assert_eq!(backend_of_mac(&bed.run(&flows[0].bytes()).packet), Some(was));
+}
+
+/// What the recording rule says a packet's backend is, given the ring slot
+/// its flow hashes to, what is recorded, and which backends take flows.
+fn rule(slot: RingSlot, recorded: Option<u32>, syn: bool, usable: impl Fn(u32) -> bool) -> u32 {
+    match recorded {
+        Some(b) if usable(b) => b,
+        Some(_) => slot.owner(),
+        None if slot.is_settled() => slot.owner(),
+        None if !syn && usable(slot.prior()) => slot.prior(),
+        None => slot.owner(),
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn over_five_ring_changes_every_packet_goes_where_the_recording_rule_says() {
+    require_root("over_five_ring_changes_every_packet_goes_where_the_recording_rule_says");
+    let mut bed = FixtureBed::new(settings()).expect("bed");
+    let vip = addr("10.77.100.1:80");
+    let slot = |i: u32, weight: u32| Slot { slot: i, addr: backend_v4(i as u8), weight };
+    // Each step: the ring's members, and which backends are draining (out of the ring, keep flows).
+    let steps: [(&[(u32, u32)], &[u32]); 6] = [
+        (&[(0, 1), (1, 1), (2, 1)], &[]),
+        (&[(0, 1), (1, 1), (2, 1), (3, 1)], &[]),
+        (&[(1, 1), (2, 1), (3, 1)], &[0]),
+        (&[(1, 1), (2, 2), (3, 1), (4, 1)], &[0]),
+        (&[(1, 1), (3, 1), (4, 1)], &[0, 2]),
+        (&[(0, 1), (1, 1), (3, 1), (4, 1), (5, 1)], &[2]),
+    ];
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut flows: Vec<(Frame, bool)> = Vec::new();
+    let ring_size = bed.dp.settings().ring_size;
+    for (step, (members, draining)) in steps.iter().enumerate() {
+        let ring: Vec<Slot> = members.iter().map(|&(i, w)| slot(i, w)).collect();
+        for &i in draining.iter() {
+            let (a, family) = lb_common::types::addr_words(backend_v4(i as u8));
+            let b = lb_common::Backend { addr: a, port_be: 0, family, state: BackendState::Draining as u8, vip: 0 };
+            bed.dp.set_backend(i, b).unwrap();
+        }
+        if step == 0 {
+            bed.set_vip(vip, PROTO_TCP, 0, &ring).unwrap();
+        } else {
+            bed.set_backend_slots(0, &ring).unwrap();
+            bed.write_ring(0, &ring).unwrap();
+        }
+        // 200 new flows each step; half start with a SYN, half are mid-stream
+        // (flows the balancer never saw start, as after a failover).
+        for _ in 0..200 {
+            let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 77, rng.gen_range(2..=99), rng.gen())), rng.gen_range(1024..=65535));
+            flows.push((Frame::new(src, vip, L4::Tcp { syn: false }), rng.gen()));
+        }
+        let slots = bed.ring(0).unwrap();
+        let usable = |b: u32| {
+            bed.dp.backend(b).is_ok_and(|x| x.vip == 0 && BackendState::keeps_flows(x.state))
+        };
+        for (flow, syn_first) in flows.iter_mut() {
+            let key = flow.flow_key();
+            let on = slots[(key.hash(SEED) % ring_size) as usize];
+            let syn = std::mem::take(syn_first);
+            let recorded = bed.dp.connection(&key).unwrap().map(|c| c.backend);
+            let want = rule(on, recorded, syn, usable);
+            let frame = Frame { l4: L4::Tcp { syn }, ..flow.clone() };
+            let out = bed.run(&frame.bytes());
+            assert_eq!(out.action, XDP_TX, "step {step}");
+            let got = u32::from(backend_of_mac(&out.packet).expect("a backend MAC"));
+            assert_eq!(got, want, "step {step}, {key:?}: slot {on:?}, recorded {recorded:?}, syn {syn}");
+            // Recorded exactly when its slot is in flux.
+            let now = bed.dp.connection(&key).unwrap().map(|c| c.backend);
+            assert_eq!(now.is_some(), recorded.is_some() || !on.is_settled(), "step {step}, {key:?}");
+        }
+    }
 }
 
 #[test]
