@@ -191,7 +191,7 @@ pub type RingChunk = [u32; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// `VIP_INDEX` entry: which VIP an index belongs to, so an established flow can
 /// be forwarded from the connection table without looking the VIP up by key.

@@ -8,8 +8,9 @@
 //! - an IP header that is truncated or inconsistent (IHL < 5, lengths beyond the
 //!   frame): `Err`, dropped; the kernel would drop it too;
 //! - fragments, truncated or over-long IPv6 extension chains, truncated TCP/UDP
-//!   headers: `Packet::Unbalanceable`, dropped when addressed to a VIP address,
-//!   passed otherwise.
+//!   headers, a TCP data offset below 5 or past the IP packet:
+//!   `Packet::Unbalanceable`, dropped when addressed to a VIP address, passed
+//!   otherwise.
 //!
 //! ICMP fragmentation-needed (IPv4) and packet-too-big (IPv6) errors sent to
 //! the address that sent the packet they quote are `Packet::TooBig`: about a
@@ -316,7 +317,8 @@ fn v6_words(a: &[u8; 16]) -> [u32; 4] {
     unsafe { [load_u32(p), load_u32(p.add(4)), load_u32(p.add(8)), load_u32(p.add(12))] }
 }
 
-/// Reads the ports (and TCP flags) at `l4`; the header must end within the IP packet (`ip_end`).
+/// Reads the ports (and TCP flags) at `l4`; the header must end within the
+/// IP packet (`ip_end`), TCP options included.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transport(
@@ -329,18 +331,21 @@ fn transport(
     family: u8,
     note: Option<Event>,
 ) -> ParseResult {
-    let truncated = Packet::Unbalanceable {
-        addr: dst,
-        family,
-        reason: DropReason::Truncated,
-        passed: Event::UnclassifiedPassed,
-    };
+    let unbalanceable =
+        |reason| Packet::Unbalanceable { addr: dst, family, reason, passed: Event::UnclassifiedPassed };
     let (sport_be, dport_be, syn) = match proto {
         PROTO_TCP => {
             let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4).filter(|_| l4 + TcpHdr::LEN <= ip_end) else {
-                return Ok(truncated);
+                return Ok(unbalanceable(DropReason::Truncated));
             };
             let tcp = unsafe { &*tcp };
+            // The high nibble of byte 12 is the header's length in words. Its
+            // end is compared, never read: in a multi-buffer frame the options
+            // may continue into a fragment.
+            let header_len = usize::from(unsafe { *(tcp as *const TcpHdr as *const u8).add(12) } >> 4) * 4;
+            if header_len < TcpHdr::LEN || l4 + header_len > ip_end {
+                return Ok(unbalanceable(DropReason::BadL4Header));
+            }
             // Byte 13 of the TCP header holds the flags (CWR..FIN).
             let flags = unsafe { *(tcp as *const TcpHdr as *const u8).add(13) };
             let syn = flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN;
@@ -348,7 +353,7 @@ fn transport(
         }
         PROTO_UDP => {
             let Some(udp) = ptr_at::<UdpHdr>(ctx, l4).filter(|_| l4 + UdpHdr::LEN <= ip_end) else {
-                return Ok(truncated);
+                return Ok(unbalanceable(DropReason::Truncated));
             };
             let udp = unsafe { &*udp };
             (load_u16(udp.src.as_ptr()), load_u16(udp.dst.as_ptr()), false)
