@@ -48,8 +48,8 @@ pub enum DropReason {
     Truncated = 0,
     /// IPv4 header length below 20 bytes, or an IP version that disagrees with the EtherType.
     BadIpHeader = 1,
-    /// IPv4 total length or IPv6 payload length claims more than the frame holds,
-    /// or less than the headers.
+    /// IPv4 total length or IPv6 payload length claims more than the frame holds
+    /// (all of its buffers, for a multi-buffer frame), or less than the headers.
     BadIpLength = 2,
     /// An IP fragment addressed to a VIP address: fragments carry no ports
     /// (after the first), so they cannot be balanced consistently.

@@ -80,6 +80,13 @@ impl Frame {
         self
     }
 
+    /// A payload that makes the whole frame `len` bytes long.
+    pub fn frame_len(self, len: usize) -> Self {
+        let headers = self.clone().payload_len(0).bytes().len();
+        assert!(len >= headers, "a frame of {len} bytes cannot hold its {headers} bytes of headers");
+        self.payload_len(len - headers)
+    }
+
     /// The key the balancer's connection table has for this frame's flow.
     pub fn flow_key(&self) -> FlowKey {
         let proto = match self.l4 {
