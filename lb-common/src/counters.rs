@@ -48,8 +48,8 @@ pub enum DropReason {
     Truncated = 0,
     /// IPv4 header length below 20 bytes, or an IP version that disagrees with the EtherType.
     BadIpHeader = 1,
-    /// IPv4 total length or IPv6 payload length claims more than the frame holds,
-    /// or less than the headers.
+    /// IPv4 total length or IPv6 payload length claims more than the frame holds
+    /// (all of its buffers, for a multi-buffer frame), or less than the headers.
     BadIpLength = 2,
     /// An IP fragment addressed to a VIP address: fragments carry no ports
     /// (after the first), so they cannot be balanced consistently.
@@ -76,10 +76,14 @@ pub enum DropReason {
     /// as it is, so the router would send the frame straight back: a DSR
     /// backend must be on one of the balancer's links.
     NotOnLink = 11,
+    /// A TCP header, addressed to a VIP address, whose data offset is below
+    /// 5 words or runs past the end of the IP packet: no TCP stack would take
+    /// it, so it is not worth a backend's time (nor a connection-table entry).
+    BadL4Header = 12,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::BadIpHeader,
@@ -93,6 +97,7 @@ impl DropReason {
         Self::UnsupportedMode,
         Self::Internal,
         Self::NotOnLink,
+        Self::BadL4Header,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -113,6 +118,7 @@ impl DropReason {
             Self::UnsupportedMode => "unsupported_mode",
             Self::Internal => "internal",
             Self::NotOnLink => "not_on_link",
+            Self::BadL4Header => "bad_l4_header",
         }
     }
 }
@@ -128,8 +134,9 @@ pub enum Event {
     /// A VIP packet with IPv6 extension headers the parser walked, forwarded unchanged.
     Ipv6ExtHeaders = 2,
     /// A packet to a non-VIP address the parser could not classify (TCP/UDP
-    /// header cut short, IPv6 extension chain cut short or longer than the
-    /// parser walks): passed to the stack.
+    /// header cut short, a TCP data offset below 5 or past the IP packet, IPv6
+    /// extension chain cut short or longer than the parser walks): passed to
+    /// the stack.
     UnclassifiedPassed = 3,
     /// A flow in the connection table whose backend can no longer take it
     /// (DOWN, removed, now another VIP's), balanced again onto its ring slot's

@@ -29,7 +29,9 @@ const _: () = {
     assert!(Verdict::Redirect.action() == xdp_action::XDP_REDIRECT);
 };
 
-#[xdp]
+// `frags`: jumbo-MTU interfaces deliver frames in several buffers, and most
+// drivers refuse a program that does not declare it can take them.
+#[xdp(frags)]
 pub fn balancer(ctx: XdpContext) -> u32 {
     let verdict = match process(&ctx) {
         Ok(verdict) => verdict,
@@ -81,8 +83,7 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     if let Some(note) = flow.note {
         counters::event(note);
     }
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
-    counters::traffic(vip.index, choice.index, bytes, choice.new_flow);
+    counters::traffic(vip.index, choice.index, u64::from(flow.len), choice.new_flow);
     Ok(verdict)
 }
 

@@ -74,6 +74,19 @@ impl Frame {
         self
     }
 
+    /// A payload of `n` bytes (a repeating pattern, so a misplaced byte shows).
+    pub fn payload_len(mut self, n: usize) -> Self {
+        self.payload = (0..n).map(|i| (i % 251) as u8).collect();
+        self
+    }
+
+    /// A payload that makes the whole frame `len` bytes long.
+    pub fn frame_len(self, len: usize) -> Self {
+        let headers = self.clone().payload_len(0).bytes().len();
+        assert!(len >= headers, "a frame of {len} bytes cannot hold its {headers} bytes of headers");
+        self.payload_len(len - headers)
+    }
+
     /// The key the balancer's connection table has for this frame's flow.
     pub fn flow_key(&self) -> FlowKey {
         let proto = match self.l4 {
@@ -86,6 +99,11 @@ impl Frame {
     /// Offset of the IP header.
     pub fn l3(&self) -> usize {
         ETH_LEN + 4 * self.vlans.len()
+    }
+
+    /// Offset of the TCP or UDP header (no IPv4 options, no IPv6 extension headers).
+    pub fn l4(&self) -> usize {
+        self.l3() + if self.dst.is_ipv4() { 20 } else { 40 }
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -168,6 +186,26 @@ pub fn set_ipv4_total_len(frame: &mut [u8], l3: usize, len: u16) {
 
 pub fn set_ipv4_ihl(frame: &mut [u8], l3: usize, ihl: u8) {
     frame[l3] = (frame[l3] & 0xf0) | (ihl & 0x0f);
+}
+
+/// Adds `n` to the IPv4 total length or the IPv6 payload length.
+fn grow_ip_len(frame: &mut [u8], l3: usize, n: u16) {
+    let at = if frame[l3] >> 4 == 4 { l3 + 2 } else { l3 + 4 };
+    let len = u16::from_be_bytes([frame[at], frame[at + 1]]) + n;
+    frame[at..at + 2].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Sets the data offset (header length in 32-bit words) of the TCP header at `l4`.
+pub fn set_tcp_doff(frame: &mut [u8], l4: usize, doff: u8) {
+    frame[l4 + 12] = (frame[l4 + 12] & 0x0f) | (doff << 4);
+}
+
+/// Adds `words` 32-bit words of TCP options (NOPs) after the TCP header at
+/// `l4` (which must have none yet) of the IP packet at `l3`.
+pub fn add_tcp_options(frame: &mut Vec<u8>, l3: usize, l4: usize, words: u8) {
+    frame.splice(l4 + 20..l4 + 20, std::iter::repeat_n(1u8, 4 * usize::from(words)));
+    set_tcp_doff(frame, l4, 5 + words);
+    grow_ip_len(frame, l3, 4 * u16::from(words));
 }
 
 /// Inserts 8-byte IPv6 extension headers of the given kinds (0 hop-by-hop,

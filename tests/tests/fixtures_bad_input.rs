@@ -281,3 +281,63 @@ fn an_icmp_too_big_with_a_quote_cut_short_is_dropped_for_a_vip_and_passed_otherw
     let own = Frame::tcp("10.77.1.1:22", CLIENT4);
     assert_passed(&bed, &packet::too_big(v4, &own, 1280, 10), Some(Event::UnclassifiedPassed), "to the host");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_tcp_data_offset_below_5_or_past_the_ip_packet_is_dropped_for_a_vip_and_passed_otherwise() {
+    require_root("a_tcp_data_offset_below_5_or_past_the_ip_packet_is_dropped_for_a_vip_and_passed_otherwise");
+    let bed = FixtureBed::standard();
+    let cases = [
+        (Frame::syn(CLIENT4, VIP4), 0u8, Frame::syn(CLIENT4, "10.77.1.1:80")),
+        (Frame::tcp(CLIENT6, VIP6), 2, Frame::tcp(CLIENT6, "[fd77:1::1]:80")),
+    ];
+    for (frame, vip, elsewhere) in cases {
+        let (l3, l4) = (frame.l3(), frame.l4());
+        let family = if frame.dst.is_ipv4() { "IPv4" } else { "IPv6" };
+        for words in [3u8, 10] {
+            let mut f = frame.bytes();
+            packet::add_tcp_options(&mut f, l3, l4, words);
+            assert_forwarded(&bed, &f, vip, None, &format!("{family}, {words} words of TCP options"));
+        }
+        // No payload: the 20-byte header is all the IP packet holds after its own.
+        let bare = frame.clone().payload_len(0);
+        let mut bad = Vec::new();
+        for doff in 0..5 {
+            let mut f = frame.bytes();
+            packet::set_tcp_doff(&mut f, l4, doff);
+            bad.push((f, format!("{family}, data offset {doff}")));
+        }
+        for doff in [6, 15] {
+            let mut f = bare.bytes();
+            packet::set_tcp_doff(&mut f, l4, doff);
+            bad.push((f, format!("{family}, data offset {doff}, no payload")));
+        }
+        // The header's end is the IP packet's, not the frame's: padding is no option.
+        let mut padded = bare.bytes();
+        packet::set_tcp_doff(&mut padded, l4, 15);
+        padded.extend_from_slice(&[0; 40]);
+        bad.push((padded, format!("{family}, data offset 15, 40 bytes of Ethernet padding")));
+        for (f, what) in &bad {
+            assert_dropped(&bed, f, DropReason::BadL4Header, what);
+        }
+        // A header that exactly fills the IP packet is whole.
+        let mut full = frame.clone().payload_len(40).bytes();
+        packet::set_tcp_doff(&mut full, l4, 15);
+        assert_forwarded(
+            &bed,
+            &full,
+            vip,
+            None,
+            &format!("{family}, data offset 15, 40 bytes after the header"),
+        );
+
+        // The same to an address that is no VIP's: the host's business.
+        let elsewhere = elsewhere.bytes();
+        for (f, what) in bad {
+            let mut f = f;
+            let dst = if frame.dst.is_ipv4() { l3 + 16..l3 + 20 } else { l3 + 24..l3 + 40 };
+            f[dst.clone()].copy_from_slice(&elsewhere[dst]);
+            assert_passed(&bed, &f, Some(Event::UnclassifiedPassed), &format!("{what}, not a VIP"));
+        }
+    }
+}

@@ -90,6 +90,7 @@ pub struct TestBedBuilder {
     backends: usize,
     vips: Option<Vec<String>>,
     servers: bool,
+    mtu: Option<u32>,
 }
 
 impl TestBedBuilder {
@@ -112,6 +113,12 @@ impl TestBedBuilder {
     /// Whether `build()` starts every backend's servers (default: yes).
     pub fn start_servers(mut self, start: bool) -> Self {
         self.servers = start;
+        self
+    }
+
+    /// The MTU of the bridge and of every link, both ends (default: the kernel's, 1500).
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
         self
     }
 
@@ -141,6 +148,7 @@ impl TestBedBuilder {
             lb: None,
             bridge: None,
             vips,
+            mtu: self.mtu,
             temp_dir,
             pin_dir,
             testsrv,
@@ -181,6 +189,7 @@ pub struct TestBed {
     lb: Option<Netns>,
     bridge: Option<Netns>,
     vips: Vec<IpAddr>,
+    mtu: Option<u32>,
     temp_dir: PathBuf,
     pin_dir: PathBuf,
     testsrv: PathBuf,
@@ -197,8 +206,17 @@ fn sysctls(ns: &Netns, pairs: &[(&str, &str)]) -> Result<()> {
 }
 
 /// Connects `ns` to the bridge: a veth pair, `eth0` in `ns` (MAC `mac`, the
-/// addresses, up) and `port` on `br0` (the same MAC with byte 2 = 0xff).
-fn plug(bridge: &Netns, ns: &Netns, port: &str, mac: [u8; 6], v4: IpAddr, v6: IpAddr) -> Result<()> {
+/// addresses, up) and `port` on `br0` (the same MAC with byte 2 = 0xff), both
+/// ends of MTU `mtu` if given.
+fn plug(
+    bridge: &Netns,
+    ns: &Netns,
+    port: &str,
+    mac: [u8; 6],
+    v4: IpAddr,
+    v6: IpAddr,
+    mtu: Option<u32>,
+) -> Result<()> {
     // Link-local addresses skip DAD too: nothing on the segment waits a second.
     sysctls(ns, &[("net.ipv6.conf.default.accept_dad", "0"), ("net.ipv6.conf.all.accept_dad", "0")])?;
     let mut bridge_mac = mac;
@@ -219,6 +237,11 @@ fn plug(bridge: &Netns, ns: &Netns, port: &str, mac: [u8; 6], v4: IpAddr, v6: Ip
         "netns",
         ns.name(),
     ])?;
+    if let Some(mtu) = mtu {
+        let mtu = mtu.to_string();
+        bridge.ip(&["link", "set", port, "mtu", &mtu])?;
+        ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+    }
     bridge.ip(&["link", "set", port, "master", "br0", "up"])?;
     ns.ip(&["addr", "add", &format!("{v4}/16"), "dev", "eth0"])?;
     ns.ip(&["-6", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
@@ -228,7 +251,7 @@ fn plug(bridge: &Netns, ns: &Netns, port: &str, mac: [u8; 6], v4: IpAddr, v6: Ip
 
 impl TestBed {
     pub fn builder() -> TestBedBuilder {
-        TestBedBuilder { clients: 1, backends: 3, vips: None, servers: true }
+        TestBedBuilder { clients: 1, backends: 3, vips: None, servers: true, mtu: None }
     }
 
     /// Wires namespaces, addresses, routes and the pass-through XDP program.
@@ -247,6 +270,9 @@ impl TestBed {
             "mcast_snooping",
             "0",
         ])?;
+        if let Some(mtu) = self.mtu {
+            bridge.ip(&["link", "set", "br0", "mtu", &mtu.to_string()])?;
+        }
         bridge.ip(&["link", "set", "br0", "up"])?;
         for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables"] {
             let key = format!("net.bridge.{key}");
@@ -263,7 +289,7 @@ impl TestBed {
             nodes.push((ns, format!("b{i}"), self.backend_mac(i), self.backend_v4(i), self.backend_v6(i)));
         }
         for (ns, port, mac, v4, v6) in &nodes {
-            plug(bridge, ns, port, *mac, *v4, *v6)?;
+            plug(bridge, ns, port, *mac, *v4, *v6, self.mtu)?;
         }
 
         for ns in &self.clients {
@@ -327,7 +353,7 @@ impl TestBed {
         let bridge = self.bridge_ns();
         // Deleting one end of a veth pair deletes the other.
         bridge.ip(&["link", "del", "lb"])?;
-        plug(bridge, self.lb_ns(), "lb", self.lb_mac(), self.lb_v4(), self.lb_v6())?;
+        plug(bridge, self.lb_ns(), "lb", self.lb_mac(), self.lb_v4(), self.lb_v6(), self.mtu)?;
         self.pass_on_lb_port()
     }
 
