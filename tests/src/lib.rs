@@ -14,6 +14,8 @@ pub mod openapi;
 pub mod packet;
 pub mod proc_scan;
 pub mod process;
+pub mod ring;
+pub mod spoof;
 pub mod traffic;
 pub mod wait;
 

@@ -69,6 +69,10 @@ pub struct Streams {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<(u64, Duration, Option<String>)>>,
     backends: Vec<String>,
+    /// Each stream's local address (the flow's source), in opening order.
+    locals: Vec<SocketAddr>,
+    /// Round trips each stream has completed, counted as they happen.
+    trips: Vec<Arc<AtomicU64>>,
 }
 
 impl Streams {
@@ -81,8 +85,13 @@ impl Streams {
     ) -> std::io::Result<Self> {
         // Built first, so a connection that fails part way stops the streams
         // already running (by Drop) instead of leaving them behind.
-        let mut streams =
-            Self { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), backends: Vec::new() };
+        let mut streams = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            backends: Vec::new(),
+            locals: Vec::new(),
+            trips: Vec::new(),
+        };
         for id in 0..n {
             let stream = bed.tcp_connect(client, vip, IO_TIMEOUT)?;
             stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -90,14 +99,28 @@ impl Streams {
             let mut banner = String::new();
             reader.read_line(&mut banner)?;
             streams.backends.push(banner.trim().to_string());
-            let stop = streams.stop.clone();
-            streams.threads.push(std::thread::spawn(move || stream_loop(id, stream, reader, period, &stop)));
+            streams.locals.push(stream.local_addr()?);
+            let (stop, trips) = (streams.stop.clone(), Arc::new(AtomicU64::new(0)));
+            streams.trips.push(trips.clone());
+            streams
+                .threads
+                .push(std::thread::spawn(move || stream_loop(id, stream, reader, period, &stop, &trips)));
         }
         Ok(streams)
     }
 
     pub fn backends(&self) -> &[String] {
         &self.backends
+    }
+
+    /// Each stream's local address, in opening order: with the VIP, its flow.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.locals
+    }
+
+    /// Round trips each stream has completed so far, in opening order.
+    pub fn round_trips_so_far(&self) -> Vec<u64> {
+        self.trips.iter().map(|t| t.load(Ordering::Relaxed)).collect()
     }
 
     pub fn stop(mut self) -> StreamReport {
@@ -131,6 +154,7 @@ fn stream_loop(
     mut reader: BufReader<TcpStream>,
     period: Duration,
     stop: &AtomicBool,
+    done: &AtomicU64,
 ) -> (u64, Duration, Option<String>) {
     let mut trips = 0u64;
     let mut max_gap = Duration::ZERO;
@@ -154,6 +178,7 @@ fn stream_loop(
             );
         }
         trips += 1;
+        done.store(trips, Ordering::Relaxed);
         max_gap = max_gap.max(last.elapsed());
         last = Instant::now();
         std::thread::sleep(period);
