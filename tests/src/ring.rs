@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use lb_common::{sizes::RING_EMPTY, FlowKey};
-use lb_userspace::maglev::{self, Member};
+use lb_common::FlowKey;
+use lb_userspace::maglev::{self, Member, NO_MEMBER};
 
 use crate::{agent::VipConf, bed::TestBed};
 
@@ -34,7 +34,7 @@ impl Ring {
             .collect();
         let slots = maglev::build(&members, size)
             .into_iter()
-            .map(|m| (m != RING_EMPTY).then(|| vip.backends[m as usize].index))
+            .map(|m| (m != NO_MEMBER).then(|| vip.backends[m as usize].index))
             .collect();
         Self { seed, slots }
     }
