@@ -11,6 +11,6 @@ pub mod types;
 
 pub use counters::{DropReason, Event, Verdict};
 pub use types::{
-    Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, RingSlot, TrafficStats, VipKey,
-    VipValue, NO_BACKEND,
+    Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, RingSlot, TrafficStats,
+    VipKey, VipValue, NO_BACKEND,
 };

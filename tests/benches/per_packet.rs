@@ -132,7 +132,13 @@ fn main() {
     let mut bed = bed;
     bed.dp.set_recording(Recording { every_flow: true, limit: 0 }).expect("recording");
     let other: Vec<Vec<u8>> = (0..NEW_FLOWS)
-        .map(|i| Frame::syn(&format!("10.77.{}.{}:{}", 40 + i / 60_000, 7 + (i / 200) % 200, 1024 + i % 60_000), VIP4).bytes())
+        .map(|i| {
+            Frame::syn(
+                &format!("10.77.{}.{}:{}", 40 + i / 60_000, 7 + (i / 200) % 200, 1024 + i % 60_000),
+                VIP4,
+            )
+            .bytes()
+        })
         .collect();
     let established = Frame::tcp(CLIENT4, VIP4).bytes();
     let (dp, ifindex) = (&bed.dp, bed.ifindex);
@@ -149,13 +155,23 @@ fn main() {
     });
     let (e, _, _) = spread(&mut every_est);
     table.row(
-        &["established IPv4 TCP flow, every-flow recording".into(), format!("{e:.1}"), String::new(), format!("{:.2}", e / floor_ns)],
+        &[
+            "established IPv4 TCP flow, every-flow recording".into(),
+            format!("{e:.1}"),
+            String::new(),
+            format!("{:.2}", e / floor_ns),
+        ],
         json!({"case": "established, every-flow", "median_ns": e}),
     );
     let (one, _, _) = spread(&mut every_floor);
     let (n, _, _) = spread(&mut every_new);
     table.row(
-        &["new IPv4 TCP flow, every-flow recording (an LRU insert each)".into(), format!("{:.1}", n - one + floor_ns), String::new(), format!("{:.2}", (n - one + floor_ns) / floor_ns)],
+        &[
+            "new IPv4 TCP flow, every-flow recording (an LRU insert each)".into(),
+            format!("{:.1}", n - one + floor_ns),
+            String::new(),
+            format!("{:.2}", (n - one + floor_ns) / floor_ns),
+        ],
         json!({"case": "new flow, every-flow", "adjusted_ns": n - one + floor_ns}),
     );
 
@@ -170,7 +186,8 @@ fn main() {
         }
     });
     let entries = bed.dp.connections() - before;
-    let conns = bed.dp.map_memory().into_iter().find(|(n, _)| *n == lb_common::maps::CONNS).map_or(0, |(_, b)| b);
+    let conns =
+        bed.dp.map_memory().into_iter().find(|(n, _)| *n == lb_common::maps::CONNS).map_or(0, |(_, b)| b);
     let per_flow = conns as f64 / f64::from(bed.dp.settings().conn_table_size);
     println!(
         "spoofed flood of new 5-tuples on settled slots: {flood_mpps:.1} Mpps on one core; \

@@ -99,7 +99,10 @@ fn sigkill_and_restart_lose_no_connection_and_keep_the_connection_table() {
     );
     assert!(table_before >= STREAMS / 10, "connection table held {table_before} flows");
     let table_after = agent.stats().unwrap().connections();
-    assert!(table_after >= table_before, "the table held {table_before} flows, {table_after} after the restart");
+    assert!(
+        table_after >= table_before,
+        "the table held {table_before} flows, {table_after} after the restart"
+    );
     // Every new flow the kernel counted is a connection the opener made: the
     // 50 streams were not seen as new after the restart (that would add 50).
     let counted = flows_after - flows_before;

@@ -107,6 +107,9 @@ fn a_flow_keeps_its_backend_when_the_ring_changes_and_new_flows_follow_the_new_r
     assert_eq!(backend_of_mac(&bed.run(&flows[0].bytes()).packet), Some(was));
 }
 
+/// A ring's members (backend slot, weight), and the backends draining beside it.
+type Step = (&'static [(u32, u32)], &'static [u32]);
+
 /// What the recording rule says a packet's backend is, given the ring slot
 /// its flow hashes to, what is recorded, and which backends take flows.
 fn rule(slot: RingSlot, recorded: Option<u32>, syn: bool, usable: impl Fn(u32) -> bool) -> u32 {
@@ -127,7 +130,7 @@ fn over_five_ring_changes_every_packet_goes_where_the_recording_rule_says() {
     let vip = addr("10.77.100.1:80");
     let slot = |i: u32, weight: u32| Slot { slot: i, addr: backend_v4(i as u8), weight };
     // Each step: the ring's members, and which backends are draining (out of the ring, keep flows).
-    let steps: [(&[(u32, u32)], &[u32]); 6] = [
+    let steps: [Step; 6] = [
         (&[(0, 1), (1, 1), (2, 1)], &[]),
         (&[(0, 1), (1, 1), (2, 1), (3, 1)], &[]),
         (&[(1, 1), (2, 1), (3, 1)], &[0]),
@@ -142,7 +145,13 @@ fn over_five_ring_changes_every_packet_goes_where_the_recording_rule_says() {
         let ring: Vec<Slot> = members.iter().map(|&(i, w)| slot(i, w)).collect();
         for &i in draining.iter() {
             let (a, family) = lb_common::types::addr_words(backend_v4(i as u8));
-            let b = lb_common::Backend { addr: a, port_be: 0, family, state: BackendState::Draining as u8, vip: 0 };
+            let b = lb_common::Backend {
+                addr: a,
+                port_be: 0,
+                family,
+                state: BackendState::Draining as u8,
+                vip: 0,
+            };
             bed.dp.set_backend(i, b).unwrap();
         }
         if step == 0 {
@@ -154,13 +163,15 @@ fn over_five_ring_changes_every_packet_goes_where_the_recording_rule_says() {
         // 200 new flows each step; half start with a SYN, half are mid-stream
         // (flows the balancer never saw start, as after a failover).
         for _ in 0..200 {
-            let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 77, rng.gen_range(2..=99), rng.gen())), rng.gen_range(1024..=65535));
+            let src = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(10, 77, rng.gen_range(2..=99), rng.gen())),
+                rng.gen_range(1024..=65535),
+            );
             flows.push((Frame::new(src, vip, L4::Tcp { syn: false }), rng.gen()));
         }
         let slots = bed.ring(0).unwrap();
-        let usable = |b: u32| {
-            bed.dp.backend(b).is_ok_and(|x| x.vip == 0 && BackendState::keeps_flows(x.state))
-        };
+        let usable =
+            |b: u32| bed.dp.backend(b).is_ok_and(|x| x.vip == 0 && BackendState::keeps_flows(x.state));
         for (flow, syn_first) in flows.iter_mut() {
             let key = flow.flow_key();
             let on = slots[(key.hash(SEED) % ring_size) as usize];
@@ -195,6 +206,10 @@ fn pinned_flows_leave_down_backends_and_stay_on_draining_ones() {
     drained.state = BackendState::Draining as u8;
     bed.dp.set_backend(0, drained).unwrap();
     bed.set_vip(addr("10.77.100.1:80"), PROTO_TCP, 0, &[b]).unwrap();
+    assert_eq!(backend_of_mac(&bed.run(&flow).packet), Some(0));
+    // A spoofed SYN with the flow's 5-tuple does not take it off its draining backend.
+    let spoofed = Frame::syn("10.77.2.1:1111", "10.77.100.1:80").bytes();
+    assert_eq!(backend_of_mac(&bed.run(&spoofed).packet), Some(0), "a SYN hijacked a draining flow");
     assert_eq!(backend_of_mac(&bed.run(&flow).packet), Some(0));
 
     // Backend 0 goes DOWN: the flow is re-selected onto the ring (backend 1), and stays there.

@@ -10,7 +10,7 @@ use std::{
 };
 
 use alwayson_tests::{
-    agent::{config_toml, Agent, VipConf, WEB_LISTEN},
+    agent::{config_toml, config_toml_with, Agent, Tables, VipConf, WEB_LISTEN},
     api::{backend_path, POLL},
     bed::{sock, vip4, Family, TestBed, VIP4},
     http, require_root,
@@ -36,7 +36,10 @@ fn metric(text: &str, sample: &str) -> Option<f64> {
 fn counters_show_exactly_the_packets_and_bytes_sent() {
     require_root("counters_show_exactly_the_packets_and_bytes_sent");
     let bed = TestBed::builder().backends(2).build().expect("bed");
-    let config = config_toml(&bed, &[VipConf::new(VIP4, 53, "udp").backends(0..2)]);
+    // Every flow recorded, so that the table and the new-flow counts have
+    // something to show (on a settled ring UDP flows are neither recorded nor counted new).
+    let every_flow = Tables { global: "flow_recording = \"every-flow\"", ..Tables::default() };
+    let config = config_toml_with(&bed, &[VipConf::new(VIP4, 53, "udp").backends(0..2)], every_flow);
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
     let vip: SocketAddr = vip4(53);
     const FLOWS: usize = 10;

@@ -26,8 +26,8 @@ use super::{
         DEFAULT_FLOW_IDLE_TIMEOUT, DEFAULT_WEIGHT, FLOW_IDLE_TIMEOUT, FLOW_RECORDINGS, FLOW_RECORD_LIMIT,
         MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, WEIGHT, XDP_MODES,
     },
-    Backend, CheckKind, Config, FlowRecording, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode, DEFAULT_CHECK_USER,
-    DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
+    Backend, CheckKind, Config, FlowRecording, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode,
+    DEFAULT_CHECK_USER, DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
 };
 
 pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
@@ -108,12 +108,10 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
         DEFAULT_CONN_TABLE_SIZE,
         in_range(CONN_TABLE_SIZE),
     );
-    let flow_recording = p.check_or(
-        field("flow_recording"),
-        raw.flow_recording.as_ref(),
-        FlowRecording::ChangedSlots,
-        |s| choice(s, FLOW_RECORDINGS),
-    );
+    let flow_recording =
+        p.check_or(field("flow_recording"), raw.flow_recording.as_ref(), FlowRecording::ChangedSlots, |s| {
+            choice(s, FLOW_RECORDINGS)
+        });
     let flow_record_limit = p.check_or(
         field("flow_record_limit"),
         raw.flow_record_limit.as_ref(),

@@ -19,7 +19,8 @@ pub(super) const FLOW_RECORD_LIMIT: RangeInclusive<i64> = 0..=100_000_000;
 pub(super) const FLOW_RECORDINGS: &[(&str, FlowRecording)] =
     &[("changed-slots", FlowRecording::ChangedSlots), ("every-flow", FlowRecording::EveryFlow)];
 pub(super) const DEFAULT_FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(900);
-pub(super) const FLOW_IDLE_TIMEOUT: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
+pub(super) const FLOW_IDLE_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(86_400);
 pub const WEIGHT: RangeInclusive<i64> = 0..=256;
 pub(super) const DEFAULT_WEIGHT: u32 = 1;
 /// Linux `IFNAMSIZ` is 16 bytes including the terminating NUL.

@@ -34,7 +34,8 @@ pub struct Scan {
 
 impl Dataplane {
     pub fn conn_scanner(&self) -> Result<ConnScanner> {
-        let (_, fd) = self.map_fds.iter().find(|(name, _)| *name == CONNS).ok_or(DataplaneError::MissingMap(CONNS))?;
+        let (_, fd) =
+            self.map_fds.iter().find(|(name, _)| *name == CONNS).ok_or(DataplaneError::MissingMap(CONNS))?;
         let fd = fd.try_clone().map_err(|source| DataplaneError::Dup { name: CONNS, source })?;
         let data = MapData::from_fd(fd).map_err(map_err(CONNS))?;
         let conns = BpfHashMap::try_from(Map::LruHashMap(data)).map_err(map_err(CONNS))?;

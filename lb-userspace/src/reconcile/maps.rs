@@ -16,8 +16,11 @@ pub trait Maps {
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError>;
     fn forget_address(&mut self, address: &VipKey) -> Result<(), DataplaneError>;
     fn set_backend(&mut self, slot: u32, backend: Backend) -> Result<(), DataplaneError>;
-    fn with_ring_mut<T>(&mut self, vip: u32, f: impl FnOnce(&mut [RingSlot]) -> T)
-        -> Result<T, DataplaneError>;
+    fn with_ring_mut<T>(
+        &mut self,
+        vip: u32,
+        f: impl FnOnce(&mut [RingSlot]) -> T,
+    ) -> Result<T, DataplaneError>;
     fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError>;
     fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError>;
 }

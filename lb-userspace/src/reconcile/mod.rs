@@ -41,8 +41,8 @@ use lb_common::{
     Backend, BackendState, VipKey, VipValue,
 };
 
-pub use self::{maps::Maps, settle::LiveFlows};
 use self::{capacity::wanted_backends, ids::IdPool};
+pub use self::{maps::Maps, settle::LiveFlows};
 use crate::{
     dataplane::{Dataplane, DataplaneError},
     desired::DesiredVip,

@@ -47,9 +47,11 @@ impl<M: Maps> Reconciler<M> {
                 let before = flux.len();
                 flux.retain(|&offset, &mut changed| {
                     let slot = &mut ring[offset as usize];
-                    let prior_done = slot.prior() == slot.owner() || now.duration_since(changed) >= idle_timeout;
+                    let prior_done =
+                        slot.prior() == slot.owner() || now.duration_since(changed) >= idle_timeout;
                     let recorded = live.by_slot.get(&(index, offset));
-                    let recorded_done = recorded.is_none_or(|backends| backends.iter().all(|&b| b == slot.owner()));
+                    let recorded_done =
+                        recorded.is_none_or(|backends| backends.iter().all(|&b| b == slot.owner()));
                     let done = slot.is_settled() || (changed <= live.taken && prior_done && recorded_done);
                     if done {
                         *slot = RingSlot::settled(slot.owner());

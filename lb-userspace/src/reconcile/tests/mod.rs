@@ -244,3 +244,98 @@ fn after_a_failed_write_the_next_apply_gets_the_kernel_right() {
         }
     }
 }
+
+mod flux {
+    use std::{
+        collections::HashMap,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::reconcile::LiveFlows;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn live(taken: Instant, by_slot: &[((u32, u32), u32)]) -> LiveFlows {
+        let mut map: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
+        for &(at, backend) in by_slot {
+            map.entry(at).or_default().push(backend);
+        }
+        LiveFlows { taken, by_slot: map }
+    }
+
+    fn three() -> [DesiredVip; 1] {
+        [vip(
+            "10.77.100.1:80",
+            &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, true), ("10.0.0.3:80", 1, true)],
+        )]
+    }
+
+    fn four() -> [DesiredVip; 1] {
+        let mut v = three();
+        v[0].backends.push(DesiredBackend { addr: addr("10.0.0.4:80"), weight: 1, backup: false, up: true });
+        v
+    }
+
+    #[test]
+    fn a_first_ring_is_settled_and_a_changed_slot_keeps_its_first_prior() {
+        let mut r = applied(1, 8, &three());
+        assert_eq!(r.in_flux(), 0, "a ring written over an empty one has no flows to keep");
+        let before = r.dp.rings[0].clone();
+        r.apply(&four()).unwrap();
+        let changed: Vec<usize> =
+            (0..before.len()).filter(|&i| r.dp.rings[0][i].owner() != before[i].owner()).collect();
+        assert!(!changed.is_empty());
+        assert_eq!(r.in_flux(), changed.len());
+        for &i in &changed {
+            assert_eq!(r.dp.rings[0][i].prior(), before[i].owner(), "slot {i}");
+        }
+        // Back to three: the prior is the first owner still, which is the owner again.
+        r.apply(&three()).unwrap();
+        for &i in &changed {
+            let slot = r.dp.rings[0][i];
+            assert_eq!((slot.owner(), slot.prior()), (before[i].owner(), before[i].owner()), "slot {i}");
+        }
+    }
+
+    #[test]
+    fn a_slot_settles_only_once_no_flow_can_need_its_prior_or_a_recorded_backend() {
+        let mut r = applied(1, 8, &three());
+        r.apply(&four()).unwrap();
+        let in_flux = r.in_flux();
+        let offsets: Vec<u32> = r.vips.values().next().unwrap().flux.keys().copied().collect();
+        let (a, b) = (offsets[0], offsets[1]);
+        let owner_b = r.dp.rings[0][b as usize].owner();
+
+        // Within the idle timeout the prior owner may still have silent flows.
+        assert_eq!(r.settle(&live(Instant::now(), &[]), HOUR, Instant::now()).unwrap(), 0);
+        // A scan older than the change judges nothing.
+        let later = Instant::now() + 2 * HOUR;
+        let stale = live(Instant::now() - HOUR, &[]);
+        assert_eq!(r.settle(&stale, HOUR, later).unwrap(), 0);
+        // Past it, a slot with a live flow recorded elsewhere than the owner stays in flux;
+        // one recorded on the owner does not hold its slot.
+        let scan = live(Instant::now(), &[((0, a), 1234), ((0, b), owner_b)]);
+        assert_eq!(r.settle(&scan, HOUR, later).unwrap(), in_flux - 1);
+        assert_eq!(r.in_flux(), 1);
+        assert!(!r.dp.rings[0][a as usize].is_settled());
+        assert!(r.dp.rings[0][b as usize].is_settled());
+        assert_eq!(r.settle(&live(Instant::now(), &[]), HOUR, later).unwrap(), 1);
+        assert!(r.dp.rings[0].iter().all(|s| s.is_settled()));
+    }
+
+    #[test]
+    fn a_removed_backend_is_nobodys_prior_owner() {
+        let mut r = applied(1, 8, &four());
+        let gone = r.backend_slot(&four()[0].key, addr("10.0.0.4:80")).unwrap();
+        let its = r.dp.rings[0].iter().filter(|s| s.owner() == gone).count();
+        r.apply(&three()).unwrap();
+        assert!(r.in_flux() >= its);
+        assert!(r.dp.rings[0].iter().all(|s| s.prior() != gone), "a removed slot stays a prior owner");
+        // Its slots settle at once (prior = owner), no timeout to wait; the
+        // few others Maglev moved between live backends wait.
+        let others = r.in_flux() - its;
+        assert_eq!(r.settle(&live(Instant::now(), &[]), HOUR, Instant::now()).unwrap(), its);
+        assert_eq!(r.in_flux(), others);
+    }
+}
