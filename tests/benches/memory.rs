@@ -10,7 +10,7 @@ use alwayson_tests::{
     packet::Frame,
 };
 use lb_common::{maps, ConnValue, FlowKey};
-use lb_userspace::dataplane::{Dataplane, LoadSettings};
+use lb_userspace::dataplane::{Dataplane, LoadSettings, Recording};
 use serde_json::json;
 
 fn main() {
@@ -55,9 +55,11 @@ fn main() {
 
 /// What counting the connection table costs (the kernel keeps no count of an
 /// LRU table, so the agent walks its keys): a default-sized table filled by
-/// the balancer itself, one SYN per flow, then walked.
+/// the balancer itself, one SYN per flow, then walked. Settled slots record
+/// nothing, so the table is filled under every-flow recording.
 fn count_cost() {
-    let bed = FixtureBed::standard();
+    let mut bed = FixtureBed::standard();
+    bed.dp.set_recording(Recording { every_flow: true, limit: 0 }).expect("recording");
     let capacity = bed.dp.settings().conn_table_size;
     let frames: Vec<Vec<u8>> = (0..capacity)
         .map(|i| {
