@@ -87,6 +87,24 @@ pub fn table(stats: &Stats) -> String {
         stats.conn_table.capacity,
         stats.verdicts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     );
+    if let Some(bgp) = &stats.bgp {
+        let routes: Vec<String> = bgp.routes.iter().map(|r| format!("{} {}", r.address, r.state)).collect();
+        let _ = writeln!(
+            out,
+            "announced (BGP): {}",
+            if routes.is_empty() { "nothing".into() } else { routes.join(", ") }
+        );
+        for s in &bgp.sessions {
+            let state = if s.established { "established" } else { &s.state };
+            let _ = writeln!(out, "  neighbour {} AS{}: {state} {}", s.neighbor, s.asn, s.info);
+        }
+        if let Some(e) = &bgp.bird_error {
+            let _ = writeln!(out, "  BIRD: {e}");
+        }
+        if !bgp.keeper_alive {
+            let _ = writeln!(out, "  the device the routes hang on is gone: nothing is announced");
+        }
+    }
     for vip in &stats.vips {
         let t = &vip.traffic;
         let _ = writeln!(

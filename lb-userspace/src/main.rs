@@ -56,6 +56,15 @@ enum Command {
     /// For the agent: parse and validate a config, print the result as JSON.
     #[command(hide = true)]
     ParseConfig { file: PathBuf },
+    /// For the agent: hold the device announced routes hang on (fd 3) while
+    /// heartbeats arrive on stdin.
+    #[command(hide = true)]
+    KeepRoutes {
+        #[arg(long)]
+        grace_ms: u64,
+        #[arg(long)]
+        device: String,
+    },
     /// Counters and rates per VIP and backend, and drop reasons.
     Stats {
         #[command(flatten)]
@@ -148,6 +157,15 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    if let Command::KeepRoutes { grace_ms, device } = &cli.command {
+        return match lb_userspace::cluster::keeper::run(std::time::Duration::from_millis(*grace_ms), device) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alwayson keep-routes: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::ParseConfig { file } = &cli.command {
         let parsed = agent::Parsed::from(Config::load(file));
         return match serde_json::to_writer(std::io::stdout().lock(), &parsed) {
@@ -208,7 +226,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Run { config, replace, fresh, keep_running_on_exit } => {
             agent::run(RunOptions { config_path: config, replace, fresh, keep_running_on_exit }).await
         }
-        Command::CheckConfig { .. } | Command::ParseConfig { .. } => {
+        Command::CheckConfig { .. } | Command::ParseConfig { .. } | Command::KeepRoutes { .. } => {
             unreachable!("handled before the runtime starts")
         }
         Command::Stats { target, json, watch } => cli::stats(&client(&target)?, json, watch).await,

@@ -22,6 +22,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "wrk"),
     ("haproxy", "haproxy"),
     ("nginx", "nginx"),
+    // Several-node tests: shared health through etcd, route announcements through BIRD.
+    ("etcd-server", "etcd"),
+    ("bird2", "bird"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

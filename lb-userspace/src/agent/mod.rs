@@ -25,6 +25,11 @@ use tracing::{info, warn};
 use self::{lock::InterfaceLock, state::Agent};
 use crate::{
     api::{self, Shared},
+    cluster::{
+        announce::{self, Announcer, BgpStatus},
+        member::{ClusterStatus, Member},
+        share,
+    },
     config::{Config, FlowRecording, Global},
     dataplane::{Dataplane, LoadSettings, Opened, PinnedOptions, Recording},
     health::{self, Supervisor},
@@ -88,6 +93,13 @@ pub async fn run(options: RunOptions) -> Result<()> {
     // Nothing of the kernel's, and no socket, is touched before the lock is ours.
     let lock = InterfaceLock::acquire(&file.global.lock_file, &file.global.interface)?;
     let exec_user = health::ExecUser::lookup(&file.global.check_user)?;
+    let (cluster_tx, mut cluster_reports) = mpsc::channel(32);
+    let member = match &file.cluster {
+        Some(cluster) => Some(Member::start(cluster, cluster_tx).await?),
+        None => None,
+    };
+    let (bird_tx, mut bird_reports) = mpsc::channel(8);
+    let (mut announcer, bgp_status) = Announcer::new(exec_user, bird_tx);
     let listeners = api::Listeners::bind(&file).await?;
     let mut saved = runtime::load(&file.api.runtime_file).unwrap_or_else(|e| {
         warn!("ignoring runtime changes in {}: {e}", file.api.runtime_file.display());
@@ -137,6 +149,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
         timings: timings.clone(),
         published_config,
         published_topology,
+        routes: Default::default(),
+        routes_generation: 0,
+        member,
     };
     agent.start(in_force, effective.admin, &mut reports).await?;
     info!(
@@ -146,7 +161,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
         agent.last_report
     );
 
-    let stats_rx = sample_forever(&pin, topology_rx)?;
+    let (cluster_status_tx, cluster_status) = watch::channel(Arc::new(ClusterStatus::default()));
+    let stats_rx = sample_forever(&pin, topology_rx, bgp_status, cluster_status)?;
     let (requests_tx, mut requests) = mpsc::channel(16);
     let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx.clone(), timings };
     let socket_file = listeners.serve(shared);
@@ -164,7 +180,22 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let scanner = agent.reconciler.dataplane().conn_scanner().context("a handle on the connection table")?;
     let mut settler = settle::Settler::new(scanner, scans_tx);
     let mut scan_tick = tokio::time::interval(settle::scan_every(file.global.flow_idle_timeout));
+    let mut announce_tick = tokio::time::interval(announce::TICK);
+    announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut announced = None;
+    let mut cluster_tick = tokio::time::interval(share::ROUND);
     loop {
+        // The cluster may forbid announcing (cut off, odd one out, rings differ).
+        let allowed = agent.member.as_ref().is_none_or(|m| m.withdrawn_because().is_none());
+        if announced != Some((agent.routes_generation, allowed)) {
+            announced = Some((agent.routes_generation, allowed));
+            let addresses = agent.config.vips.iter().map(|v| v.address).collect();
+            let routes = if allowed { agent.routes.clone() } else { Default::default() };
+            if let Some(member) = agent.member.as_mut() {
+                member.set_announcing(!routes.is_empty());
+            }
+            announcer.want(agent.config.bgp.as_ref(), routes, addresses);
+        }
         tokio::select! {
             event = events.recv() => match event {
                 Some(Event::Reload) => { let _ = agent.reload(false).await; }
@@ -175,13 +206,36 @@ pub async fn run(options: RunOptions) -> Result<()> {
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
             _ = scan_tick.tick() => settler.scan(agent.config.global.flow_idle_timeout),
             Some(scanned) = scans.recv() => settler.scanned(scanned, &mut agent),
+            _ = announce_tick.tick() => announcer.tick(),
+            Some(report) = cluster_reports.recv() => {
+                let now = std::time::Instant::now();
+                if agent.member.as_mut().is_some_and(|m| m.report(report, now)) {
+                    agent.apply("cluster health");
+                }
+            }
+            _ = cluster_tick.tick(), if agent.member.is_some() => {
+                let now = std::time::Instant::now();
+                let member = agent.member.as_mut().expect("checked in the guard");
+                let changed = member.tick(now);
+                cluster_status_tx.send_replace(Arc::new(member.status(now)));
+                if changed {
+                    agent.apply("cluster health source");
+                }
+            }
+            Some(report) = bird_reports.recv() => announcer.report(report),
         }
     }
 
     refresh.abort();
+    let keep = options.keep_running_on_exit;
+    // Routers first: traffic moves to other nodes before this one detaches.
+    if keep {
+        announcer.leave();
+    } else {
+        announcer.withdraw_all().await;
+    }
     drop(agent.checks);
     drop(socket_file);
-    let keep = options.keep_running_on_exit;
     agent.reconciler.into_dataplane().close(keep).context("closing the data plane")?;
     if !keep {
         host::restore_settings(&mut agent.lock);
@@ -202,15 +256,21 @@ pub async fn run(options: RunOptions) -> Result<()> {
 fn sample_forever(
     pin: &std::path::Path,
     topology: watch::Receiver<Arc<Topology>>,
+    bgp: watch::Receiver<Arc<BgpStatus>>,
+    cluster: watch::Receiver<Arc<ClusterStatus>>,
 ) -> Result<watch::Receiver<Arc<Snapshot>>> {
     let mut sampler = Sampler::open(pin).context("opening the pinned maps for stats")?;
-    let first = sampler.sample(&topology.borrow()).context("reading the counters")?;
+    let mut first = sampler.sample(&topology.borrow()).context("reading the counters")?;
+    first.bgp = Arc::clone(&bgp.borrow());
+    first.cluster = Arc::clone(&cluster.borrow());
     let (tx, rx) = watch::channel(Arc::new(first));
     std::thread::Builder::new().name("stats".into()).spawn(move || loop {
         std::thread::sleep(SAMPLE_EVERY);
         let current = Arc::clone(&topology.borrow());
         match sampler.sample(&current) {
-            Ok(stats) => {
+            Ok(mut stats) => {
+                stats.bgp = Arc::clone(&bgp.borrow());
+                stats.cluster = Arc::clone(&cluster.borrow());
                 tx.send_replace(Arc::new(stats));
             }
             Err(e) => warn!("sampling the counters failed: {e}"),

@@ -2,7 +2,7 @@
 //! effective config + health + admin states → desired state → reconciler.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -16,8 +16,9 @@ use tracing::{info, warn};
 use super::{backend_addresses, host, judged::Judged, lock::InterfaceLock};
 use crate::{
     api::Applied,
+    cluster::member::{self, Member},
     config::{CheckKind, Config},
-    desired::{desired, BackendHealth},
+    desired::{desired, ring_members, BackendHealth, DesiredVip},
     health::{self, BackendRef, Report, Supervisor},
     reconcile::{ApplyReport, Reconciler},
     runtime::{AdminStates, Op},
@@ -59,6 +60,12 @@ pub(super) struct Agent {
     pub timings: Arc<Timings>,
     pub published_config: watch::Sender<Arc<Applied>>,
     pub published_topology: watch::Sender<Arc<Topology>>,
+    /// VIP addresses with a backend in some ring: what this node may announce.
+    pub routes: BTreeSet<IpAddr>,
+    /// Bumped when `routes` or the config in force change (the announcer looks).
+    pub routes_generation: u64,
+    /// With `[cluster]`: the other nodes' views, and what they decide.
+    pub member: Option<Member>,
 }
 
 /// What was in force before [`Agent::stage`], to put back.
@@ -212,8 +219,15 @@ impl Agent {
     pub fn try_apply(&mut self) -> Result<()> {
         let started = Instant::now();
         let resolving = &self.judged.resolving;
-        let want =
-            desired(&self.config, &self.judged.health, &self.admin, started, |a| resolving.contains_key(&a));
+        let shared;
+        let health = match self.member.as_ref().and_then(Member::effective) {
+            Some(effective) => {
+                shared = self.shared_health(effective);
+                &shared
+            }
+            None => &self.judged.health,
+        };
+        let want = desired(&self.config, health, &self.admin, started, |a| resolving.contains_key(&a));
         self.ramping = want.ramping;
         if want.kept != self.kept {
             for vip in want.kept.iter().filter(|v| !self.kept.contains(v)) {
@@ -222,6 +236,12 @@ impl Agent {
             self.kept = want.kept.clone();
         }
         self.last_report = self.reconciler.apply(&want.vips)?;
+        if let Some(member) = self.member.as_mut() {
+            member.set_local(
+                local_view(&self.config, &self.judged.health),
+                ring_digests(&self.config, &want.vips),
+            );
+        }
         let recording = super::recording(&self.config.global);
         if self.reconciler.dataplane().settings().recording != recording {
             self.reconciler.dataplane_mut().set_recording(recording)?;
@@ -231,7 +251,57 @@ impl Agent {
         self.last_apply = started.elapsed();
         self.timings.reconciled(self.last_apply);
         self.publish();
+        let routes = self.announceable();
+        if routes != self.routes {
+            self.routes = routes;
+        }
+        // A new config may change [bgp] or the addresses shown.
+        self.routes_generation += 1;
         Ok(())
+    }
+
+    /// This node's health judgements with the cluster's quorum in their place.
+    fn shared_health(&self, effective: &BTreeMap<String, bool>) -> HashMap<BackendRef, BackendHealth> {
+        let mut health = self.judged.health.clone();
+        for vip in &self.config.vips {
+            let key = vip.key();
+            for b in vip.backends.iter().filter(|b| b.check.kind != CheckKind::None) {
+                let Some(&up) = effective.get(&member::backend_id(vip, b)) else { continue };
+                let at = BackendRef { vip: key, addr: b.socket() };
+                let mine = health.get(&at).map(|h| h.up);
+                if mine == Some(up) {
+                    continue;
+                }
+                let reason: Arc<str> = Arc::from(if up {
+                    "up by the cluster's quorum (this node's check says down)"
+                } else {
+                    "down by the cluster's quorum (this node's check says up)"
+                });
+                let entry = health.entry(at).or_insert_with(|| BackendHealth {
+                    up,
+                    came_up: None,
+                    transitions: 0,
+                    reason: Arc::clone(&reason),
+                });
+                entry.up = up;
+                entry.came_up = None;
+                entry.reason = reason;
+            }
+        }
+        health
+    }
+
+    /// Addresses of the VIPs that have a backend in their ring.
+    fn announceable(&self) -> BTreeSet<IpAddr> {
+        self.config
+            .vips
+            .iter()
+            .filter(|vip| {
+                let key = vip.key();
+                vip.backends.iter().any(|b| self.reconciler.in_ring(&key, b.socket()))
+            })
+            .map(|vip| vip.address)
+            .collect()
     }
 
     /// Tells the API and the stats sampler what is in force now.
@@ -278,4 +348,41 @@ impl Agent {
             conn_table_capacity: settings.conn_table_size,
         }));
     }
+}
+
+/// What this node's own checks say, by backend identity. Backends waiting
+/// for their first check say nothing; unchecked ones are always up.
+fn local_view(config: &Config, health: &HashMap<BackendRef, BackendHealth>) -> BTreeMap<String, bool> {
+    let mut up = BTreeMap::new();
+    for vip in &config.vips {
+        let key = vip.key();
+        for b in &vip.backends {
+            let said = match b.check.kind {
+                CheckKind::None => Some(true),
+                _ => health.get(&BackendRef { vip: key, addr: b.socket() }).map(|h| h.up),
+            };
+            if let Some(said) = said {
+                up.insert(member::backend_id(vip, b), said);
+            }
+        }
+    }
+    up
+}
+
+/// Per VIP name, a digest of everything that shapes its ring here.
+fn ring_digests(config: &Config, vips: &[DesiredVip]) -> BTreeMap<String, String> {
+    let seed = config.global.hash_seed.to_string();
+    let size = config.global.ring_size.to_string();
+    config
+        .vips
+        .iter()
+        .zip(vips)
+        .map(|(conf, vip)| {
+            let mut members: Vec<String> =
+                ring_members(vip).iter().map(|b| format!("{} {}", b.addr, b.weight)).collect();
+            members.sort();
+            let parts = [seed.clone(), size.clone()].into_iter().chain(members);
+            (conf.name.clone(), crate::cluster::quorum::digest(parts))
+        })
+        .collect()
 }

@@ -13,7 +13,9 @@
 //! `[[vip]]` (defaults for its backends) and `[[vip.backend]]` (overrides);
 //! [`health`] layers them: backend, else VIP, else built-in default.
 
+pub mod bgp;
 pub mod capture;
+pub mod cluster;
 mod error;
 mod health;
 pub mod listeners;
@@ -58,6 +60,12 @@ pub struct Config {
     pub global: Global,
     pub api: Api,
     pub web: Web,
+    /// `[bgp]`: `None` = announce nothing (a single node, or routes set by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<bgp::Bgp>,
+    /// `[cluster]`: `None` = this node's checks alone decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<cluster::Cluster>,
     /// `[[vip]]` tables, in file order. Shared: a config that differs in one
     /// VIP shares the others (API changes at scale copy pointers, not VIPs).
     #[serde(rename = "vip", default, skip_serializing_if = "Vec::is_empty")]

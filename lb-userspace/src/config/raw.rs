@@ -14,6 +14,8 @@ pub(super) struct RawConfig {
     pub global: RawGlobal,
     pub api: Option<RawApi>,
     pub web: Option<RawWeb>,
+    pub bgp: Option<RawBgp>,
+    pub cluster: Option<RawCluster>,
     /// No VIPs is valid: the agent attaches and passes everything.
     #[serde(default)]
     pub vip: Vec<RawVip>,
@@ -55,6 +57,46 @@ pub(super) struct RawApi {
 pub(super) struct RawWeb {
     pub listen: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    pub router_id: Spanned<String>,
+    pub local_as: Spanned<i64>,
+    pub bird_config: Option<Spanned<String>>,
+    pub bird_socket: Option<Spanned<String>>,
+    pub device: Option<Spanned<String>>,
+    pub grace_time: Option<Spanned<RawDuration>>,
+    pub drain_time: Option<Spanned<RawDuration>>,
+    pub bfd: Option<bool>,
+    pub bfd_interval: Option<Spanned<RawDuration>>,
+    pub bfd_multiplier: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub neighbor: Vec<RawNeighbor>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNeighbor {
+    pub address: Spanned<String>,
+    #[serde(rename = "as")]
+    pub asn: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub node: Spanned<String>,
+    #[serde(default)]
+    pub etcd: Vec<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<RawDuration>>,
+    pub quorum_grace: Option<Spanned<RawDuration>>,
+    pub odd_one_out_after: Option<Spanned<RawDuration>>,
+    pub listen: Spanned<String>,
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
 }
 
 // The check keys are written out in both `RawVip` and `RawBackend`: serde's

@@ -16,6 +16,7 @@ use lb_common::sizes::{
 use toml::Spanned;
 
 use super::{
+    bgp, cluster,
     health::VipChecks,
     listeners::{self, DEFAULT_RUN_DIR},
     problems::{labelled, Problems, Shown},
@@ -36,6 +37,8 @@ pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem
     let interface = global.as_ref().map(|g| g.interface.clone());
     let api = listeners::api(raw.api.as_ref(), interface.as_deref(), &mut p);
     let web = listeners::web(raw.web.as_ref(), &mut p);
+    let bgp = bgp::bgp(raw.bgp.as_ref(), interface.as_deref(), &mut p);
+    let cluster = cluster::cluster(raw.cluster.as_ref(), &mut p);
     limits.check_counts(&raw.global, &raw.vip, &mut p);
     let vips: Vec<Option<Vip>> =
         raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, &mut p)).collect();
@@ -44,7 +47,7 @@ pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem
     no_backend_is_a_vip(&raw.vip, &mut p);
     p.finish(|| {
         let vips = vips.into_iter().map(|v| v.map(Arc::new)).collect::<Option<_>>()?;
-        Some(Config { global: global?, api: api?, web: web?, vips })
+        Some(Config { global: global?, api: api?, web: web?, bgp: bgp?, cluster: cluster?, vips })
     })
 }
 

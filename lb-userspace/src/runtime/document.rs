@@ -23,6 +23,8 @@ pub(super) fn mini_document(config: &Config, vip: Option<&Arc<Vip>>) -> toml::Ta
         global: config.global.clone(),
         api: config.api.clone(),
         web: config.web.clone(),
+        bgp: None,
+        cluster: None,
         vips: vip.into_iter().cloned().collect(),
     };
     toml::from_str(&mini.to_toml()).expect("a resolved config round-trips")

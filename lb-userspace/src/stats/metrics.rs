@@ -175,6 +175,63 @@ pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
     );
     out.sample("alwayson_conn_table_capacity", &[], snapshot.conn_table.capacity);
 
+    if snapshot.bgp.enabled {
+        let name = "alwayson_bgp_route_announced";
+        out.family(
+            name,
+            "gauge",
+            "1 while BIRD announces the VIP address (a backend is in its ring), else 0.",
+        );
+        for r in &snapshot.bgp.routes {
+            let announced = u8::from(r.state == "announced");
+            out.sample(name, &[("address", &r.address.to_string())], announced);
+        }
+        let name = "alwayson_bgp_session_established";
+        out.family(name, "gauge", "1 while the BGP session with the neighbour is established, else 0.");
+        for s in &snapshot.bgp.sessions {
+            out.sample(name, &[("neighbor", &s.neighbor.to_string())], u8::from(s.established));
+        }
+    }
+
+    if snapshot.cluster.enabled {
+        let c = &snapshot.cluster;
+        let gauges: [(&str, &str, usize); 4] = [
+            (
+                "alwayson_cluster_live_nodes",
+                "Nodes whose view etcd holds (this one included).",
+                c.live_nodes.len(),
+            ),
+            ("alwayson_cluster_peers_heard", "Peers whose heartbeats arrive.", c.peers_heard.len()),
+            (
+                "alwayson_cluster_withdrawn",
+                "1 while the cluster rules keep this node's routes withdrawn.",
+                usize::from(c.withdrawn_because.is_some()),
+            ),
+            (
+                "alwayson_cluster_digests_differ",
+                "VIPs whose ring inputs differ from the majority's.",
+                c.digests_differ.len(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            out.family(name, "gauge", help);
+            out.sample(name, &[], value);
+        }
+        let name = "alwayson_cluster_health_source";
+        out.family(
+            name,
+            "gauge",
+            "1 for where the rings' health comes from: starting, quorum, last_quorum, local_only.",
+        );
+        for source in ["starting", "quorum", "last_quorum", "local_only"] {
+            let now = c
+                .source
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_owned));
+            out.sample(name, &[("source", source)], u8::from(now.as_deref() == Some(source)));
+        }
+    }
+
     let listeners = timings.listeners.lock().unwrap_or_else(|e| e.into_inner());
     type Count = fn(&ConnCounts) -> &AtomicU64;
     let per_listener: [(&str, &str, &str, Count); 3] = [

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::histogram::Histogram;
 use crate::{
+    cluster::{announce::BgpStatus, member::ClusterStatus},
     config::{Mode, Protocol, Vip},
     dataplane::{Counters, DataplaneError, PinnedStats},
 };
@@ -96,6 +97,34 @@ pub struct Stats {
     pub events: BTreeMap<String, u64>,
     pub conn_table: ConnTable,
     pub vips: Vec<VipStats>,
+    /// Present with `[bgp]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpStats>,
+}
+
+/// The `bgp` part of the stats document, as a client reads it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BgpStats {
+    pub routes: Vec<BgpRoute>,
+    pub sessions: Vec<BgpSession>,
+    pub bird_error: Option<String>,
+    pub keeper_alive: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BgpRoute {
+    pub address: IpAddr,
+    pub state: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BgpSession {
+    pub neighbor: IpAddr,
+    pub asn: u32,
+    pub state: String,
+    pub info: String,
+    pub established: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -215,6 +244,10 @@ pub struct Snapshot {
     pub topology: Arc<Topology>,
     /// Per VIP of the topology: its traffic, and its backends' in order.
     pub traffic: Vec<(Traffic, Vec<Traffic>)>,
+    /// Announcements and BGP sessions (`enabled: false` without `[bgp]`).
+    pub bgp: Arc<BgpStatus>,
+    /// This node in its cluster (`enabled: false` without `[cluster]`).
+    pub cluster: Arc<ClusterStatus>,
 }
 
 /// Reads the pinned maps and keeps what rates need.
@@ -274,6 +307,8 @@ impl Sampler {
             },
             topology: Arc::clone(topology),
             traffic,
+            bgp: Arc::default(),
+            cluster: Arc::default(),
         })
     }
 
@@ -302,6 +337,18 @@ struct SnapshotView<'a> {
     events: BTreeMap<&'static str, u64>,
     conn_table: &'a ConnTable,
     vips: Vec<VipView<'a>>,
+    #[serde(skip_serializing_if = "bgp_off")]
+    bgp: &'a BgpStatus,
+    #[serde(skip_serializing_if = "cluster_off")]
+    cluster: &'a ClusterStatus,
+}
+
+fn cluster_off(status: &&ClusterStatus) -> bool {
+    !status.enabled
+}
+
+fn bgp_off(status: &&BgpStatus) -> bool {
+    !status.enabled
 }
 
 #[derive(Serialize)]
@@ -379,6 +426,8 @@ impl Serialize for Snapshot {
             events: Event::ALL.iter().map(|e| (e.name(), c.event(*e))).collect(),
             conn_table: &self.conn_table,
             vips,
+            bgp: &self.bgp,
+            cluster: &self.cluster,
         }
         .serialize(s)
     }

@@ -2,6 +2,7 @@
 //! says why. Here the helpers; `valid` holds what parses (defaults, round
 //! trips, error reporting), `rules` the validation rules 1–10, `health` rule 11.
 
+mod bgp;
 mod health;
 mod rules;
 mod valid;

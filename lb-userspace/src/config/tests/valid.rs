@@ -35,6 +35,8 @@ fn minimal_config_gets_every_default() {
                 max_connections: 128,
             },
             web: Web { listen: Some("127.0.0.1:9180".parse().unwrap()), max_connections: 128 },
+            bgp: None,
+            cluster: None,
             vips: vec![],
         }
     );

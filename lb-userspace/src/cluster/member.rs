@@ -1,0 +1,302 @@
+//! This node as a member of the cluster, as the reconcile loop sees it: the
+//! views etcd last gave, the heartbeats heard, and from them the effective
+//! health the rings are built from and whether this node may announce.
+//!
+//! - etcd answers: effective = the quorum of the live nodes' views. A node
+//!   that sees DOWN a backend the effective state uses is the odd one out:
+//!   after `odd_one_out_after` it withdraws, unless that would leave fewer
+//!   than half of the nodes announcing. A ring digest that differs from the
+//!   majority's for as long withdraws too.
+//! - etcd is silent, and peers that answer heartbeats do reach it: this node
+//!   is cut off. It keeps the last effective state for `quorum_grace`, then
+//!   withdraws. Heard from too few peers to know: the same.
+//! - etcd is silent, and a majority of nodes answer heartbeats but none
+//!   reaches etcd: etcd is down for everyone. Each node falls back to its own
+//!   checks and says so loudly; losing etcd never takes the VIP down.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use super::{
+    quorum::{self, View},
+    share::{self, ClusterReport, Sharing},
+};
+use crate::config::{cluster::Cluster, Backend, Vip};
+
+/// A backend's identity across nodes: its VIP's address, port and protocol,
+/// and its own address and port (names may differ between files; these not).
+pub fn backend_id(vip: &Vip, backend: &Backend) -> String {
+    format!("{}/{} {}", std::net::SocketAddr::new(vip.address, vip.port), vip.protocol, backend.socket())
+}
+
+/// Without an answer from etcd for this long, etcd counts as lost.
+const ETCD_LOST_AFTER: Duration = Duration::from_secs(2);
+/// A peer not heard from for this long counts as unreachable.
+const BEAT_LOST_AFTER: Duration = Duration::from_millis(1500);
+
+/// Where the rings' health comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Not yet heard from etcd: this node's own checks.
+    Starting,
+    /// The quorum of the live nodes' views.
+    Quorum,
+    /// etcd is silent for this node only: the last quorum, kept for `quorum_grace`.
+    LastQuorum,
+    /// etcd is down for every node: this node's own checks.
+    LocalOnly,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterStatus {
+    pub enabled: bool,
+    pub node: String,
+    pub source: Option<Source>,
+    pub live_nodes: Vec<String>,
+    pub peers_heard: Vec<String>,
+    /// `None`: this node may announce; else why it must not.
+    pub withdrawn_because: Option<String>,
+    pub odd_one_out: Vec<String>,
+    pub digests_differ: Vec<String>,
+    pub etcd_error: Option<String>,
+}
+
+pub struct Member {
+    config: Cluster,
+    sharing: Sharing,
+    local: View,
+    views: Vec<View>,
+    effective: Option<BTreeMap<String, bool>>,
+    etcd_ok_at: Option<Instant>,
+    etcd_error: Option<String>,
+    started: Instant,
+    beats: HashMap<String, (Instant, bool)>,
+    odd_since: Option<Instant>,
+    digest_since: Option<Instant>,
+    source: Source,
+    withdraw: Option<String>,
+}
+
+impl Member {
+    pub async fn start(
+        config: &Cluster,
+        reports: tokio::sync::mpsc::Sender<ClusterReport>,
+    ) -> anyhow::Result<Self> {
+        let local = View {
+            node: config.node.clone(),
+            up: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            announcing: false,
+            wants_out: false,
+        };
+        let sharing = share::start(config, local.clone(), reports).await?;
+        info!(node = %config.node, etcd = ?config.etcd, "sharing health with the cluster");
+        Ok(Self {
+            config: config.clone(),
+            sharing,
+            local,
+            views: Vec::new(),
+            effective: None,
+            etcd_ok_at: None,
+            etcd_error: None,
+            started: Instant::now(),
+            beats: HashMap::new(),
+            odd_since: None,
+            digest_since: None,
+            source: Source::Starting,
+            withdraw: None,
+        })
+    }
+
+    /// The effective health the rings use; `None` = this node's own checks.
+    pub fn effective(&self) -> Option<&BTreeMap<String, bool>> {
+        match self.source {
+            Source::Quorum | Source::LastQuorum => self.effective.as_ref(),
+            Source::Starting | Source::LocalOnly => None,
+        }
+    }
+
+    /// This node's own checks and ring digests, as of the last apply.
+    pub fn set_local(&mut self, up: BTreeMap<String, bool>, digests: BTreeMap<String, String>) {
+        self.local.up = up;
+        self.local.digests = digests;
+        self.publish_local();
+    }
+
+    /// Whether this node announces, as the announcer was last told.
+    pub fn set_announcing(&mut self, announcing: bool) {
+        if self.local.announcing != announcing {
+            self.local.announcing = announcing;
+            self.publish_local();
+        }
+    }
+
+    fn publish_local(&self) {
+        self.sharing.view.send_if_modified(|v| {
+            let changed = *v != self.local;
+            if changed {
+                *v = self.local.clone();
+            }
+            changed
+        });
+    }
+
+    /// Takes a report in; true when the effective health changed (apply again).
+    pub fn report(&mut self, report: ClusterReport, now: Instant) -> bool {
+        match report {
+            ClusterReport::Views(mut views) => {
+                if self.etcd_error.take().is_some() || self.etcd_ok_at.is_none() {
+                    info!(nodes = views.len(), "etcd answers: health is shared by quorum");
+                }
+                self.etcd_ok_at = Some(now);
+                // Our own entry may lag a round behind what we know now.
+                views.retain(|v| v.node != self.local.node);
+                views.push(self.local.clone());
+                views.sort_by(|a, b| a.node.cmp(&b.node));
+                self.views = views;
+                let effective = quorum::effective(&self.views);
+                let changed = self.effective.as_ref() != Some(&effective);
+                self.effective = Some(effective);
+                self.reconsider(now) || changed
+            }
+            ClusterReport::EtcdFailed(e) => {
+                if self.etcd_error.as_ref() != Some(&e) {
+                    warn!("etcd: {e}");
+                }
+                self.etcd_error = Some(e);
+                self.reconsider(now)
+            }
+            ClusterReport::Beat { beat, .. } => {
+                self.beats.insert(beat.node, (now, beat.etcd_ok));
+                false
+            }
+        }
+    }
+
+    /// Time passing changes decisions too; true when the source of health changed.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        self.reconsider(now)
+    }
+
+    fn etcd_ok(&self, now: Instant) -> bool {
+        self.etcd_ok_at.is_some_and(|t| now.duration_since(t) < ETCD_LOST_AFTER)
+    }
+
+    /// Recomputes where health comes from and whether to withdraw.
+    fn reconsider(&mut self, now: Instant) -> bool {
+        let before = self.source;
+        let nodes = self.config.peers.len() + 1;
+        let heard: Vec<bool> = self
+            .beats
+            .values()
+            .filter(|(at, _)| now.duration_since(*at) < BEAT_LOST_AFTER)
+            .map(|&(_, ok)| ok)
+            .collect();
+        let reachable = heard.len() + 1;
+        let withdraw = if self.etcd_ok(now) {
+            self.source = Source::Quorum;
+            self.quorum_decision(now)
+        } else {
+            let lost_since = self.etcd_ok_at.unwrap_or(self.started);
+            let majority_heard = 2 * reachable > nodes;
+            if majority_heard && !heard.iter().any(|ok| *ok) {
+                if self.source != Source::LocalOnly {
+                    error!(
+                        "etcd is down for every node that answers ({reachable} of {nodes}): rings follow this \
+                         node's own checks until it returns; nodes may disagree meanwhile"
+                    );
+                }
+                self.source = Source::LocalOnly;
+                None
+            } else {
+                if self.effective.is_some() {
+                    self.source = Source::LastQuorum;
+                }
+                let silent = now.duration_since(lost_since);
+                (silent >= self.config.quorum_grace).then(|| {
+                    if majority_heard {
+                        format!("cut off from etcd for {silent:.0?} while peers reach it")
+                    } else {
+                        format!("cut off from etcd and from most peers ({reachable} of {nodes} nodes heard) for {silent:.0?}")
+                    }
+                })
+            }
+        };
+        if withdraw != self.withdraw {
+            match &withdraw {
+                Some(why) => warn!("withdrawing this node's routes: {why}"),
+                None => info!("this node may announce again"),
+            }
+            self.withdraw = withdraw;
+        }
+        self.source != before
+    }
+
+    fn quorum_decision(&mut self, now: Instant) -> Option<String> {
+        let effective = self.effective.as_ref()?;
+        let odd = quorum::odd_one_out(&self.local, effective);
+        let odd_for = if odd.is_empty() {
+            self.odd_since = None;
+            Duration::ZERO
+        } else {
+            now.duration_since(*self.odd_since.get_or_insert(now))
+        };
+        let wants_out = odd_for >= self.config.odd_one_out_after;
+        if self.local.wants_out != wants_out {
+            self.local.wants_out = wants_out;
+            self.publish_local();
+        }
+        let digests = quorum::check_digests(&self.views, &self.local);
+        let differ_for = if digests.differs.is_empty() {
+            self.digest_since = None;
+            Duration::ZERO
+        } else {
+            now.duration_since(*self.digest_since.get_or_insert(now))
+        };
+        if differ_for >= self.config.odd_one_out_after {
+            return Some(format!(
+                "the rings of {} differ from the majority's for {differ_for:.0?}",
+                digests.differs.join(", ")
+            ));
+        }
+        // Refused, staying is the lesser evil: too few nodes would announce.
+        (wants_out && quorum::may_withdraw(&self.views, &self.local.node))
+            .then(|| format!("sees DOWN what the others use: {}", odd.join(", ")))
+    }
+
+    /// `None`: may announce; else why not.
+    pub fn withdrawn_because(&self) -> Option<&str> {
+        self.withdraw.as_deref()
+    }
+
+    pub fn status(&self, now: Instant) -> ClusterStatus {
+        let effective = self.effective.clone().unwrap_or_default();
+        ClusterStatus {
+            enabled: true,
+            node: self.local.node.clone(),
+            source: Some(self.source),
+            live_nodes: self.views.iter().map(|v| v.node.clone()).collect(),
+            peers_heard: self
+                .beats
+                .iter()
+                .filter(|(_, (at, _))| now.duration_since(*at) < BEAT_LOST_AFTER)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            withdrawn_because: self.withdraw.clone(),
+            odd_one_out: quorum::odd_one_out(&self.local, &effective),
+            digests_differ: quorum::check_digests(&self.views, &self.local).differs,
+            etcd_error: self.etcd_error.clone(),
+        }
+    }
+
+    /// Every view with its node's name, for the API.
+    pub fn views(&self) -> &[View] {
+        &self.views
+    }
+}

@@ -1,0 +1,184 @@
+//! The tasks that talk to the other nodes, reporting to the reconcile loop:
+//! one keeps this node's view in etcd under a lease and reads everyone's,
+//! one exchanges heartbeats with the peers directly over UDP. The heartbeats
+//! carry whether each node reaches etcd: that is how a node cut off from etcd
+//! tells "I am cut off" (peers reach it) from "etcd is down for everyone"
+//! (peers answer, none reaches it).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::warn;
+
+use super::{
+    etcd::{Etcd, EtcdError, LeaseId},
+    quorum::View,
+};
+use crate::config::cluster::Cluster;
+
+/// How often views are written and read, and heartbeats sent.
+pub const ROUND: Duration = Duration::from_millis(500);
+/// A heartbeat is a few dozen bytes; anything larger is not ours.
+const MAX_BEAT: usize = 512;
+
+#[derive(Debug)]
+pub enum ClusterReport {
+    /// Every live node's view, this one's included, as etcd has them.
+    Views(Vec<View>),
+    EtcdFailed(String),
+    Beat {
+        from: SocketAddr,
+        beat: Beat,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    pub node: String,
+    pub etcd_ok: bool,
+}
+
+/// The running tasks; dropping this stops them (the lease then expires).
+pub struct Sharing {
+    pub view: watch::Sender<View>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Sharing {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn node_key(cluster: &Cluster, node: &str) -> String {
+    format!("{}/nodes/{node}", cluster.prefix)
+}
+
+pub async fn start(
+    cluster: &Cluster,
+    first: View,
+    reports: mpsc::Sender<ClusterReport>,
+) -> anyhow::Result<Sharing> {
+    let timeout = (cluster.lease_ttl / 3).min(Duration::from_secs(1));
+    let etcd = Etcd::new(&cluster.etcd, timeout).map_err(|e| anyhow::anyhow!("cluster.etcd: {e}"))?;
+    let socket = UdpSocket::bind(cluster.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster.listen = {}: {e}", cluster.listen))?;
+    let socket = Arc::new(socket);
+    let (view, view_rx) = watch::channel(first);
+    let etcd_ok = Arc::new(AtomicBool::new(false));
+    let tasks = vec![
+        tokio::spawn(keep_views(etcd, cluster.clone(), view_rx, Arc::clone(&etcd_ok), reports.clone())),
+        tokio::spawn(send_beats(Arc::clone(&socket), cluster.clone(), etcd_ok)),
+        tokio::spawn(hear_beats(socket, cluster.peers.clone(), reports)),
+    ];
+    Ok(Sharing { view, tasks })
+}
+
+async fn keep_views(
+    etcd: Etcd,
+    cluster: Cluster,
+    view: watch::Receiver<View>,
+    ok: Arc<AtomicBool>,
+    reports: mpsc::Sender<ClusterReport>,
+) {
+    let mut lease: Option<LeaseId> = None;
+    let mut round = tokio::time::interval(ROUND);
+    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let prefix = format!("{}/nodes/", cluster.prefix);
+    loop {
+        round.tick().await;
+        let mine = view.borrow().clone();
+        let report = match exchange(&etcd, &cluster, &prefix, &mine, &mut lease).await {
+            Ok(views) => ClusterReport::Views(views),
+            Err(e) => {
+                if matches!(e, EtcdError::LeaseGone) {
+                    lease = None;
+                }
+                ClusterReport::EtcdFailed(e.to_string())
+            }
+        };
+        ok.store(matches!(report, ClusterReport::Views(_)), Ordering::Relaxed);
+        if reports.send(report).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Refreshes the lease, writes this node's view under it, reads all views.
+async fn exchange(
+    etcd: &Etcd,
+    cluster: &Cluster,
+    prefix: &str,
+    mine: &View,
+    lease: &mut Option<LeaseId>,
+) -> Result<Vec<View>, EtcdError> {
+    let id = match *lease {
+        Some(id) => {
+            etcd.keep_alive(id).await?;
+            id
+        }
+        None => {
+            let id = etcd.grant(cluster.lease_ttl).await?;
+            *lease = Some(id);
+            id
+        }
+    };
+    let value = serde_json::to_vec(mine).map_err(|e| EtcdError::Decode(e.to_string()))?;
+    etcd.put(&node_key(cluster, &mine.node), &value, Some(id)).await?;
+    let (_, kvs) = etcd.get_prefix(prefix).await?;
+    let mut views = Vec::with_capacity(kvs.len());
+    for (key, value) in kvs {
+        match serde_json::from_slice::<View>(&value) {
+            Ok(v) if key.ends_with(&format!("/{}", v.node)) => views.push(v),
+            Ok(v) => warn!("etcd key {key} holds the view of {:?}: ignored", v.node),
+            Err(e) => warn!("etcd key {key} is not a view: {e}"),
+        }
+    }
+    Ok(views)
+}
+
+async fn send_beats(socket: Arc<UdpSocket>, cluster: Cluster, etcd_ok: Arc<AtomicBool>) {
+    let mut round = tokio::time::interval(ROUND / 2);
+    loop {
+        round.tick().await;
+        let beat = Beat { node: cluster.node.clone(), etcd_ok: etcd_ok.load(Ordering::Relaxed) };
+        let Ok(bytes) = serde_json::to_vec(&beat) else { continue };
+        for peer in &cluster.peers {
+            // A peer that is down or unreachable is what heartbeats are for: no noise.
+            let _ = socket.send_to(&bytes, peer).await;
+        }
+    }
+}
+
+async fn hear_beats(socket: Arc<UdpSocket>, peers: Vec<SocketAddr>, reports: mpsc::Sender<ClusterReport>) {
+    let mut buf = [0u8; MAX_BEAT];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+        // Only configured peers count; anyone else could fake a majority.
+        if !peers.iter().any(|p| p.ip() == from.ip()) {
+            continue;
+        }
+        let Ok(beat) = serde_json::from_slice::<Beat>(&buf[..n]) else { continue };
+        if beat.node.len() > 63 {
+            continue;
+        }
+        if reports.send(ClusterReport::Beat { from, beat }).await.is_err() {
+            return;
+        }
+    }
+}
