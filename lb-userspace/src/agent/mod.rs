@@ -27,6 +27,7 @@ use crate::{
     api::{self, Shared},
     cluster::{
         announce::{self, Announcer, BgpStatus},
+        flows::FlowSender,
         member::{ClusterStatus, Member},
         share,
     },
@@ -162,6 +163,14 @@ pub async fn run(options: RunOptions) -> Result<()> {
     );
 
     let (cluster_status_tx, cluster_status) = watch::channel(Arc::new(ClusterStatus::default()));
+    let _flow_sender = match file.cluster.as_ref().filter(|c| c.share_flows) {
+        Some(c) => {
+            let scanner =
+                agent.reconciler.dataplane().conn_scanner().context("a handle on the connection table")?;
+            Some(FlowSender::start(scanner, topology_rx.clone(), c.listen.ip(), c.peers.clone()).await?)
+        }
+        None => None,
+    };
     let stats_rx = sample_forever(&pin, topology_rx, bgp_status, cluster_status)?;
     let (requests_tx, mut requests) = mpsc::channel(16);
     let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx.clone(), timings };
@@ -209,7 +218,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
             _ = announce_tick.tick() => announcer.tick(),
             Some(report) = cluster_reports.recv() => {
                 let now = std::time::Instant::now();
-                if agent.member.as_mut().is_some_and(|m| m.report(report, now)) {
+                if let share::ClusterReport::Flows(flows) = &report {
+                    agent.adopt_flows(flows);
+                } else if agent.member.as_mut().is_some_and(|m| m.report(report, now)) {
                     agent.apply("cluster health");
                 }
             }

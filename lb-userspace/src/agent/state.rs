@@ -9,14 +9,17 @@ use std::{
 };
 
 use anyhow::Result;
-use lb_common::BackendState;
+use lb_common::{BackendState, VipKey};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::{backend_addresses, host, judged::Judged, lock::InterfaceLock};
 use crate::{
     api::Applied,
-    cluster::member::{self, Member},
+    cluster::{
+        flows::SharedFlow,
+        member::{self, Member},
+    },
     config::{CheckKind, Config},
     desired::{desired, ring_members, BackendHealth, DesiredVip},
     health::{self, BackendRef, Report, Supervisor},
@@ -258,6 +261,32 @@ impl Agent {
         // A new config may change [bgp] or the addresses shown.
         self.routes_generation += 1;
         Ok(())
+    }
+
+    /// Takes the flows a peer recorded, where this node has the same VIP and
+    /// backend and no entry of its own.
+    pub fn adopt_flows(&mut self, flows: &[SharedFlow]) {
+        let seen = crate::dataplane::coarse_now();
+        let (mut taken, mut unknown) = (0, 0);
+        for flow in flows {
+            let dst = lb_common::types::words_addr(flow.key.dst, flow.key.family);
+            let port = u16::from_be(flow.key.dport_be);
+            let found = [port, 0].into_iter().find_map(|p| {
+                let key = VipKey::new(dst, p, flow.key.proto);
+                Some((self.reconciler.vip_index(&key)?, self.reconciler.backend_slot(&key, flow.backend)?))
+            });
+            let Some((vip, backend)) = found else {
+                unknown += 1;
+                continue;
+            };
+            let value = lb_common::ConnValue { backend, vip, seen, _pad: 0 };
+            match self.reconciler.dataplane_mut().adopt_connection(&flow.key, value) {
+                Ok(true) => taken += 1,
+                Ok(false) => {}
+                Err(e) => return warn!("taking a peer's flows: {e}"),
+            }
+        }
+        tracing::debug!(taken, unknown, of = flows.len(), "flows from a peer");
     }
 
     /// This node's health judgements with the cluster's quorum in their place.

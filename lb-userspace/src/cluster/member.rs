@@ -176,6 +176,8 @@ impl Member {
                 self.beats.insert(beat.node, (now, beat.etcd_ok));
                 false
             }
+            // The loop takes flows itself: they go to the data plane.
+            ClusterReport::Flows(_) => false,
         }
     }
 

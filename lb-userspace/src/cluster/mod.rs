@@ -3,6 +3,7 @@
 pub mod announce;
 pub mod bird;
 pub mod etcd;
+pub mod flows;
 pub mod keeper;
 pub mod member;
 pub mod quorum;

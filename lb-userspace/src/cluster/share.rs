@@ -30,8 +30,8 @@ use crate::config::cluster::Cluster;
 
 /// How often views are written and read, and heartbeats sent.
 pub const ROUND: Duration = Duration::from_millis(500);
-/// A heartbeat is a few dozen bytes; anything larger is not ours.
-const MAX_BEAT: usize = 512;
+/// A heartbeat is a few dozen bytes, a datagram of flows under 1,400.
+const MAX_BEAT: usize = 1500;
 
 #[derive(Debug)]
 pub enum ClusterReport {
@@ -42,6 +42,8 @@ pub enum ClusterReport {
         from: SocketAddr,
         beat: Beat,
     },
+    /// Flows a peer recorded (see `flows.rs`).
+    Flows(Vec<super::flows::SharedFlow>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,11 +175,17 @@ async fn hear_beats(socket: Arc<UdpSocket>, peers: Vec<SocketAddr>, reports: mps
         if !peers.iter().any(|p| p.ip() == from.ip()) {
             continue;
         }
-        let Ok(beat) = serde_json::from_slice::<Beat>(&buf[..n]) else { continue };
-        if beat.node.len() > 63 {
-            continue;
-        }
-        if reports.send(ClusterReport::Beat { from, beat }).await.is_err() {
+        let report = if buf[..n].first() == Some(&super::flows::TAG) {
+            let Some(flows) = super::flows::decode(&buf[..n]) else { continue };
+            ClusterReport::Flows(flows)
+        } else {
+            let Ok(beat) = serde_json::from_slice::<Beat>(&buf[..n]) else { continue };
+            if beat.node.len() > 63 {
+                continue;
+            }
+            ClusterReport::Beat { from, beat }
+        };
+        if reports.send(report).await.is_err() {
             return;
         }
     }

@@ -49,6 +49,9 @@ pub struct Cluster {
     pub listen: SocketAddr,
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
+    /// Send the flows recorded on ring slots in flux to the peers, and take
+    /// theirs, so flows survive a node's failure after a ring change.
+    pub share_flows: bool,
 }
 
 /// It becomes part of etcd keys and of logs.
@@ -136,5 +139,6 @@ pub(super) fn cluster(raw: Option<&RawCluster>, p: &mut Problems) -> Option<Opti
         odd_one_out_after: odd_one_out_after?,
         listen: listen?,
         peers: peers.into_iter().collect::<Option<_>>()?,
+        share_flows: raw.share_flows.unwrap_or(true),
     }))
 }

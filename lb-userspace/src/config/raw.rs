@@ -97,6 +97,7 @@ pub(super) struct RawCluster {
     pub listen: Spanned<String>,
     #[serde(default)]
     pub peers: Vec<Spanned<String>>,
+    pub share_flows: Option<bool>,
 }
 
 // The check keys are written out in both `RawVip` and `RawBackend`: serde's

@@ -339,6 +339,19 @@ impl Dataplane {
     }
 
     /// The backend a flow is pinned to, if the connection table has it.
+    /// Records `flow` as another node recorded it, unless this node already
+    /// has an entry of its own (which it knows better).
+    pub fn adopt_connection(&mut self, flow: &FlowKey, value: ConnValue) -> Result<bool> {
+        const BPF_NOEXIST: u64 = 1;
+        match self.conns.insert(flow, value, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(names::CONNS)(e)),
+        }
+    }
+
     pub fn connection(&self, flow: &FlowKey) -> Result<Option<ConnValue>> {
         found(self.conns.get(flow, 0), names::CONNS)
     }

@@ -53,6 +53,12 @@ pub fn coarse_now() -> u32 {
 }
 
 impl ConnScanner {
+    /// Entries seen within the last `within` coarse seconds (about 1.07 s each).
+    pub fn recent(&mut self, within: u32) -> Vec<(FlowKey, ConnValue)> {
+        let now = coarse_now();
+        self.conns.iter().filter_map(|e| e.ok()).filter(|(_, v)| now.wrapping_sub(v.seen) <= within).collect()
+    }
+
     pub fn scan(&mut self, idle_timeout: Duration) -> Result<Scan> {
         let taken = Instant::now();
         let now = coarse_now();
