@@ -6,6 +6,7 @@ pub mod api;
 pub mod bed;
 pub mod bench;
 pub mod browser;
+pub mod cluster;
 pub mod fixture;
 pub mod http;
 pub mod mariadb;

@@ -226,6 +226,8 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<String> {
         ("api.tcp", old.api.tcp != new.api.tcp, listener(old.api.tcp), listener(new.api.tcp)),
         ("api.token", old.api.token != new.api.token, token(&old.api.token), token(&new.api.token)),
         ("web.listen", old.web.listen != new.web.listen, listener(old.web.listen), listener(new.web.listen)),
+        // Membership (node name, etcd, heartbeats) is set up once, at start.
+        ("[cluster]", old.cluster != new.cluster, String::new(), String::new()),
     ];
     fields.into_iter().find(|(_, changed, ..)| *changed).map(|(field, _, was, is)| {
         let was_is = if was == is { String::new() } else { format!(" from {was} to {is}") };

@@ -94,11 +94,6 @@ pub async fn run(options: RunOptions) -> Result<()> {
     // Nothing of the kernel's, and no socket, is touched before the lock is ours.
     let lock = InterfaceLock::acquire(&file.global.lock_file, &file.global.interface)?;
     let exec_user = health::ExecUser::lookup(&file.global.check_user)?;
-    let (cluster_tx, mut cluster_reports) = mpsc::channel(32);
-    let member = match &file.cluster {
-        Some(cluster) => Some(Member::start(cluster, cluster_tx).await?),
-        None => None,
-    };
     let (bird_tx, mut bird_reports) = mpsc::channel(8);
     let (mut announcer, bgp_status) = Announcer::new(exec_user, bird_tx);
     let listeners = api::Listeners::bind(&file).await?;
@@ -119,6 +114,11 @@ pub async fn run(options: RunOptions) -> Result<()> {
         warn!("saved runtime change no longer applies and is dropped: {op:?}: {why}");
     }
     let in_force = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
+    let (cluster_tx, mut cluster_reports) = mpsc::channel(32);
+    let member = match &file.cluster {
+        Some(cluster) => Some(Member::start(cluster, runtime::encode(&effective.ops), cluster_tx).await?),
+        None => None,
+    };
     host::refuse_capture(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
     let dp = open(&file, &options)?;
     let pin = file.global.pin_path.clone();
@@ -222,6 +222,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     agent.adopt_flows(flows);
                 } else if agent.member.as_mut().is_some_and(|m| m.report(report, now)) {
                     agent.apply("cluster health");
+                }
+                if let Some(doc) = agent.member.as_mut().and_then(Member::take_runtime) {
+                    agent.adopt_runtime(&doc);
                 }
             }
             _ = cluster_tick.tick(), if agent.member.is_some() => {

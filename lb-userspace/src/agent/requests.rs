@@ -43,6 +43,7 @@ impl Agent {
         }
         runtime::record(&mut self.ops, ops);
         self.save_ops();
+        self.share_ops();
         Ok(Applied { config: Arc::clone(&self.config), admin: self.admin.clone() })
     }
 
@@ -89,11 +90,42 @@ impl Agent {
         self.file = file;
         self.ops = effective.ops;
         self.save_ops();
+        self.share_ops();
         memory::give_back();
         let report = format!("{:?}", self.last_report);
         let ms = self.last_apply.as_secs_f64() * 1000.0;
         info!(vips = self.config.vips.len(), "reloaded config applied in {ms:.1} ms: {report}");
         Ok(Reloaded { report, dropped })
+    }
+
+    /// In a cluster, the runtime changes are everyone's: admin states and
+    /// weights shape the rings, which must be the same on every node.
+    fn share_ops(&mut self) {
+        if let Some(member) = self.member.as_mut() {
+            member.share_runtime(runtime::encode(&self.ops));
+        }
+    }
+
+    /// Runtime changes another node made (through its API) take the place of ours.
+    pub fn adopt_runtime(&mut self, doc: &[u8]) {
+        let mut ops = match runtime::decode(doc) {
+            Ok(ops) => ops,
+            Err(e) => return warn!("the cluster's runtime changes cannot be read, ours stay: {e}"),
+        };
+        if !self.file.api.allow_exec {
+            ops.retain(|op| runtime::restricted_key(op).is_none());
+        }
+        let effective = runtime::replay(&self.file, &ops);
+        for (op, why) in &effective.dropped {
+            warn!("a runtime change from the cluster does not apply here and is dropped: {op:?}: {why}");
+        }
+        let next = if effective.ops.is_empty() { Arc::clone(&self.file) } else { Arc::new(effective.config) };
+        if let Err(e) = self.switch_to(next, effective.admin) {
+            return error!("applying the cluster's runtime changes failed: {e:#}");
+        }
+        info!(ops = effective.ops.len(), "runtime changes taken from the cluster");
+        self.ops = effective.ops;
+        self.save_ops();
     }
 
     fn save_ops(&self) {

@@ -223,9 +223,9 @@ impl Agent {
         let started = Instant::now();
         let resolving = &self.judged.resolving;
         let shared;
-        let health = match self.member.as_ref().and_then(Member::effective) {
-            Some(effective) => {
-                shared = self.shared_health(effective);
+        let health = match self.member.as_ref().and_then(|m| Some((m.effective()?, m.came_up()))) {
+            Some((effective, came_up)) => {
+                shared = self.shared_health(effective, &came_up);
                 &shared
             }
             None => &self.judged.health,
@@ -240,10 +240,8 @@ impl Agent {
         }
         self.last_report = self.reconciler.apply(&want.vips)?;
         if let Some(member) = self.member.as_mut() {
-            member.set_local(
-                local_view(&self.config, &self.judged.health),
-                ring_digests(&self.config, &want.vips),
-            );
+            let (up, came_up) = local_view(&self.config, &self.judged.health);
+            member.set_local(up, came_up, ring_digests(&self.config, &want.vips));
         }
         let recording = super::recording(&self.config.global);
         if self.reconciler.dataplane().settings().recording != recording {
@@ -290,15 +288,26 @@ impl Agent {
     }
 
     /// This node's health judgements with the cluster's quorum in their place.
-    fn shared_health(&self, effective: &BTreeMap<String, bool>) -> HashMap<BackendRef, BackendHealth> {
+    fn shared_health(
+        &self,
+        effective: &BTreeMap<String, bool>,
+        came_up: &BTreeMap<String, u64>,
+    ) -> HashMap<BackendRef, BackendHealth> {
         let mut health = self.judged.health.clone();
         for vip in &self.config.vips {
             let key = vip.key();
             for b in vip.backends.iter().filter(|b| b.check.kind != CheckKind::None) {
-                let Some(&up) = effective.get(&member::backend_id(vip, b)) else { continue };
+                let id = member::backend_id(vip, b);
+                let Some(&up) = effective.get(&id) else { continue };
                 let at = BackendRef { vip: key, addr: b.socket() };
                 let mine = health.get(&at).map(|h| h.up);
                 if mine == Some(up) {
+                    // Slow start from the cluster's moment, not this node's.
+                    if let (Some(h), Some(&ms)) = (health.get_mut(&at), came_up.get(&id)) {
+                        if h.came_up.is_some() {
+                            h.came_up = Some(instant_of(ms));
+                        }
+                    }
                     continue;
                 }
                 let reason: Arc<str> = Arc::from(if up {
@@ -379,10 +388,29 @@ impl Agent {
     }
 }
 
-/// What this node's own checks say, by backend identity. Backends waiting
-/// for their first check say nothing; unchecked ones are always up.
-fn local_view(config: &Config, health: &HashMap<BackendRef, BackendHealth>) -> BTreeMap<String, bool> {
+/// The Instant of a moment in Unix milliseconds (as nodes exchange them).
+fn instant_of(unix_ms: u64) -> Instant {
+    let now_ms = unix_ms_of(Instant::now());
+    Instant::now()
+        .checked_sub(Duration::from_millis(now_ms.saturating_sub(unix_ms)))
+        .unwrap_or_else(Instant::now)
+}
+
+fn unix_ms_of(at: Instant) -> u64 {
+    let ago = Instant::now().saturating_duration_since(at);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.saturating_sub(ago).as_millis() as u64
+}
+
+/// What this node's own checks say, by backend identity, and when the ones
+/// up came up. Backends waiting for their first check say nothing;
+/// unchecked ones are always up.
+fn local_view(
+    config: &Config,
+    health: &HashMap<BackendRef, BackendHealth>,
+) -> (BTreeMap<String, bool>, BTreeMap<String, u64>) {
     let mut up = BTreeMap::new();
+    let mut came_up = BTreeMap::new();
     for vip in &config.vips {
         let key = vip.key();
         for b in &vip.backends {
@@ -393,9 +421,13 @@ fn local_view(config: &Config, health: &HashMap<BackendRef, BackendHealth>) -> B
             if let Some(said) = said {
                 up.insert(member::backend_id(vip, b), said);
             }
+            let since = health.get(&BackendRef { vip: key, addr: b.socket() }).and_then(|h| h.came_up);
+            if let (Some(true), Some(since)) = (said, since) {
+                came_up.insert(member::backend_id(vip, b), unix_ms_of(since));
+            }
         }
     }
-    up
+    (up, came_up)
 }
 
 /// Per VIP name, a digest of everything that shapes its ring here.

@@ -209,7 +209,12 @@ impl Announcer {
                     }
                     Err(e) => {
                         if self.bird_error.as_ref() != Some(&e) {
-                            warn!("BIRD did not take the new announcements: {e}");
+                            if self.loaded.is_none() && e.contains("No such file") {
+                                // BIRD starts with the file we just wrote: not yet a problem.
+                                info!("waiting for BIRD: {e}");
+                            } else {
+                                warn!("BIRD did not take the new announcements: {e}");
+                            }
                         }
                         self.bird_error = Some(e);
                         // Try again on the next tick rather than spinning.
@@ -230,7 +235,7 @@ impl Announcer {
                     }
                     Err(e) => {
                         self.protocols.clear();
-                        if self.bird_error.as_ref() != Some(&e) {
+                        if self.bird_error.as_ref() != Some(&e) && self.loaded.is_some() {
                             warn!("{e}");
                         }
                         self.bird_error = Some(e);

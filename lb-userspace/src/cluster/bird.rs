@@ -38,6 +38,8 @@ pub fn render(bgp: &Bgp, routes: &BTreeSet<IpAddr>, style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Written by alwayson; rewritten on every change of the announced VIPs.");
     let _ = writeln!(out, "router id {};", bgp.router_id);
+    // Under systemd or `bird -f`, the journal or the terminal gets it.
+    let _ = writeln!(out, "log stderr all;");
     // One word per time, so `show protocols` rows split on whitespace.
     let _ = writeln!(out, "timeformat protocol \"%s\";\n");
     let _ = writeln!(out, "protocol device {{ }}\n");

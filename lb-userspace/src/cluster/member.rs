@@ -64,6 +64,8 @@ pub struct ClusterStatus {
     pub withdrawn_because: Option<String>,
     pub odd_one_out: Vec<String>,
     pub digests_differ: Vec<String>,
+    /// Per VIP name: this node's digest of its ring inputs (equal on every node when all agree).
+    pub digests: BTreeMap<String, String>,
     pub etcd_error: Option<String>,
 }
 
@@ -81,11 +83,19 @@ pub struct Member {
     digest_since: Option<Instant>,
     source: Source,
     withdraw: Option<String>,
+    /// The runtime-changes document in force here, as shared.
+    runtime: Option<Vec<u8>>,
+    /// This node's own changes at start, shared if etcd has none yet.
+    first_runtime: Option<Vec<u8>>,
+    incoming_runtime: Option<Vec<u8>>,
+    /// Ours, not yet confirmed written to etcd.
+    pending: Option<Vec<u8>>,
 }
 
 impl Member {
     pub async fn start(
         config: &Cluster,
+        own_runtime: Vec<u8>,
         reports: tokio::sync::mpsc::Sender<ClusterReport>,
     ) -> anyhow::Result<Self> {
         let local = View {
@@ -94,6 +104,7 @@ impl Member {
             digests: BTreeMap::new(),
             announcing: false,
             wants_out: false,
+            came_up: BTreeMap::new(),
         };
         let sharing = share::start(config, local.clone(), reports).await?;
         info!(node = %config.node, etcd = ?config.etcd, "sharing health with the cluster");
@@ -111,6 +122,10 @@ impl Member {
             digest_since: None,
             source: Source::Starting,
             withdraw: None,
+            runtime: None,
+            first_runtime: Some(own_runtime),
+            incoming_runtime: None,
+            pending: None,
         })
     }
 
@@ -122,9 +137,20 @@ impl Member {
         }
     }
 
-    /// This node's own checks and ring digests, as of the last apply.
-    pub fn set_local(&mut self, up: BTreeMap<String, bool>, digests: BTreeMap<String, String>) {
+    /// When backends came up, as the cluster agrees (Unix milliseconds).
+    pub fn came_up(&self) -> BTreeMap<String, u64> {
+        quorum::came_up(&self.views)
+    }
+
+    /// This node's own checks, when they came up, and its ring digests, as of the last apply.
+    pub fn set_local(
+        &mut self,
+        up: BTreeMap<String, bool>,
+        came_up: BTreeMap<String, u64>,
+        digests: BTreeMap<String, String>,
+    ) {
         self.local.up = up;
+        self.local.came_up = came_up;
         self.local.digests = digests;
         self.publish_local();
     }
@@ -147,10 +173,44 @@ impl Member {
         });
     }
 
+    /// The runtime changes this node now holds, for every node to take.
+    pub fn share_runtime(&mut self, doc: Vec<u8>) {
+        if self.runtime.as_ref() != Some(&doc) {
+            self.runtime = Some(doc.clone());
+            self.pending = Some(doc.clone());
+            self.sharing.runtime.send_replace(Some(doc));
+        }
+    }
+
+    /// Runtime changes another node made (taken only once this node's own
+    /// writes are in etcd: an older read must not undo a newer change of ours).
+    pub fn take_runtime(&mut self) -> Option<Vec<u8>> {
+        self.incoming_runtime.take()
+    }
+
     /// Takes a report in; true when the effective health changed (apply again).
     pub fn report(&mut self, report: ClusterReport, now: Instant) -> bool {
         match report {
-            ClusterReport::Views(mut views) => {
+            ClusterReport::Views { mut views, runtime, wrote } => {
+                if self.pending.is_some() && wrote == self.pending {
+                    self.pending = None;
+                }
+                // Until our own change is in etcd, what etcd says is older than it.
+                if self.pending.is_none() {
+                    match runtime {
+                        Some(doc) if Some(&doc) != self.runtime.as_ref() => {
+                            self.runtime = Some(doc.clone());
+                            self.incoming_runtime = Some(doc);
+                        }
+                        // First of the cluster: ours become everyone's.
+                        None if self.runtime.is_none() => {
+                            if let Some(doc) = self.first_runtime.take() {
+                                self.share_runtime(doc);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
                 if self.etcd_error.take().is_some() || self.etcd_ok_at.is_none() {
                     info!(nodes = views.len(), "etcd answers: health is shared by quorum");
                 }
@@ -293,6 +353,7 @@ impl Member {
             withdrawn_because: self.withdraw.clone(),
             odd_one_out: quorum::odd_one_out(&self.local, &effective),
             digests_differ: quorum::check_digests(&self.views, &self.local).differs,
+            digests: self.local.digests.clone(),
             etcd_error: self.etcd_error.clone(),
         }
     }

@@ -20,6 +20,10 @@ pub struct View {
     pub announcing: bool,
     /// Whether the node would withdraw if allowed (it is the odd one out).
     pub wants_out: bool,
+    /// When each backend this node sees up came up, in Unix milliseconds: a
+    /// slow start ramps from the earliest, the same on every node.
+    #[serde(default)]
+    pub came_up: BTreeMap<String, u64>,
 }
 
 /// Effective health: a backend is usable when more than half of the live
@@ -39,6 +43,20 @@ pub fn effective(views: &[View]) -> BTreeMap<String, bool> {
         }
     }
     votes.into_iter().map(|(backend, (ups, downs))| (backend.to_owned(), ups >= downs)).collect()
+}
+
+/// When each backend came up, as the cluster agrees: the earliest any live
+/// node that sees it up reports (slow starts then ramp alike everywhere).
+pub fn came_up(views: &[View]) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for v in views {
+        for (id, &at) in &v.came_up {
+            if v.up.get(id) == Some(&true) {
+                out.entry(id.clone()).and_modify(|t| *t = (*t).min(at)).or_insert(at);
+            }
+        }
+    }
+    out
 }
 
 /// The backends `local` sees down while the effective state uses them:
@@ -141,7 +159,16 @@ mod tests {
             digests: BTreeMap::new(),
             announcing: true,
             wants_out: false,
+            came_up: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_slow_start_ramps_from_the_earliest_node_that_saw_the_backend_up() {
+        let a = View { came_up: [(X.to_owned(), 2_000)].into(), ..view("lb1", &[(X, true)]) };
+        let b = View { came_up: [(X.to_owned(), 1_500)].into(), ..view("lb2", &[(X, true)]) };
+        let c = View { came_up: [(X.to_owned(), 900)].into(), ..view("lb3", &[(X, false)]) };
+        assert_eq!(came_up(&[a, b, c])[X], 1_500, "a node that sees it down does not count");
     }
 
     fn wanting_out(node: &str) -> View {

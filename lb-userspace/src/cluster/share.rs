@@ -35,8 +35,13 @@ const MAX_BEAT: usize = 1500;
 
 #[derive(Debug)]
 pub enum ClusterReport {
-    /// Every live node's view, this one's included, as etcd has them.
-    Views(Vec<View>),
+    /// Every live node's view, this one's included, as etcd has them; the
+    /// shared runtime changes etcd holds; the last document this node wrote.
+    Views {
+        views: Vec<View>,
+        runtime: Option<Vec<u8>>,
+        wrote: Option<Vec<u8>>,
+    },
     EtcdFailed(String),
     Beat {
         from: SocketAddr,
@@ -55,6 +60,8 @@ pub struct Beat {
 /// The running tasks; dropping this stops them (the lease then expires).
 pub struct Sharing {
     pub view: watch::Sender<View>,
+    /// The runtime changes (API operations) to write for every node.
+    pub runtime: watch::Sender<Option<Vec<u8>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -82,31 +89,52 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("cluster.listen = {}: {e}", cluster.listen))?;
     let socket = Arc::new(socket);
     let (view, view_rx) = watch::channel(first);
+    let (runtime, runtime_rx) = watch::channel(None);
     let etcd_ok = Arc::new(AtomicBool::new(false));
     let tasks = vec![
-        tokio::spawn(keep_views(etcd, cluster.clone(), view_rx, Arc::clone(&etcd_ok), reports.clone())),
+        tokio::spawn(keep_views(
+            etcd,
+            cluster.clone(),
+            view_rx,
+            runtime_rx,
+            Arc::clone(&etcd_ok),
+            reports.clone(),
+        )),
         tokio::spawn(send_beats(Arc::clone(&socket), cluster.clone(), etcd_ok)),
         tokio::spawn(hear_beats(socket, cluster.peers.clone(), reports)),
     ];
-    Ok(Sharing { view, tasks })
+    Ok(Sharing { view, runtime, tasks })
 }
 
 async fn keep_views(
     etcd: Etcd,
     cluster: Cluster,
     view: watch::Receiver<View>,
+    runtime: watch::Receiver<Option<Vec<u8>>>,
     ok: Arc<AtomicBool>,
     reports: mpsc::Sender<ClusterReport>,
 ) {
     let mut lease: Option<LeaseId> = None;
+    let mut wrote: Option<Vec<u8>> = None;
+    let runtime_key = format!("{}/runtime", cluster.prefix);
     let mut round = tokio::time::interval(ROUND);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let prefix = format!("{}/nodes/", cluster.prefix);
     loop {
         round.tick().await;
         let mine = view.borrow().clone();
-        let report = match exchange(&etcd, &cluster, &prefix, &mine, &mut lease).await {
-            Ok(views) => ClusterReport::Views(views),
+        let to_write = runtime.borrow().clone();
+        let shared = async {
+            if to_write.is_some() && to_write != wrote {
+                let doc = to_write.as_deref().expect("checked");
+                etcd.put(&runtime_key, doc, None).await?;
+                wrote = to_write;
+            }
+            let views = exchange(&etcd, &cluster, &prefix, &mine, &mut lease).await?;
+            Ok::<_, EtcdError>((views, etcd.get(&runtime_key).await?))
+        };
+        let report = match shared.await {
+            Ok((views, runtime)) => ClusterReport::Views { views, runtime, wrote: wrote.clone() },
             Err(e) => {
                 if matches!(e, EtcdError::LeaseGone) {
                     lease = None;
@@ -114,7 +142,7 @@ async fn keep_views(
                 ClusterReport::EtcdFailed(e.to_string())
             }
         };
-        ok.store(matches!(report, ClusterReport::Views(_)), Ordering::Relaxed);
+        ok.store(matches!(report, ClusterReport::Views { .. }), Ordering::Relaxed);
         if reports.send(report).await.is_err() {
             return;
         }

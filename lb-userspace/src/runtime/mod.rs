@@ -35,7 +35,7 @@ pub use self::{
     admin::AdminStates,
     compact::record,
     restricted::{restricted_key, RESTRICTED_KEYS},
-    saved::{load, save},
+    saved::{decode, encode, load, save},
 };
 use crate::{
     config::{Config, Problem, Vip},

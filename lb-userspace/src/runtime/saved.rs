@@ -24,6 +24,15 @@ pub fn load(path: &Path) -> std::io::Result<Vec<Op>> {
     }
 }
 
+/// The operations as one document, the form shared through etcd.
+pub fn encode(ops: &[Op]) -> Vec<u8> {
+    serde_json::to_vec(&Saved { ops: ops.to_vec() }).expect("operations serialize")
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Vec<Op>, serde_json::Error> {
+    serde_json::from_slice::<Saved>(bytes).map(|s| s.ops)
+}
+
 /// Saves the operations (atomically: a crash leaves the old or the new list).
 pub fn save(path: &Path, ops: &[Op]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
