@@ -3,6 +3,7 @@
 //! trips, error reporting), `rules` the validation rules 1–10, `health` rule 11.
 
 mod bgp;
+mod cluster;
 mod health;
 mod rules;
 mod valid;
