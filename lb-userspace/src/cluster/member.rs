@@ -267,7 +267,10 @@ impl Member {
         } else {
             let lost_since = self.etcd_ok_at.unwrap_or(self.started);
             let majority_heard = 2 * reachable > nodes;
-            if majority_heard && !heard.iter().any(|ok| *ok) {
+            if now.duration_since(lost_since) < ETCD_LOST_AFTER {
+                // Just started: nobody has had a round with etcd yet.
+                None
+            } else if majority_heard && !heard.iter().any(|ok| *ok) {
                 if self.source != Source::LocalOnly {
                     error!(
                         "etcd is down for every node that answers ({reachable} of {nodes}): rings follow this \
