@@ -87,6 +87,25 @@ pub fn table(stats: &Stats) -> String {
         stats.conn_table.capacity,
         stats.verdicts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     );
+    if let Some(c) = &stats.cluster {
+        let source = c.source.as_deref().unwrap_or("starting");
+        let _ = writeln!(
+            out,
+            "cluster: node {}, rings from {source}; live {}; peers heard {}",
+            c.node,
+            c.live_nodes.join(","),
+            if c.peers_heard.is_empty() { "none".into() } else { c.peers_heard.join(",") }
+        );
+        if let Some(why) = &c.withdrawn_because {
+            let _ = writeln!(out, "  withdrawn: {why}");
+        }
+        if !c.digests_differ.is_empty() {
+            let _ = writeln!(out, "  rings differ from the majority's: {}", c.digests_differ.join(", "));
+        }
+        if let Some(e) = &c.etcd_error {
+            let _ = writeln!(out, "  etcd: {e}");
+        }
+    }
     if let Some(bgp) = &stats.bgp {
         let routes: Vec<String> = bgp.routes.iter().map(|r| format!("{} {}", r.address, r.state)).collect();
         let _ = writeln!(

@@ -100,6 +100,23 @@ pub struct Stats {
     /// Present with `[bgp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<BgpStats>,
+    /// Present with `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// The `cluster` part of the stats document, as a client reads it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStats {
+    pub node: String,
+    pub source: Option<String>,
+    pub live_nodes: Vec<String>,
+    pub peers_heard: Vec<String>,
+    pub withdrawn_because: Option<String>,
+    pub odd_one_out: Vec<String>,
+    pub digests_differ: Vec<String>,
+    pub digests: BTreeMap<String, String>,
+    pub etcd_error: Option<String>,
 }
 
 /// The `bgp` part of the stats document, as a client reads it.
