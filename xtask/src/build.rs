@@ -51,14 +51,19 @@ pub fn ebpf_objects() -> Result<()> {
     Ok(())
 }
 
-/// Without arguments, the demo; otherwise `alwayson run ARGS`.
+/// Without arguments, the demo; with `--cluster`, the three-node demo;
+/// otherwise `alwayson run ARGS`.
 pub fn run(args: &[String]) -> Result<()> {
-    if args.is_empty() {
+    let demo = match args {
+        [] => Some("alwayson-demo"),
+        [flag] if flag == "--cluster" => Some("alwayson-demo-cluster"),
+        _ => None,
+    };
+    if let Some(demo) = demo {
         // The demo runs the real agent and test servers; it finds them beside itself.
         status(cargo().args(["build", "--release", "--package", "lb-userspace", "--bin", "alwayson"]))?;
         status(cargo().args(["build", "--release", "--package", "alwayson-tests", "--bins"]))?;
-        let demo = target_dir()?.join("release/alwayson-demo");
-        return status(&mut Command::new(demo));
+        return status(&mut Command::new(target_dir()?.join("release").join(demo)));
     }
     status(
         cargo()

@@ -22,7 +22,8 @@ enum Command {
     /// Build the XDP objects and copy them to target/bpf/.
     BuildEbpf,
     /// Run the balancer: with no arguments a self-contained demo in network
-    /// namespaces; `-- ARGS` passes ARGS to `alwayson run`.
+    /// namespaces; `-- --cluster` the three-node demo (router, BGP, etcd);
+    /// `-- ARGS` passes ARGS to `alwayson run`.
     Run {
         #[arg(last = true)]
         args: Vec<String>,
