@@ -4,6 +4,7 @@
 //! channels; the API and the stats sampler read what it publishes. The loop
 //! never waits on the network: checks and neighbour probes are tasks.
 
+mod cluster;
 mod host;
 mod judged;
 mod kernel_log;
@@ -216,24 +217,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
             _ = scan_tick.tick() => settler.scan(agent.config.global.flow_idle_timeout),
             Some(scanned) = scans.recv() => settler.scanned(scanned, &mut agent),
             _ = announce_tick.tick() => announcer.tick(),
-            Some(report) = cluster_reports.recv() => {
-                let now = std::time::Instant::now();
-                if let share::ClusterReport::Flows(flows) = &report {
-                    agent.adopt_flows(flows);
-                } else if agent.member.as_mut().is_some_and(|m| m.report(report, now)) {
-                    agent.apply("cluster health");
-                }
-                if let Some(doc) = agent.member.as_mut().and_then(Member::take_runtime) {
-                    agent.adopt_runtime(&doc);
-                }
-            }
+            Some(report) = cluster_reports.recv() => agent.cluster_report(report),
             _ = cluster_tick.tick(), if agent.member.is_some() => {
-                let now = std::time::Instant::now();
-                let member = agent.member.as_mut().expect("checked in the guard");
-                let changed = member.tick(now);
-                cluster_status_tx.send_replace(Arc::new(member.status(now)));
-                if changed {
-                    agent.apply("cluster health source");
+                if let Some(status) = agent.cluster_tick() {
+                    cluster_status_tx.send_replace(Arc::new(status));
                 }
             }
             Some(report) = bird_reports.recv() => announcer.report(report),
