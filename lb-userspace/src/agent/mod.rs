@@ -196,15 +196,14 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut cluster_tick = tokio::time::interval(share::ROUND);
     loop {
         // The cluster may forbid announcing (cut off, odd one out, rings differ).
-        let allowed = agent.member.as_ref().is_none_or(|m| m.withdrawn_because().is_none());
-        if announced != Some((agent.routes_generation, allowed)) {
-            announced = Some((agent.routes_generation, allowed));
+        let held_back = agent.member.as_ref().and_then(|m| m.withdrawn_because().map(str::to_owned));
+        if announced != Some((agent.routes_generation, held_back.clone())) {
+            announced = Some((agent.routes_generation, held_back.clone()));
             let addresses = agent.config.vips.iter().map(|v| v.address).collect();
-            let routes = if allowed { agent.routes.clone() } else { Default::default() };
             if let Some(member) = agent.member.as_mut() {
-                member.set_announcing(!routes.is_empty());
+                member.set_announcing(held_back.is_none() && !agent.routes.is_empty());
             }
-            announcer.want(agent.config.bgp.as_ref(), routes, addresses);
+            announcer.want(agent.config.bgp.as_ref(), agent.routes.clone(), addresses, held_back);
         }
         tokio::select! {
             event = events.recv() => match event {

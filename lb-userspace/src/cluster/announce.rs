@@ -57,7 +57,7 @@ pub struct RouteStatus {
     pub address: IpAddr,
     /// announced, draining, pending (BIRD has not loaded it yet), withdrawn
     pub state: &'static str,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -76,6 +76,8 @@ pub struct Announcer {
     want: Option<Target>,
     /// Every VIP address configured (for the routes not announced).
     addresses: BTreeSet<IpAddr>,
+    eligible: BTreeSet<IpAddr>,
+    held_back: Option<String>,
     loaded: Option<Target>,
     loading: bool,
     polling: bool,
@@ -97,6 +99,8 @@ impl Announcer {
             user,
             want: None,
             addresses: BTreeSet::new(),
+            eligible: BTreeSet::new(),
+            held_back: None,
             loaded: None,
             loading: false,
             polling: false,
@@ -111,8 +115,19 @@ impl Announcer {
 
     /// What should be announced now: `routes` of `addresses` under `bgp`
     /// (`None`: no `[bgp]`, nothing is announced and BIRD is left alone).
-    pub fn want(&mut self, bgp: Option<&Bgp>, routes: BTreeSet<IpAddr>, addresses: BTreeSet<IpAddr>) {
+    /// `eligible`: the addresses with a backend in a ring; `held_back`: why
+    /// none of them may be announced now (the cluster's rules), if so.
+    pub fn want(
+        &mut self,
+        bgp: Option<&Bgp>,
+        eligible: BTreeSet<IpAddr>,
+        addresses: BTreeSet<IpAddr>,
+        held_back: Option<String>,
+    ) {
         self.addresses = addresses;
+        let routes = if held_back.is_some() { BTreeSet::new() } else { eligible.clone() };
+        self.eligible = eligible;
+        self.held_back = held_back;
         let Some(bgp) = bgp else {
             if self.want.is_some() {
                 info!("[bgp] removed: withdrawing every route");
@@ -266,9 +281,12 @@ impl Announcer {
                     (true, true) => ("announced", "a backend is in its ring"),
                     (true, false) => ("pending", "BIRD has not loaded it yet"),
                     (false, true) => ("pending", "BIRD has not withdrawn it yet"),
-                    (false, false) => ("withdrawn", "no VIP on this address has a usable backend"),
+                    (false, false) => match &self.held_back {
+                        Some(why) if self.eligible.contains(&address) => ("withdrawn", why.as_str()),
+                        _ => ("withdrawn", "no VIP on this address has a usable backend"),
+                    },
                 };
-                RouteStatus { address, state, reason }
+                RouteStatus { address, state, reason: reason.to_owned() }
             })
             .collect();
         let sessions = want

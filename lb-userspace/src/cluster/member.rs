@@ -90,6 +90,8 @@ pub struct Member {
     incoming_runtime: Option<Vec<u8>>,
     /// Ours, not yet confirmed written to etcd.
     pending: Option<Vec<u8>>,
+    /// Whether this node holds one of the slots to be out.
+    out_slot: bool,
 }
 
 impl Member {
@@ -126,6 +128,7 @@ impl Member {
             first_runtime: Some(own_runtime),
             incoming_runtime: None,
             pending: None,
+            out_slot: false,
         })
     }
 
@@ -191,7 +194,8 @@ impl Member {
     /// Takes a report in; true when the effective health changed (apply again).
     pub fn report(&mut self, report: ClusterReport, now: Instant) -> bool {
         match report {
-            ClusterReport::Views { mut views, runtime, wrote } => {
+            ClusterReport::Views { mut views, runtime, wrote, out_slot } => {
+                self.out_slot = out_slot;
                 if self.pending.is_some() && wrote == self.pending {
                     self.pending = None;
                 }
@@ -283,12 +287,17 @@ impl Member {
                 if self.effective.is_some() {
                     self.source = Source::LastQuorum;
                 }
-                let silent = now.duration_since(lost_since);
-                (silent >= self.config.quorum_grace).then(|| {
+                // Reasons stay the same while the cause does: they are compared.
+                let grace = crate::config::show_duration(self.config.quorum_grace);
+                (now.duration_since(lost_since) >= self.config.quorum_grace).then(|| {
                     if majority_heard {
-                        format!("cut off from etcd for {silent:.0?} while peers reach it")
+                        format!(
+                            "cut off from etcd for longer than quorum_grace ({grace}) while peers reach it"
+                        )
                     } else {
-                        format!("cut off from etcd and from most peers ({reachable} of {nodes} nodes heard) for {silent:.0?}")
+                        format!(
+                            "cut off from etcd and from most peers for longer than quorum_grace ({grace})"
+                        )
                     }
                 })
             }
@@ -326,12 +335,22 @@ impl Member {
         };
         if differ_for >= self.config.odd_one_out_after {
             return Some(format!(
-                "the rings of {} differ from the majority's for {differ_for:.0?}",
-                digests.differs.join(", ")
+                "the rings of {} differ from the majority's for longer than odd_one_out_after ({})",
+                digests.differs.join(", "),
+                crate::config::show_duration(self.config.odd_one_out_after)
             ));
         }
-        // Refused, staying is the lesser evil: too few nodes would announce.
-        (wants_out && quorum::may_withdraw(&self.views, &self.local.node))
+        // Views may be a round old: two nodes could each think the other stays.
+        // A slot claimed in etcd settles who goes; refused, staying is the
+        // lesser evil (too few nodes would announce).
+        let claim = (wants_out && quorum::may_withdraw(&self.views, &self.local.node))
+            .then(|| quorum::out_slots(&self.views));
+        self.sharing.claim.send_if_modified(|c| {
+            let changed = *c != claim;
+            *c = claim;
+            changed
+        });
+        (claim.is_some() && self.out_slot)
             .then(|| format!("sees DOWN what the others use: {}", odd.join(", ")))
     }
 

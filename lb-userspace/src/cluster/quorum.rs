@@ -100,6 +100,15 @@ pub fn may_withdraw(views: &[View], node: &str) -> bool {
     false
 }
 
+/// How many nodes may be out at once by the odd-one-out rule: half of the
+/// live ones (rounded down), less those already out for other reasons
+/// (stopped, no usable backend). The nodes claim these slots in etcd, which
+/// lets exactly one claim each win, whatever each node's copy of the views.
+pub fn out_slots(views: &[View]) -> usize {
+    let other = views.iter().filter(|v| !v.announcing && !v.wants_out).count();
+    (views.len() / 2).saturating_sub(other)
+}
+
 /// What `check_digests` found, as VIP names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DigestCheck {
@@ -310,6 +319,20 @@ mod tests {
         let withdrawn = View { announcing: false, ..wanting_out("lb1") };
         let views = [withdrawn, stopped, view("lb3", &[])];
         assert!(!may_withdraw(&views, "lb1"));
+    }
+
+    #[test]
+    fn out_slots_keep_at_least_half_announcing() {
+        let three = [view("lb1", &[]), view("lb2", &[]), view("lb3", &[])];
+        assert_eq!(out_slots(&three), 1);
+        assert_eq!(out_slots(&three[..2]), 1, "two nodes: one may go, one of two is half");
+        assert_eq!(out_slots(&three[..1]), 0, "a lone node never goes");
+        let four = [view("lb1", &[]), view("lb2", &[]), view("lb3", &[]), view("lb4", &[])];
+        assert_eq!(out_slots(&four), 2);
+        let stopped = View { announcing: false, ..view("lb2", &[]) };
+        assert_eq!(out_slots(&[view("lb1", &[]), stopped.clone(), view("lb3", &[])]), 0);
+        let withdrawn = View { announcing: false, ..wanting_out("lb2") };
+        assert_eq!(out_slots(&[view("lb1", &[]), withdrawn, view("lb3", &[])]), 1, "its own slot");
     }
 
     fn with_digests(node: &str, digests: &[(&str, &str)]) -> View {

@@ -36,11 +36,13 @@ const MAX_BEAT: usize = 1500;
 #[derive(Debug)]
 pub enum ClusterReport {
     /// Every live node's view, this one's included, as etcd has them; the
-    /// shared runtime changes etcd holds; the last document this node wrote.
+    /// shared runtime changes etcd holds; the last document this node wrote;
+    /// whether this node holds a slot to be out (see `keep_slot`).
     Views {
         views: Vec<View>,
         runtime: Option<Vec<u8>>,
         wrote: Option<Vec<u8>>,
+        out_slot: bool,
     },
     EtcdFailed(String),
     Beat {
@@ -62,6 +64,9 @@ pub struct Sharing {
     pub view: watch::Sender<View>,
     /// The runtime changes (API operations) to write for every node.
     pub runtime: watch::Sender<Option<Vec<u8>>>,
+    /// `Some(slots)`: claim one of `slots` slots to be out (odd one out);
+    /// `None`: hold none.
+    pub claim: watch::Sender<Option<usize>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -90,40 +95,48 @@ pub async fn start(
     let socket = Arc::new(socket);
     let (view, view_rx) = watch::channel(first);
     let (runtime, runtime_rx) = watch::channel(None);
+    let (claim, claim_rx) = watch::channel(None);
     let etcd_ok = Arc::new(AtomicBool::new(false));
     let tasks = vec![
         tokio::spawn(keep_views(
             etcd,
             cluster.clone(),
-            view_rx,
-            runtime_rx,
+            Wanted { view: view_rx, runtime: runtime_rx, claim: claim_rx },
             Arc::clone(&etcd_ok),
             reports.clone(),
         )),
         tokio::spawn(send_beats(Arc::clone(&socket), cluster.clone(), etcd_ok)),
         tokio::spawn(hear_beats(socket, cluster.peers.clone(), reports)),
     ];
-    Ok(Sharing { view, runtime, tasks })
+    Ok(Sharing { view, runtime, claim, tasks })
+}
+
+/// What the loop wants the etcd task to keep in etcd.
+struct Wanted {
+    view: watch::Receiver<View>,
+    runtime: watch::Receiver<Option<Vec<u8>>>,
+    claim: watch::Receiver<Option<usize>>,
 }
 
 async fn keep_views(
     etcd: Etcd,
     cluster: Cluster,
-    view: watch::Receiver<View>,
-    runtime: watch::Receiver<Option<Vec<u8>>>,
+    wanted: Wanted,
     ok: Arc<AtomicBool>,
     reports: mpsc::Sender<ClusterReport>,
 ) {
     let mut lease: Option<LeaseId> = None;
     let mut wrote: Option<Vec<u8>> = None;
+    let mut slot: Option<(usize, String)> = None;
     let runtime_key = format!("{}/runtime", cluster.prefix);
     let mut round = tokio::time::interval(ROUND);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let prefix = format!("{}/nodes/", cluster.prefix);
     loop {
         round.tick().await;
-        let mine = view.borrow().clone();
-        let to_write = runtime.borrow().clone();
+        let mine = wanted.view.borrow().clone();
+        let to_write = wanted.runtime.borrow().clone();
+        let claim = *wanted.claim.borrow();
         let shared = async {
             if to_write.is_some() && to_write != wrote {
                 let doc = to_write.as_deref().expect("checked");
@@ -131,13 +144,18 @@ async fn keep_views(
                 wrote = to_write;
             }
             let views = exchange(&etcd, &cluster, &prefix, &mine, &mut lease).await?;
+            let id = lease.expect("exchange holds a lease");
+            keep_slot(&etcd, &cluster, id, claim, &mut slot).await?;
             Ok::<_, EtcdError>((views, etcd.get(&runtime_key).await?))
         };
         let report = match shared.await {
-            Ok((views, runtime)) => ClusterReport::Views { views, runtime, wrote: wrote.clone() },
+            Ok((views, runtime)) => {
+                ClusterReport::Views { views, runtime, wrote: wrote.clone(), out_slot: slot.is_some() }
+            }
             Err(e) => {
                 if matches!(e, EtcdError::LeaseGone) {
                     lease = None;
+                    slot = None;
                 }
                 ClusterReport::EtcdFailed(e.to_string())
             }
@@ -147,6 +165,40 @@ async fn keep_views(
             return;
         }
     }
+}
+
+/// Claims, keeps or gives back a slot to be out: `prefix/out/<i>` created
+/// only if absent (etcd lets one claim win), under this node's lease so a
+/// dead node's slot frees itself.
+async fn keep_slot(
+    etcd: &Etcd,
+    cluster: &Cluster,
+    lease: LeaseId,
+    claim: Option<usize>,
+    slot: &mut Option<(usize, String)>,
+) -> Result<(), EtcdError> {
+    let me = cluster.node.as_bytes();
+    if let Some((i, key)) = slot.clone() {
+        let still_mine = etcd.get(&key).await?.as_deref() == Some(me);
+        let wanted = claim.is_some_and(|n| i < n);
+        if still_mine && !wanted {
+            etcd.delete(&key).await?;
+        }
+        if !still_mine || !wanted {
+            *slot = None;
+        }
+    }
+    if let (Some(slots), None) = (claim, &slot) {
+        for i in 0..slots {
+            let key = format!("{}/out/{i}", cluster.prefix);
+            let (_, holder) = etcd.put_if_absent(&key, me, Some(lease)).await?;
+            if holder == me {
+                *slot = Some((i, key));
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refreshes the lease, writes this node's view under it, reads all views.

@@ -30,7 +30,9 @@
 //! ([`ClusterBed::node_config`]: per-node pins, lock file, API socket) and
 //! BIRD with either the config the agent writes from its `[bgp]` section
 //! ([`Announcer::Agent`]) or a static one from the bed ([`Announcer::Bed`]).
-//! Optionally an etcd member per node on the cluster segment.
+//! Optionally an etcd member per node on the cluster segment, and with it a
+//! `[cluster]` section per node ([`ClusterBedBuilder::cluster`]: shared
+//! health by quorum, heartbeats on the cluster segment, short timers).
 //!
 //! Everything is torn down on drop, also when the test panics: agents, BIRDs,
 //! etcds and whatever else still runs in a node's namespace killed, the
@@ -67,6 +69,7 @@ use crate::{
     agent::{VipConf, APPLIED, RELOADED, WEB_LISTEN},
     bed::TestBed,
     fixture::mac_str,
+    http::Client,
     netns::Netns,
     process::{bin_path, Process},
     run,
@@ -82,6 +85,8 @@ const AGENT_STOP: Duration = Duration::from_secs(15);
 const ETCD: &str = "/usr/bin/etcd";
 const ETCD_READY: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
+/// How long a request to an agent's API may take.
+const API_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Who writes a node's BIRD config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +112,34 @@ impl Default for BgpTimes {
     }
 }
 
+/// The `[cluster]` timings the bed writes with [`ClusterBedBuilder::cluster`]
+/// (see the agent's `[cluster]` documentation); short, for tests.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterTimes {
+    pub lease_ttl: Duration,
+    pub quorum_grace: Duration,
+    pub odd_one_out_after: Duration,
+}
+
+impl Default for ClusterTimes {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(2),
+            quorum_grace: Duration::from_secs(3),
+            odd_one_out_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A duration as the agent's config writes it (`"2s"`, `"1500ms"`).
+fn toml_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 type NodeToml = Box<dyn Fn(usize) -> String + Send + Sync>;
 
 pub struct ClusterBedBuilder {
@@ -117,6 +150,7 @@ pub struct ClusterBedBuilder {
     announcer: Announcer,
     times: BgpTimes,
     etcd: bool,
+    cluster: Option<ClusterTimes>,
     agents: bool,
     node_toml: Option<NodeToml>,
 }
@@ -162,6 +196,23 @@ impl ClusterBedBuilder {
     pub fn etcd(mut self, on: bool) -> Self {
         self.etcd = on;
         self
+    }
+
+    /// A `[cluster]` section in every node's config: the node's name `lb<N>`,
+    /// every etcd member, heartbeats on its `eth1` to the other nodes, the
+    /// timers of [`ClusterTimes`] (set them with [`Self::cluster_times`]).
+    /// Implies [`Self::etcd`] (default: off).
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on.then(|| self.cluster.unwrap_or_default());
+        self.etcd |= on;
+        self
+    }
+
+    /// Other `[cluster]` timers; implies [`Self::cluster`].
+    pub fn cluster_times(self, times: ClusterTimes) -> Self {
+        let mut this = self.cluster(true);
+        this.cluster = Some(times);
+        this
     }
 
     /// Whether `build()` starts the agents (and BIRD on the nodes); default yes.
@@ -213,6 +264,7 @@ impl ClusterBedBuilder {
             announcer: self.announcer,
             times: self.times,
             etcd: self.etcd,
+            cluster_times: self.cluster,
             node_toml: self.node_toml,
             bed,
         };
@@ -267,6 +319,7 @@ pub struct ClusterBed {
     announcer: Announcer,
     times: BgpTimes,
     etcd: bool,
+    cluster_times: Option<ClusterTimes>,
     node_toml: Option<NodeToml>,
     /// Dropped last (its turn with it): the next bed starts once this one is gone.
     bed: TestBed,
@@ -355,6 +408,7 @@ impl ClusterBed {
             announcer: Announcer::Agent,
             times: BgpTimes::default(),
             etcd: false,
+            cluster: None,
             agents: true,
             node_toml: None,
         }
@@ -507,6 +561,17 @@ impl ClusterBed {
         self.announcer
     }
 
+    /// The `[cluster]` timers, if the nodes have that section.
+    pub fn cluster_times(&self) -> Option<ClusterTimes> {
+        self.cluster_times
+    }
+
+    /// Node N's name in the cluster (`[cluster] node`): `lb<N>`.
+    pub fn node_name(&self, n: usize) -> String {
+        self.node(n);
+        format!("lb{n}")
+    }
+
     // ---------------------------------------------------------------- config
 
     /// Node N's agent config: `eth0`, native XDP, everything per node that
@@ -555,6 +620,22 @@ impl ClusterBed {
                 self.times.grace_time,
                 self.times.drain_time,
                 router_v4()
+            );
+        }
+        if let Some(times) = &self.cluster_times {
+            let quote = |v: Vec<String>| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+            let peers = (1..=self.nodes.len()).filter(|&m| m != n).map(|m| node_heartbeat(m).to_string());
+            let _ = writeln!(
+                out,
+                "[cluster]\nnode = \"{}\"\netcd = [{}]\nlisten = \"{}\"\npeers = [{}]\n\
+                 lease_ttl = \"{}\"\nquorum_grace = \"{}\"\nodd_one_out_after = \"{}\"\n",
+                self.node_name(n),
+                quote(self.etcd_endpoints()),
+                node_heartbeat(n),
+                quote(peers.collect()),
+                toml_duration(times.lease_ttl),
+                toml_duration(times.quorum_grace),
+                toml_duration(times.odd_one_out_after),
             );
         }
         if let Some(extra) = &self.node_toml {
@@ -689,6 +770,36 @@ impl ClusterBed {
         Ok(stats.vip_stats(index)?)
     }
 
+    // ---------------------------------------------------------------- the API
+
+    /// `GET /v1/stats` on node N's API socket: the whole document (with
+    /// `cluster` when the nodes have `[cluster]`, `bgp` with `[bgp]`).
+    pub fn api_stats(&self, n: usize) -> Result<serde_json::Value> {
+        let client = Client::unix(self.api_socket(n)).timeout(API_TIMEOUT);
+        let response = client.get("/v1/stats").with_context(|| format!("GET /v1/stats on lb{n}"))?;
+        ensure!(response.status == 200, "GET /v1/stats on lb{n}: {} {}", response.status, response.text());
+        serde_json::from_slice(&response.body).with_context(|| format!("lb{n}'s /v1/stats"))
+    }
+
+    /// The `cluster` part of node N's `/v1/stats`.
+    pub fn cluster_status(&self, n: usize) -> Result<serde_json::Value> {
+        let mut stats = self.api_stats(n)?;
+        match stats.get_mut("cluster").map(serde_json::Value::take) {
+            Some(status) if status.is_object() => Ok(status),
+            _ => Err(anyhow!("lb{n}'s /v1/stats has no cluster part")),
+        }
+    }
+
+    /// The `alwayson` command line on node N's API socket: `alwayson ARGS…
+    /// --socket <node N's socket>`; its standard output.
+    pub fn cli(&self, n: usize, args: &[&str]) -> Result<String> {
+        let socket = self.api_socket(n).display().to_string();
+        let bin = bin_path("alwayson")?;
+        let mut all = args.to_vec();
+        all.extend(["--socket", &socket]);
+        run(&bin.display().to_string(), &all)
+    }
+
     // ---------------------------------------------------------------- etcd
 
     fn start_etcd(&self) -> Result<()> {
@@ -789,6 +900,20 @@ impl ClusterBed {
     pub fn heal_cluster(&self, n: usize) -> Result<()> {
         self.node(n);
         self.port_state(self.cluster_ns(), &format!("lb{n}"), "3")
+    }
+
+    /// Node N can no longer reach backend `i`: a blackhole route for the
+    /// backend's address in the node's namespace. The node's own checks fail
+    /// (connect gets an error at once); its XDP program still forwards to the
+    /// backend (frames it sends back out never meet the node's routes), and
+    /// every other node and the router reach it as before.
+    pub fn cut_backend(&self, n: usize, i: usize) -> Result<()> {
+        self.node_ns(n).ip(&["route", "add", "blackhole", &format!("{}/32", backend_v4(i))]).map(drop)
+    }
+
+    /// Removes the blackhole route of [`Self::cut_backend`].
+    pub fn uncut_backend(&self, n: usize, i: usize) -> Result<()> {
+        self.node_ns(n).ip(&["route", "del", "blackhole", &format!("{}/32", backend_v4(i))]).map(drop)
     }
 
     // ---------------------------------------------------------------- the router
@@ -906,6 +1031,12 @@ impl ClusterBed {
         let mut out = String::new();
         for n in 1..=self.nodes.len() {
             let _ = writeln!(out, "== lb{n}: agent log\n{}", self.agent_log(n));
+        }
+        if self.cluster_times.is_some() {
+            for n in 1..=self.nodes.len() {
+                let status = self.cluster_status(n).map_or_else(|e| format!("({e:#})"), |s| s.to_string());
+                let _ = writeln!(out, "== lb{n}: cluster status now\n{status}\n");
+            }
         }
         out.push_str(&self.bgp_report());
         if self.etcd {

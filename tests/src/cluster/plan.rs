@@ -53,6 +53,14 @@ pub fn client_v4(i: usize) -> IpAddr {
     Ipv4Addr::new(10, 77, 161, 10 + i as u8).into()
 }
 
+/// The UDP port of the agents' heartbeats (`[cluster] listen`, `peers`).
+pub const HEARTBEAT_PORT: u16 = 7947;
+
+/// Node `node`'s heartbeat address: its `eth1`, [`HEARTBEAT_PORT`].
+pub fn node_heartbeat(node: usize) -> SocketAddr {
+    SocketAddr::new(node_cluster_v4(node), HEARTBEAT_PORT)
+}
+
 /// Node `node`'s etcd client URL (on the cluster segment).
 pub fn etcd_client_url(node: usize) -> String {
     format!("http://{}:2379", node_cluster_v4(node))
