@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use alwayson_tests::{
+    agent::find_backend,
     bench::{spread, Table},
     cluster::{vip, ClusterBed},
 };
+use lb_common::BackendState;
 use serde_json::json;
 
 const SILENCES: usize = 10;
@@ -54,7 +56,7 @@ fn main() {
     );
     for (name, samples) in [
         ("silenced node: its paths gone from the router (BFD)", &mut failover),
-        ("backend death: every node's rings without it, digests equal", &mut convergence),
+        ("backend death: out of every node's rings (kernel maps)", &mut convergence),
     ] {
         let (m, lo, hi) = spread(samples);
         table.row(
@@ -65,27 +67,24 @@ fn main() {
     table.finish(json!({}));
 }
 
-/// Waits until all three nodes agree: equal digests, and backend `out` (if
-/// any) out of every node's ring while the others are in.
-fn wait_agreed(bed: &ClusterBed, out: Option<usize>, since: Instant) {
-    let backend = |i: usize| alwayson_tests::cluster::backend_v4(i).to_string();
+/// Waits until every node's kernel holds backend `victim` DOWN (`Some`) or
+/// every backend UP (`None`): the rings are built in the same apply, from
+/// the same effective state, so this is when they agree. Read from the
+/// pinned maps, not `/v1/stats`, which is sampled once a second.
+fn wait_agreed(bed: &ClusterBed, victim: Option<usize>, since: Instant) {
+    let stats: Vec<_> = (1..=3).map(|n| bed.stats(n).expect("pinned maps")).collect();
     loop {
-        let agreed = (1..=3).map(|n| bed.api_stats(n)).collect::<Result<Vec<_>, _>>().is_ok_and(|all| {
-            let digests: Vec<&serde_json::Value> = all.iter().map(|s| &s["cluster"]["digests"]).collect();
-            let rings_right = all.iter().all(|s| {
-                s["vips"][0]["backends"].as_array().is_some_and(|bs| {
-                    bs.iter().all(|b| {
-                        let is_out = out.is_some_and(|o| b["address"].as_str() == Some(&backend(o)));
-                        b["in_ring"].as_bool() == Some(!is_out)
-                    })
-                })
-            });
-            rings_right && digests.windows(2).all(|w| w[0] == w[1])
+        let agreed = stats.iter().all(|s| {
+            (0..3).all(|i| {
+                let addr = alwayson_tests::cluster::backend_v4(i);
+                let want = if victim == Some(i) { BackendState::Down } else { BackendState::Up };
+                find_backend(s, addr).ok().flatten().is_some_and(|(_, b)| b.state == want as u8)
+            })
         });
         if agreed {
             return;
         }
         assert!(since.elapsed() < CONVERGE, "the nodes did not agree within {CONVERGE:?}\n{}", bed.logs());
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
