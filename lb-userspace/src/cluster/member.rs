@@ -237,7 +237,10 @@ impl Member {
                 self.reconsider(now)
             }
             ClusterReport::Beat { beat, .. } => {
-                self.beats.insert(beat.node, (now, beat.etcd_ok));
+                // Only configured peers get here; still, a name per peer is all there can be.
+                if self.beats.len() < self.config.peers.len() || self.beats.contains_key(&beat.node) {
+                    self.beats.insert(beat.node, (now, beat.etcd_ok));
+                }
                 false
             }
             // The loop takes flows itself: they go to the data plane.
