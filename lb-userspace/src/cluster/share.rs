@@ -87,7 +87,8 @@ pub async fn start(
     first: View,
     reports: mpsc::Sender<ClusterReport>,
 ) -> anyhow::Result<Sharing> {
-    let timeout = (cluster.lease_ttl / 3).min(Duration::from_secs(1));
+    // A loaded etcd syncs slowly; a round must still fit well inside the lease.
+    let timeout = (cluster.lease_ttl / 2).min(Duration::from_secs(1));
     let etcd = Etcd::new(&cluster.etcd, timeout).map_err(|e| anyhow::anyhow!("cluster.etcd: {e}"))?;
     let socket = UdpSocket::bind(cluster.listen)
         .await
@@ -125,37 +126,25 @@ async fn keep_views(
     ok: Arc<AtomicBool>,
     reports: mpsc::Sender<ClusterReport>,
 ) {
-    let mut lease: Option<LeaseId> = None;
-    let mut wrote: Option<Vec<u8>> = None;
-    let mut slot: Option<(usize, String)> = None;
-    let runtime_key = format!("{}/runtime", cluster.prefix);
+    let mut held = Held::default();
     let mut round = tokio::time::interval(ROUND);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let prefix = format!("{}/nodes/", cluster.prefix);
     loop {
         round.tick().await;
         let mine = wanted.view.borrow().clone();
-        let to_write = wanted.runtime.borrow().clone();
+        let runtime = wanted.runtime.borrow().clone();
         let claim = *wanted.claim.borrow();
-        let shared = async {
-            if to_write.is_some() && to_write != wrote {
-                let doc = to_write.as_deref().expect("checked");
-                etcd.put(&runtime_key, doc, None).await?;
-                wrote = to_write;
-            }
-            let views = exchange(&etcd, &cluster, &prefix, &mine, &mut lease).await?;
-            let id = lease.expect("exchange holds a lease");
-            keep_slot(&etcd, &cluster, id, claim, &mut slot).await?;
-            Ok::<_, EtcdError>((views, etcd.get(&runtime_key).await?))
-        };
-        let report = match shared.await {
-            Ok((views, runtime)) => {
-                ClusterReport::Views { views, runtime, wrote: wrote.clone(), out_slot: slot.is_some() }
-            }
+        let report = match exchange(&etcd, &cluster, &mine, runtime, claim, &mut held).await {
+            Ok((views, runtime)) => ClusterReport::Views {
+                views,
+                runtime,
+                wrote: held.runtime.clone(),
+                out_slot: held.slot.is_some(),
+            },
             Err(e) => {
                 if matches!(e, EtcdError::LeaseGone) {
-                    lease = None;
-                    slot = None;
+                    // Everything under the lease went with it.
+                    held = Held { runtime: held.runtime.take(), ..Held::default() };
                 }
                 ClusterReport::EtcdFailed(e.to_string())
             }
@@ -165,6 +154,72 @@ async fn keep_views(
             return;
         }
     }
+}
+
+/// What this node has in etcd.
+#[derive(Default)]
+struct Held {
+    lease: Option<LeaseId>,
+    /// The view last written under the lease: written again only when it changes.
+    view: Option<View>,
+    /// The runtime-changes document last written.
+    runtime: Option<Vec<u8>>,
+    slot: Option<(usize, String)>,
+}
+
+/// One round: the lease kept alive, what changed written, everything under
+/// the prefix read at once. Writes are few (etcd syncs each to disk): a view
+/// is written when it changes, the lease is renewed without one.
+async fn exchange(
+    etcd: &Etcd,
+    cluster: &Cluster,
+    mine: &View,
+    runtime: Option<Vec<u8>>,
+    claim: Option<usize>,
+    held: &mut Held,
+) -> Result<(Vec<View>, Option<Vec<u8>>), EtcdError> {
+    let runtime_key = format!("{}/runtime", cluster.prefix);
+    if runtime.is_some() && runtime != held.runtime {
+        etcd.put(&runtime_key, runtime.as_deref().expect("checked"), None).await?;
+        held.runtime = runtime;
+    }
+    let id = match held.lease {
+        Some(id) => {
+            etcd.keep_alive(id).await?;
+            id
+        }
+        None => {
+            let id = etcd.grant(cluster.lease_ttl).await?;
+            held.lease = Some(id);
+            held.view = None;
+            id
+        }
+    };
+    if held.view.as_ref() != Some(mine) {
+        let value = serde_json::to_vec(mine).map_err(|e| EtcdError::Decode(e.to_string()))?;
+        etcd.put(&node_key(cluster, &mine.node), &value, Some(id)).await?;
+        held.view = Some(mine.clone());
+    }
+    keep_slot(etcd, cluster, id, claim, &mut held.slot).await?;
+    let nodes = format!("{}/nodes/", cluster.prefix);
+    let (_, kvs) = etcd.get_prefix(&format!("{}/", cluster.prefix)).await?;
+    let mut views = Vec::new();
+    let mut shared_runtime = None;
+    for (key, value) in kvs {
+        if key == runtime_key {
+            shared_runtime = Some(value);
+            continue;
+        }
+        if !key.starts_with(&nodes) {
+            continue;
+        }
+        match serde_json::from_slice::<View>(&value) {
+            Ok(v) if key.ends_with(&format!("/{}", v.node)) => views.push(v),
+            Ok(v) => warn!("etcd key {key} holds the view of {:?}: ignored", v.node),
+            Err(e) => warn!("etcd key {key} is not a view: {e}"),
+        }
+    }
+    Ok((views, shared_runtime))
 }
 
 /// Claims, keeps or gives back a slot to be out: `prefix/out/<i>` created
@@ -199,39 +254,6 @@ async fn keep_slot(
         }
     }
     Ok(())
-}
-
-/// Refreshes the lease, writes this node's view under it, reads all views.
-async fn exchange(
-    etcd: &Etcd,
-    cluster: &Cluster,
-    prefix: &str,
-    mine: &View,
-    lease: &mut Option<LeaseId>,
-) -> Result<Vec<View>, EtcdError> {
-    let id = match *lease {
-        Some(id) => {
-            etcd.keep_alive(id).await?;
-            id
-        }
-        None => {
-            let id = etcd.grant(cluster.lease_ttl).await?;
-            *lease = Some(id);
-            id
-        }
-    };
-    let value = serde_json::to_vec(mine).map_err(|e| EtcdError::Decode(e.to_string()))?;
-    etcd.put(&node_key(cluster, &mine.node), &value, Some(id)).await?;
-    let (_, kvs) = etcd.get_prefix(prefix).await?;
-    let mut views = Vec::with_capacity(kvs.len());
-    for (key, value) in kvs {
-        match serde_json::from_slice::<View>(&value) {
-            Ok(v) if key.ends_with(&format!("/{}", v.node)) => views.push(v),
-            Ok(v) => warn!("etcd key {key} holds the view of {:?}: ignored", v.node),
-            Err(e) => warn!("etcd key {key} is not a view: {e}"),
-        }
-    }
-    Ok(views)
 }
 
 async fn send_beats(socket: Arc<UdpSocket>, cluster: Cluster, etcd_ok: Arc<AtomicBool>) {
