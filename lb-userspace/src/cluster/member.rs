@@ -7,12 +7,14 @@
 //!   after `odd_one_out_after` it withdraws, unless that would leave fewer
 //!   than half of the nodes announcing. A ring digest that differs from the
 //!   majority's for as long withdraws too.
-//! - etcd is silent, and peers that answer heartbeats do reach it: this node
-//!   is cut off. It keeps the last effective state for `quorum_grace`, then
-//!   withdraws. Heard from too few peers to know: the same.
+//! - etcd is silent for this node, and peers that reach it make up at least
+//!   half of the nodes: this node is cut off. It keeps the last effective
+//!   state for `quorum_grace`, then withdraws. So does a node that hears too
+//!   few peers to be on the majority side of a partition.
 //! - etcd is silent, and a majority of nodes answer heartbeats but none
 //!   reaches etcd: etcd is down for everyone. Each node falls back to its own
-//!   checks and says so loudly; losing etcd never takes the VIP down.
+//!   checks and says so loudly; losing etcd never takes the VIP down. When
+//!   some reach it but fewer than half, etcd is slow or electing: stay.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -274,10 +276,20 @@ impl Member {
         } else {
             let lost_since = self.etcd_ok_at.unwrap_or(self.started);
             let majority_heard = 2 * reachable > nodes;
+            let others_ok = heard.iter().filter(|ok| **ok).count();
+            // Reasons stay the same while the cause does: they are compared.
+            let grace = crate::config::show_duration(self.config.quorum_grace);
+            let past_grace = now.duration_since(lost_since) >= self.config.quorum_grace;
             if now.duration_since(lost_since) < ETCD_LOST_AFTER {
                 // Just started: nobody has had a round with etcd yet.
                 None
-            } else if majority_heard && !heard.iter().any(|ok| *ok) {
+            } else if !majority_heard {
+                // The minority side of a partition: the others go on without it.
+                self.hold_last_quorum();
+                past_grace.then(|| {
+                    format!("cut off from etcd and from most peers for longer than quorum_grace ({grace})")
+                })
+            } else if others_ok == 0 {
                 if self.source != Source::LocalOnly {
                     error!(
                         "etcd is down for every node that answers ({reachable} of {nodes}): rings follow this \
@@ -286,23 +298,17 @@ impl Member {
                 }
                 self.source = Source::LocalOnly;
                 None
-            } else {
-                if self.effective.is_some() {
-                    self.source = Source::LastQuorum;
-                }
-                // Reasons stay the same while the cause does: they are compared.
-                let grace = crate::config::show_duration(self.config.quorum_grace);
-                (now.duration_since(lost_since) >= self.config.quorum_grace).then(|| {
-                    if majority_heard {
-                        format!(
-                            "cut off from etcd for longer than quorum_grace ({grace}) while peers reach it"
-                        )
-                    } else {
-                        format!(
-                            "cut off from etcd and from most peers for longer than quorum_grace ({grace})"
-                        )
-                    }
+            } else if 2 * others_ok >= nodes {
+                // etcd works for at least half of the nodes, not for this one.
+                self.hold_last_quorum();
+                past_grace.then(|| {
+                    format!("cut off from etcd for longer than quorum_grace ({grace}) while peers reach it")
                 })
+            } else {
+                // etcd answers too few nodes to tell who is cut off: a slow or
+                // electing etcd, not this node's fault. Stay, on the last quorum.
+                self.hold_last_quorum();
+                None
             }
         };
         if withdraw != self.withdraw {
@@ -313,6 +319,12 @@ impl Member {
             self.withdraw = withdraw;
         }
         self.source != before
+    }
+
+    fn hold_last_quorum(&mut self) {
+        if self.effective.is_some() {
+            self.source = Source::LastQuorum;
+        }
     }
 
     fn quorum_decision(&mut self, now: Instant) -> Option<String> {
