@@ -13,6 +13,7 @@ use serde_json::{json, Value as Json};
 
 use crate::{
     api::client::{segment, Answer, Client},
+    cluster::member::Source,
     config::Config,
     stats::Stats,
 };
@@ -88,7 +89,7 @@ pub fn table(stats: &Stats) -> String {
         stats.verdicts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     );
     if let Some(c) = &stats.cluster {
-        let source = c.source.as_deref().unwrap_or("starting");
+        let source = c.source.map_or("starting", Source::name);
         let _ = writeln!(
             out,
             "cluster: node {}, rings from {source}; live {}; peers heard {}",

@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr, sync::Arc, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -41,7 +41,7 @@ pub struct Target {
 }
 
 /// For stats, the API, the dashboard and metrics.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BgpStatus {
     pub enabled: bool,
     pub routes: Vec<RouteStatus>,
@@ -52,15 +52,15 @@ pub struct BgpStatus {
     pub keeper_alive: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteStatus {
     pub address: IpAddr,
     /// announced, draining, pending (BIRD has not loaded it yet), withdrawn
-    pub state: &'static str,
+    pub state: String,
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionStatus {
     pub neighbor: IpAddr,
     pub asn: u32,
@@ -286,7 +286,7 @@ impl Announcer {
                         _ => ("withdrawn", "no VIP on this address has a usable backend"),
                     },
                 };
-                RouteStatus { address, state, reason: reason.to_owned() }
+                RouteStatus { address, state: state.to_owned(), reason: reason.to_owned() }
             })
             .collect();
         let sessions = want

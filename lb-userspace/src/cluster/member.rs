@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::{
@@ -42,7 +42,7 @@ const ETCD_LOST_AFTER: Duration = Duration::from_secs(2);
 const BEAT_LOST_AFTER: Duration = Duration::from_millis(1500);
 
 /// Where the rings' health comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// Not yet heard from etcd: this node's own checks.
@@ -55,7 +55,21 @@ pub enum Source {
     LocalOnly,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Starting, Source::Quorum, Source::LastQuorum, Source::LocalOnly];
+
+    /// As the stats and metrics write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Starting => "starting",
+            Source::Quorum => "quorum",
+            Source::LastQuorum => "last_quorum",
+            Source::LocalOnly => "local_only",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub enabled: bool,
     pub node: String,

@@ -10,6 +10,7 @@ use std::{
 use lb_common::{DropReason, Event, Verdict};
 
 use super::{Admin, BackendInfo, ConnCounts, Histogram, Snapshot, Timings, Traffic};
+use crate::cluster::member::Source;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -223,12 +224,8 @@ pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
             "gauge",
             "1 for where the rings' health comes from: starting, quorum, last_quorum, local_only.",
         );
-        for source in ["starting", "quorum", "last_quorum", "local_only"] {
-            let now = c
-                .source
-                .and_then(|s| serde_json::to_value(s).ok())
-                .and_then(|v| v.as_str().map(str::to_owned));
-            out.sample(name, &[("source", source)], u8::from(now.as_deref() == Some(source)));
+        for source in Source::ALL {
+            out.sample(name, &[("source", source.name())], u8::from(c.source == Some(source)));
         }
     }
 

@@ -99,49 +99,10 @@ pub struct Stats {
     pub vips: Vec<VipStats>,
     /// Present with `[bgp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bgp: Option<BgpStats>,
+    pub bgp: Option<BgpStatus>,
     /// Present with `[cluster]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<ClusterStats>,
-}
-
-/// The `cluster` part of the stats document, as a client reads it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ClusterStats {
-    pub node: String,
-    pub source: Option<String>,
-    pub live_nodes: Vec<String>,
-    pub peers_heard: Vec<String>,
-    pub withdrawn_because: Option<String>,
-    pub odd_one_out: Vec<String>,
-    pub digests_differ: Vec<String>,
-    pub digests: BTreeMap<String, String>,
-    pub etcd_error: Option<String>,
-}
-
-/// The `bgp` part of the stats document, as a client reads it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct BgpStats {
-    pub routes: Vec<BgpRoute>,
-    pub sessions: Vec<BgpSession>,
-    pub bird_error: Option<String>,
-    pub keeper_alive: bool,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct BgpRoute {
-    pub address: IpAddr,
-    pub state: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct BgpSession {
-    pub neighbor: IpAddr,
-    pub asn: u32,
-    pub state: String,
-    pub info: String,
-    pub established: bool,
+    pub cluster: Option<ClusterStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
