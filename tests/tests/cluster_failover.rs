@@ -7,27 +7,19 @@
 //! sharing, the streams opened after the change on moved slots that change
 //! node do break); and a rolling restart of every node fails nothing.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use alwayson_tests::{
-    agent::VipConf,
     cluster::{
-        backend_v4, client_v4, etcd_client_url, node_cluster_v4, node_of, require_tools, vip, Announcer,
-        ClusterBed, VIP,
+        require_tools,
+        ring_change::{cluster_toml, failover_after_ring_change, RingChangeOutcome, Tracked},
+        vip, Announcer, ClusterBed,
     },
     require_root,
     traffic::{OpenReport, Opener, Streams},
     wait_until,
 };
-use lb_common::{sizes::DEFAULT_RING_SIZE, types::PROTO_TCP, DropReason, Event, FlowKey, Verdict};
-use lb_userspace::{
-    config::DEFAULT_HASH_SEED,
-    maglev::{self, Member, NO_MEMBER},
-};
+use lb_common::types::PROTO_TCP;
 
 const STREAMS: usize = 60;
 const STREAM_PERIOD: Duration = Duration::from_millis(10);
@@ -299,336 +291,12 @@ fn the_bed_runs_an_etcd_member_per_node() {
 
 // ------------------------------------------------------------------ shared flows
 
-/// Streams in each group: opened before the ring change, and after it.
-const GROUP: usize = 60;
-/// Backends 0, 1, 2 at first; the ring change adds backend 3.
-const BEFORE: [usize; 3] = [0, 1, 2];
-const AFTER: [usize; 4] = [0, 1, 2, 3];
-/// What an agent logs once the addresses of new backends are resolved and
-/// their ring slots written (`lb-userspace/src/agent/state.rs`).
-const NEIGHBOURS_RESOLVED: &str = "neighbours of new backends resolved, applied in";
-/// Flows are shared every 250 ms: wait a few rounds before a node fails.
-const SHARE_WAIT: Duration = Duration::from_millis(1500);
-/// After the router has dropped a path: retransmissions settle, then
-/// every stream makes round trips on its new path.
-const AFTER_FAILOVER: Duration = Duration::from_secs(3);
-
-/// Node N's `[cluster]` table: etcd on every node, heartbeats and shared
-/// flows on the cluster segment.
-fn cluster_toml(n: usize, nodes: usize, share_flows: bool) -> String {
-    let quoted = |v: Vec<String>| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
-    let etcd = quoted((1..=nodes).map(etcd_client_url).collect());
-    let peers =
-        quoted((1..=nodes).filter(|&m| m != n).map(|m| format!("{}:7947", node_cluster_v4(m))).collect());
-    format!(
-        "[cluster]\nnode = \"lb{n}\"\netcd = [{etcd}]\nlisten = \"{}:7947\"\npeers = [{peers}]\n\
-         lease_ttl = \"2s\"\nshare_flows = {share_flows}\n",
-        node_cluster_v4(n)
-    )
-}
-
-/// A VIP's ring as every node builds it: slot -> bed backend index. The
-/// cluster bed's backend addresses (not the held bed's), the default seed and
-/// ring size, weight 1 each, every backend up (no checks).
-struct ClusterRing(Vec<Option<usize>>);
-
-impl ClusterRing {
-    fn of(backends: &[usize]) -> Self {
-        let members: Vec<Member> =
-            backends.iter().map(|&i| Member { id: SocketAddr::new(backend_v4(i), 80), weight: 1 }).collect();
-        let slots = maglev::build(&members, DEFAULT_RING_SIZE)
-            .into_iter()
-            .map(|m| (m != NO_MEMBER).then(|| backends[m as usize]))
-            .collect();
-        Self(slots)
-    }
-
-    fn owner(&self, local: SocketAddr) -> Option<usize> {
-        let flow = FlowKey::new(local.ip(), local.port(), vip(80).ip(), 80, PROTO_TCP);
-        self.0[(flow.hash(DEFAULT_HASH_SEED) % DEFAULT_RING_SIZE) as usize]
-    }
-}
-
-/// Node N's config with backend 3 added to the VIP (the bed's config has
-/// backends 0..3): the VIP's backend tables end where `[bgp]` begins.
-fn with_backend_3(bed: &ClusterBed, n: usize) -> String {
-    let config = bed.node_config(n);
-    let backend = format!(
-        "  [[vip.backend]]\n  name = \"{}\"\n  address = \"{}\"\n  weight = 1\n  backup = false\n\n[bgp]\n",
-        bed.bed().backend_name(3),
-        backend_v4(3)
-    );
-    assert_eq!(config.matches("\n[bgp]\n").count(), 1, "one [bgp] table in\n{config}");
-    config.replacen("\n[bgp]\n", &format!("\n{backend}"), 1)
-}
-
-/// Makes the router's ECMP a function of the 5-tuple alone, so that
-/// `ip route get` predicts it. The bed's `fib_multipath_hash_policy = 1`
-/// takes a packet's L4 hash as it is when the skb already has one, and over
-/// veth a client's packets arrive with their socket's random `sk_txhash`
-/// (which TCP also re-rolls on a retransmission timeout): the path then
-/// depends on neither ports nor addresses. Policy 3 with the five fields
-/// always hashes the headers, as a real router does.
-fn hash_the_five_tuple(bed: &ClusterBed) {
-    let set =
-        |kv: &str| bed.router_ns().exec("sysctl", &["-qw", kv]).unwrap_or_else(|e| panic!("{kv}: {e:#}"));
-    // source and destination address, protocol, source and destination port
-    set("net.ipv4.fib_multipath_hash_fields=0x37");
-    set("net.ipv4.fib_multipath_hash_policy=3");
-}
-
-/// The node the router's ECMP sends a client 0 flow from `local` to (the
-/// kernel's own multipath hash, asked with `ip route get` on the 5-tuple).
-fn ecmp_node(bed: &ClusterBed, local: SocketAddr) -> usize {
-    let (sport, vip) = (local.port().to_string(), VIP.to_string());
-    let from = client_v4(0).to_string();
-    let args = [
-        "route", "get", &vip, "from", &from, "iif", "clients", "ipproto", "tcp", "sport", &sport, "dport",
-        "80",
-    ];
-    let out = bed.router_ns().ip(&args).unwrap_or_else(|e| panic!("ip route get: {e:#}"));
-    let words: Vec<&str> = out.split_whitespace().collect();
-    let hop = words.windows(2).find(|w| w[0] == "via").map(|w| w[1]);
-    hop.and_then(|h| node_of(h.parse().ok()?)).unwrap_or_else(|| panic!("no node in {out:?}"))
-}
-
-/// One stream of the failover scenario.
-#[derive(Debug)]
-struct Tracked {
-    /// Opened after the ring change.
-    after_change: bool,
-    local: SocketAddr,
-    backend: String,
-    /// The ring change gave its slot another owner.
-    moved: bool,
-    /// The node ECMP sent it to before the failover, and after it.
-    node: usize,
-    node_after: usize,
-    /// Round trips done when the node went silent, and in all.
-    trips_at_silence: u64,
-    trips: u64,
-    error: Option<String>,
-}
-
-impl Tracked {
-    fn describe(&self) -> String {
-        format!(
-            "{} stream {} on {} ({} slot), lb{} -> lb{}: {} round trips after the silencing{}",
-            if self.after_change { "new" } else { "old" },
-            self.local,
-            self.backend,
-            if self.moved { "moved" } else { "unmoved" },
-            self.node,
-            self.node_after,
-            self.trips - self.trips_at_silence,
-            self.error.as_ref().map(|e| format!(", broke: {e}")).unwrap_or_default()
-        )
-    }
-}
-
-/// What one failover run saw.
-struct FailoverRun {
-    streams: Vec<Tracked>,
-    silenced: usize,
-    summary: String,
-    logs: String,
-}
-
-impl FailoverRun {
-    fn count(&self, f: impl Fn(&Tracked) -> bool) -> usize {
-        self.streams.iter().filter(|t| f(t)).count()
-    }
-
-    /// Per group: how many streams the silenced node carried (on moved
-    /// slots), how many changed node (on moved slots), how many broke.
-    fn describe(&self) -> String {
-        let mut out = format!("{}\n", self.summary);
-        for (after, name) in [(false, "opened before the change"), (true, "opened after the change")] {
-            let g = |f: &dyn Fn(&Tracked) -> bool| self.count(|t| t.after_change == after && f(t));
-            out.push_str(&format!(
-                "{GROUP} streams {name}: {} on moved slots; lb{} carried {} ({} on moved slots); {} changed \
-                 node ({} on moved slots); {} broke ({} on moved slots)\n",
-                g(&|t| t.moved),
-                self.silenced,
-                g(&|t| t.node == self.silenced),
-                g(&|t| t.node == self.silenced && t.moved),
-                g(&|t| t.node != t.node_after),
-                g(&|t| t.node != t.node_after && t.moved),
-                g(&|t| t.error.is_some()),
-                g(&|t| t.error.is_some() && t.moved),
-            ));
-        }
-        for t in self.streams.iter().filter(|t| t.error.is_some()) {
-            out.push_str(&format!("  {}\n", t.describe()));
-        }
-        out
-    }
-}
-
-/// Opens `GROUP` streams, checks the ring model against their banners (each
-/// on its slot's owner in `ring`; `prior`, the ring before the change, for the
-/// message) and the ECMP model against the nodes' new-flow counters. The
-/// node each stream went to, by the router's `ip route get`.
-fn open_group(
-    bed: &ClusterBed,
-    ring: &ClusterRing,
-    prior: &ClusterRing,
-    what: &str,
-) -> (Streams, Vec<usize>) {
-    let before = new_flows(bed);
-    let streams = Streams::open(bed.bed(), 0, vip(80), GROUP, STREAM_PERIOD)
-        .unwrap_or_else(|e| panic!("opening {GROUP} streams {what}: {e}\n{}", bed.logs()));
-    let per_node: Vec<u64> = new_flows(bed).iter().zip(&before).map(|(a, b)| a - b).collect();
-    let nodes: Vec<usize> = streams.local_addrs().iter().map(|l| ecmp_node(bed, *l)).collect();
-    let predicted: Vec<u64> =
-        (1..=bed.nodes()).map(|n| nodes.iter().filter(|&&m| m == n).count() as u64).collect();
-    let name = |r: &ClusterRing, local| bed.bed().backend_name(r.owner(local).expect("a full ring"));
-    let mut wrong = Vec::new();
-    for ((&local, backend), node) in streams.local_addrs().iter().zip(streams.backends()).zip(&nodes) {
-        let (owner, prior) = (name(ring, local), name(prior, local));
-        if *backend != owner {
-            wrong.push(format!(
-                "{local} via lb{node}: on {backend}, its slot's owner {owner} (before the change {prior})"
-            ));
-        }
-    }
-    // Else what the model says about moved slots means nothing.
-    assert!(
-        wrong.is_empty(),
-        "{} of {GROUP} streams {what} are not on their slot's owner: {wrong:#?}\nnodes' counters:\n{}\n{}",
-        wrong.len(),
-        node_counters(bed),
-        bed.logs()
-    );
-    assert_eq!(
-        per_node, predicted,
-        "the nodes counted new flows {per_node:?}, the router's `ip route get` predicted {predicted:?}"
-    );
-    (streams, nodes)
-}
-
-/// Every node's non-zero data-plane counters, a line each.
-fn node_counters(bed: &ClusterBed) -> String {
-    (1..=bed.nodes())
-        .map(|n| {
-            let counters = match bed.stats(n).and_then(|s| Ok(s.counters()?)) {
-                Ok(c) => c,
-                Err(e) => return format!("lb{n}: {e:#}"),
-            };
-            let verdicts = Verdict::ALL.iter().map(|v| (v.name(), counters.verdict(*v)));
-            let drops = DropReason::ALL.iter().map(|r| (r.name(), counters.drop(*r)));
-            let events = Event::ALL.iter().map(|e| (e.name(), counters.event(*e)));
-            let all: Vec<String> = verdicts
-                .chain(drops)
-                .chain(events)
-                .filter(|(_, n)| *n != 0)
-                .map(|(name, n)| format!("{name} {n}"))
-                .collect();
-            format!("lb{n}: {}", all.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// 3 nodes with `[cluster]` (etcd, `share_flows`), backends 0..3: 60 streams,
-/// the ring change (backend 3 added on every node), 60 more streams, a
-/// wait for the flows to be shared, then the node that carries the most new
-/// streams on moved slots goes silent.
-fn failover_after_a_ring_change(share_flows: bool) -> FailoverRun {
-    let started = Instant::now();
-    let bed = ClusterBed::builder()
-        .nodes(3)
-        .backends(4)
-        .vip(VipConf::new(VIP, 80, "tcp").backends(BEFORE))
-        .etcd(true)
-        .node_toml(move |n| cluster_toml(n, 3, share_flows))
-        .build()
-        .expect("cluster bed");
-    let up = bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
-    hash_the_five_tuple(&bed);
-    let (ring_before, ring_after) = (ClusterRing::of(&BEFORE), ClusterRing::of(&AFTER));
-
-    let (old, old_nodes) = open_group(&bed, &ring_before, &ring_before, "before the change");
-    std::thread::sleep(Duration::from_millis(500));
-    // A reload that adds a backend applies in two steps: `reloaded config
-    // applied` (what `reload_agent` waits for) before the new backend's
-    // neighbour is resolved, and only then the ring, logged as
-    // NEIGHBOURS_RESOLVED. A stream opened in between is not "after the change".
-    let resolved = |n| bed.agent_log(n).matches(NEIGHBOURS_RESOLVED).count();
-    let resolved_before: Vec<usize> = (1..=bed.nodes()).map(resolved).collect();
-    let change = Instant::now();
-    let mut reloads = Vec::new();
-    for n in 1..=bed.nodes() {
-        bed.reload_agent(n, &with_backend_3(&bed, n)).unwrap_or_else(|e| panic!("reloading lb{n}: {e:#}"));
-        reloads.push(ms(change.elapsed()));
-    }
-    for n in 1..=bed.nodes() {
-        let what = format!("lb{n}'s agent to write the new ring ({NEIGHBOURS_RESOLVED:?})");
-        let written = wait_until(&what, Duration::from_secs(5), Duration::from_millis(5), || {
-            (resolved(n) > resolved_before[n - 1]).then_some(())
-        });
-        written.unwrap_or_else(|e| panic!("{e:#}\n{}", bed.logs()));
-    }
-    let rings_written = change.elapsed();
-    let (new, new_nodes) = open_group(&bed, &ring_after, &ring_before, "after the change");
-    assert!(
-        new.backends().contains(&bed.bed().backend_name(3)),
-        "no new stream reached backend3 after the change: {:?}\n{}",
-        new.backends(),
-        bed.logs()
-    );
-    std::thread::sleep(SHARE_WAIT);
-
-    // The node that carries the most new streams on moved slots: those are
-    // the ones only a shared flow can keep.
-    let mut at_risk = BTreeMap::<usize, usize>::new();
-    for (i, local) in new.local_addrs().iter().enumerate() {
-        if ring_before.owner(*local) != ring_after.owner(*local) {
-            *at_risk.entry(new_nodes[i]).or_default() += 1;
-        }
-    }
-    let silenced =
-        (1..=bed.nodes()).max_by_key(|n| (at_risk.get(n).copied().unwrap_or(0), *n)).expect("nodes");
-    let survivors: Vec<usize> = (1..=bed.nodes()).filter(|&n| n != silenced).collect();
-    let trips_at_silence = [old.round_trips_so_far(), new.round_trips_so_far()];
-    let silenced_at = Instant::now();
-    bed.silence(silenced).expect("silence");
-    let dropped = bed.wait_router_nodes(vip(80).ip(), &survivors, Duration::from_secs(10));
-    std::thread::sleep(AFTER_FAILOVER);
-    let paths_after = bed.router_nodes(vip(80).ip()).expect("route");
-
-    let locals = [old.local_addrs().to_vec(), new.local_addrs().to_vec()];
-    let stopped = [old.stop(), new.stop()];
-    let mut tracked = Vec::new();
-    for (g, nodes) in [old_nodes, new_nodes].iter().enumerate() {
-        for (i, s) in stopped[g].streams.iter().enumerate() {
-            let local = locals[g][i];
-            tracked.push(Tracked {
-                after_change: g == 1,
-                local,
-                backend: s.backend.clone(),
-                moved: ring_before.owner(local) != ring_after.owner(local),
-                node: nodes[i],
-                node_after: ecmp_node(&bed, local),
-                trips_at_silence: trips_at_silence[g][i],
-                trips: s.round_trips,
-                error: s.error.clone(),
-            });
-        }
-    }
-    let summary = format!(
-        "share_flows = {share_flows}: three paths {} after the bed was up; the ring change (backend3 \
-         added) reloaded lb1..lb3 after {}, every ring written after {}; lb{silenced} silenced {} after \
-         the change, the router dropped its path after {} (paths then {paths_after:?}); the run took {}",
-        ms(up),
-        reloads.join(", "),
-        ms(rings_written),
-        ms(silenced_at - change),
-        dropped.as_ref().map(|d| ms(*d)).unwrap_or_else(|e| format!("never ({e:#})")),
-        ms(started.elapsed()),
-    );
-    dropped.unwrap_or_else(|e| panic!("the router kept lb{silenced}'s path: {e:#}"));
-    FailoverRun { streams: tracked, silenced, summary, logs: bed.logs() }
+/// The scenario, run by `alwayson_tests::cluster::ring_change` (the bench
+/// counts its broken streams too): 3 nodes with `[cluster]`, 60 streams
+/// before a backend is added and 60 after, the node carrying most of the
+/// post-change streams on moved slots silenced.
+fn failover_after_a_ring_change(share_flows: bool) -> RingChangeOutcome {
+    failover_after_ring_change(share_flows).unwrap_or_else(|e| panic!("share_flows = {share_flows}: {e:#}"))
 }
 
 #[test]
@@ -640,15 +308,14 @@ fn flows_survive_a_node_failover_after_a_ring_change() {
     let report = run.describe();
     println!("{report}");
     let bad = |what: String| format!("{what}\n{report}\n{}", run.logs);
-    let on_moved_changed = run.count(|t| t.after_change && t.moved && t.node != t.node_after);
+    let on_moved_changed = run.count(Tracked::needs_sharing);
     assert!(
         on_moved_changed >= 1,
         "{}",
         bad("no stream opened after the change on a moved slot changed node: the failover tested nothing"
             .into())
     );
-    let broken: Vec<String> =
-        run.streams.iter().filter(|t| t.error.is_some()).map(Tracked::describe).collect();
+    let broken: Vec<String> = run.streams.iter().filter(|t| t.broke()).map(Tracked::describe).collect();
     assert!(broken.is_empty(), "{}", bad(format!("streams broke: {broken:#?}")));
     let silent: Vec<String> =
         run.streams.iter().filter(|t| t.trips <= t.trips_at_silence).map(Tracked::describe).collect();
@@ -669,11 +336,9 @@ fn without_shared_flows_a_failover_after_a_ring_change_breaks_streams() {
     println!("{report}");
     let bad = |what: String| format!("{what}\n{report}\n{}", run.logs);
     // Only a stream opened after the change, on a moved slot, that changed
-    // node needs a shared flow: its new node has no entry, takes its next
-    // packet (not a SYN) for a flow older than the change and sends it to
-    // the slot's prior owner, which resets it. Streams opened before the
-    // change are kept by the prior-owner rule, on any node.
-    let needs_sharing = |t: &Tracked| t.after_change && t.moved && t.node != t.node_after;
+    // node needs a shared flow (why: `Tracked::needs_sharing`). Streams
+    // opened before the change are kept by the prior-owner rule, on any node.
+    let needs_sharing = Tracked::needs_sharing;
     let at_risk = run.count(needs_sharing);
     assert!(
         at_risk >= 1,
@@ -682,7 +347,7 @@ fn without_shared_flows_a_failover_after_a_ring_change_breaks_streams() {
              flows from their absence"
             .into())
     );
-    let broke = run.count(|t| needs_sharing(t) && t.error.is_some());
+    let broke = run.count(|t| needs_sharing(t) && t.broke());
     assert!(
         broke >= 1,
         "{}",
@@ -691,12 +356,8 @@ fn without_shared_flows_a_failover_after_a_ring_change_breaks_streams() {
              cannot tell the mechanism from its absence"
         ))
     );
-    let unexpected: Vec<String> = run
-        .streams
-        .iter()
-        .filter(|t| t.error.is_some() && !needs_sharing(t))
-        .map(Tracked::describe)
-        .collect();
+    let unexpected: Vec<String> =
+        run.streams.iter().filter(|t| t.broke() && !needs_sharing(t)).map(Tracked::describe).collect();
     assert!(
         unexpected.is_empty(),
         "{}",

@@ -41,6 +41,7 @@
 
 mod bird;
 mod plan;
+pub mod ring_change;
 
 use std::{
     collections::BTreeSet,
