@@ -52,30 +52,6 @@ fn attempts(report: &OpenReport) -> Vec<Attempt> {
     all.iter().zip(next).map(|(&(at, failed), next)| Attempt { at, took: next - at, failed }).collect()
 }
 
-/// The nodes' new-flow counters for the VIP.
-fn new_flows(bed: &ClusterBed) -> Vec<u64> {
-    (1..=bed.nodes())
-        .map(|n| {
-            bed.vip_stats(n, vip(80), PROTO_TCP).unwrap_or_else(|e| panic!("{e:#}\n{}", bed.logs())).new_flows
-        })
-        .collect()
-}
-
-/// Opens the streams and checks that ECMP spread them over every node.
-fn spread_streams(bed: &ClusterBed) -> Streams {
-    let before = new_flows(bed);
-    let streams = Streams::open(bed.bed(), 0, vip(80), STREAMS, STREAM_PERIOD)
-        .unwrap_or_else(|e| panic!("opening {STREAMS} streams: {e}\n{}", bed.logs()));
-    let per_node: Vec<u64> = new_flows(bed).iter().zip(&before).map(|(a, b)| a - b).collect();
-    println!("{STREAMS} streams over the nodes (new flows per node): {per_node:?}");
-    assert!(
-        per_node.iter().all(|&n| n > 0) && per_node.iter().sum::<u64>() >= STREAMS as u64,
-        "ECMP should spread {STREAMS} streams over every node, got {per_node:?}\n{}",
-        bed.logs()
-    );
-    streams
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -90,7 +66,7 @@ fn a_silenced_node_loses_its_traffic_and_no_stream_breaks() {
     let converged = bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
     println!("the router had a path via every node {} after the bed was up", ms(converged));
 
-    let streams = spread_streams(&bed);
+    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
     let opener = Opener::start(bed.bed(), 0, vip(80), OPEN_PERIOD);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -169,7 +145,7 @@ fn a_clean_stop_withdraws_before_detaching() {
     let bed =
         ClusterBed::builder().nodes(3).backends(3).announcer(Announcer::Agent).build().expect("cluster bed");
     bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
-    let streams = spread_streams(&bed);
+    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
     let opener = Opener::start(bed.bed(), 0, vip(80), OPEN_PERIOD);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -238,7 +214,7 @@ fn the_router_spreads_the_vip_over_every_announcing_node() {
         ClusterBed::builder().nodes(3).backends(3).announcer(Announcer::Bed).build().expect("cluster bed");
     let up = bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
     println!("three paths after {}", ms(up));
-    let streams = spread_streams(&bed);
+    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
     let names = bed.bed().tcp_names(0, vip(80), 60, Duration::from_secs(3)).expect("connections");
     assert_eq!(names.len(), 3, "every backend answers: {names:?}");
 

@@ -20,9 +20,8 @@ use alwayson_tests::{
     agent::VipConf,
     cluster::{backend_v4, require_tools, vip, ClusterBed, VIP},
     require_root,
-    traffic::{OpenReport, Opener, Streams},
+    traffic::{OpenReport, Opener},
 };
-use lb_common::types::PROTO_TCP;
 use serde_json::Value;
 
 /// The VIP's name in the API: `<address>:<port>/<protocol>`.
@@ -272,30 +271,6 @@ impl PathHistory {
     }
 }
 
-/// The nodes' new-flow counters for the VIP.
-fn new_flows(bed: &ClusterBed) -> Vec<u64> {
-    (1..=bed.nodes())
-        .map(|n| {
-            bed.vip_stats(n, vip(80), PROTO_TCP).unwrap_or_else(|e| panic!("{e:#}\n{}", bed.logs())).new_flows
-        })
-        .collect()
-}
-
-/// Opens the streams and checks that ECMP spread them over every node.
-fn spread_streams(bed: &ClusterBed) -> Streams {
-    let before = new_flows(bed);
-    let streams = Streams::open(bed.bed(), 0, vip(80), STREAMS, STREAM_PERIOD)
-        .unwrap_or_else(|e| panic!("opening {STREAMS} streams: {e}\n{}", bed.logs()));
-    let per_node: Vec<u64> = new_flows(bed).iter().zip(&before).map(|(a, b)| a - b).collect();
-    println!("{STREAMS} streams over the nodes (new flows per node): {per_node:?}");
-    assert!(
-        per_node.iter().all(|&n| n > 0),
-        "ECMP should spread {STREAMS} streams over every node, got {per_node:?}\n{}",
-        bed.logs()
-    );
-    streams
-}
-
 /// Prints what the opener saw, times relative to `zero` (since the opener
 /// started): failures, and attempts that took 200 ms or more (a lost SYN
 /// waits 1 s for its retransmission).
@@ -369,7 +344,7 @@ fn a_node_cut_off_from_one_backend_withdraws_and_nobody_else_moves() {
     let cut = backend_name(0);
     let cut_addr = backend_v4(0).to_string();
     let digests_before = all_stats(&bed).expect("stats")[0]["cluster"]["digests"].clone();
-    let streams = spread_streams(&bed);
+    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
 
     std::thread::scope(|s| {
         let watch = PathWatch::start(s, &bed);

@@ -16,7 +16,6 @@ use alwayson_tests::{
     traffic::Opener,
 };
 use anyhow::{bail, Result};
-use lb_common::types::PROTO_TCP;
 
 const RUN_FOR: Duration = Duration::from_secs(14);
 const SILENCE_AT: Duration = Duration::from_secs(5);
@@ -61,7 +60,7 @@ fn demo() -> Result<()> {
     );
     let opener = Opener::start(bed.bed(), 0, target, Duration::from_millis(5));
     let start = Instant::now();
-    let mut before = new_flows(&bed);
+    let mut before = bed.new_flows(80)?;
     let mut opened = 0;
     let mut silenced = false;
     while start.elapsed() < RUN_FOR && !INTERRUPTED.load(Ordering::Relaxed) {
@@ -74,7 +73,7 @@ fn demo() -> Result<()> {
                  notification reaches the router, only BFD can tell"
             );
         }
-        let now = new_flows(&bed);
+        let now = bed.new_flows(80).unwrap_or_else(|_| before.clone());
         let per_node: Vec<String> = now
             .iter()
             .zip(&before)
@@ -110,9 +109,4 @@ fn demo() -> Result<()> {
     }
     println!("Tearing the bed down.");
     Ok(())
-}
-
-/// Each node's count of new flows for the VIP.
-fn new_flows(bed: &ClusterBed) -> Vec<u64> {
-    (1..=bed.nodes()).map(|n| bed.vip_stats(n, vip(80), PROTO_TCP).map_or(0, |s| s.new_flows)).collect()
 }

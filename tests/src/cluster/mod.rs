@@ -53,9 +53,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, ensure, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::programs::XdpMode;
-use lb_common::{TrafficStats, VipKey};
+use lb_common::{types::PROTO_TCP, TrafficStats, VipKey};
 use lb_userspace::dataplane::{Baseline, PinnedStats};
 
 use self::{
@@ -74,6 +74,7 @@ use crate::{
     netns::Netns,
     process::{bin_path, Process},
     run,
+    traffic::Streams,
     wait::{try_wait_until, wait_until},
 };
 
@@ -769,6 +770,25 @@ impl ClusterBed {
         let key = VipKey::new(vip.ip(), vip.port(), proto);
         let index = stats.vip(&key)?.ok_or_else(|| anyhow!("lb{n} has no VIP {vip}"))?.index;
         Ok(stats.vip_stats(index)?)
+    }
+
+    /// Every node's count of new flows for the VIP `vip(port)` over TCP.
+    pub fn new_flows(&self, port: u16) -> Result<Vec<u64>> {
+        (1..=self.nodes()).map(|n| Ok(self.vip_stats(n, plan::vip(port), PROTO_TCP)?.new_flows)).collect()
+    }
+
+    /// Opens `count` streams to `vip(port)` from client 0 and checks that
+    /// ECMP spread them over every node (each node counted new flows).
+    pub fn spread_streams(&self, port: u16, count: usize, period: Duration) -> Result<Streams> {
+        let before = self.new_flows(port)?;
+        let streams = Streams::open(self.bed(), 0, plan::vip(port), count, period)
+            .map_err(|e| anyhow!("opening {count} streams: {e}\n{}", self.logs()))?;
+        let per_node: Vec<u64> = self.new_flows(port)?.iter().zip(&before).map(|(a, b)| a - b).collect();
+        println!("{count} streams over the nodes (new flows per node): {per_node:?}");
+        if !per_node.iter().all(|&n| n > 0) || per_node.iter().sum::<u64>() < count as u64 {
+            bail!("ECMP should spread {count} streams over every node, got {per_node:?}\n{}", self.logs());
+        }
+        Ok(streams)
     }
 
     // ---------------------------------------------------------------- the API

@@ -125,11 +125,6 @@ fn ecmp_node(bed: &ClusterBed, local: SocketAddr) -> Result<usize> {
     hop.and_then(|h| node_of(h.parse().ok()?)).ok_or_else(|| anyhow!("no node in {out:?}"))
 }
 
-/// The nodes' new-flow counters for the VIP.
-fn new_flows(bed: &ClusterBed) -> Result<Vec<u64>> {
-    (1..=bed.nodes()).map(|n| Ok(bed.vip_stats(n, vip(80), PROTO_TCP)?.new_flows)).collect()
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -290,11 +285,11 @@ fn open_group(
     prior: &ClusterRing,
     what: &str,
 ) -> Result<(Streams, Vec<usize>)> {
-    let before = new_flows(bed).map_err(|e| logged(bed, e))?;
+    let before = bed.new_flows(80).map_err(|e| logged(bed, e))?;
     let streams = Streams::open(bed.bed(), 0, vip(80), GROUP, STREAM_PERIOD)
         .map_err(|e| logged(bed, format!("opening {GROUP} streams {what}: {e}")))?;
     let per_node: Vec<u64> =
-        new_flows(bed).map_err(|e| logged(bed, e))?.iter().zip(&before).map(|(a, b)| a - b).collect();
+        bed.new_flows(80).map_err(|e| logged(bed, e))?.iter().zip(&before).map(|(a, b)| a - b).collect();
     let nodes = streams
         .local_addrs()
         .iter()
