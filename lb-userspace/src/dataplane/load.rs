@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, Map, MapData},
+    maps::{Array, Map, MapData, MapError},
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         ProgramError, Xdp, XdpError, XdpMode as KernelMode,
@@ -77,6 +77,7 @@ impl LoadSettings {
             layout: LAYOUT_VERSION,
             flags: if self.recording.every_flow { FLAG_RECORD_EVERY_FLOW } else { 0 },
             record_limit: self.recording.limit,
+            tunnel: self.tunnel,
         }
     }
 
@@ -248,7 +249,14 @@ fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError>
     }
     let err = |source| DataplaneError::Map { name: names::CONFIG, source };
     let data = MapData::from_pin(&path).map_err(err)?;
-    let config: Array<MapData, DataplaneConfig> = Array::try_from(Map::Array(data)).map_err(err)?;
+    let config: Array<MapData, DataplaneConfig> = match Array::try_from(Map::Array(data)) {
+        Ok(config) => config,
+        // An older layout's CONFIG cannot even be read as this one's.
+        Err(MapError::InvalidValueSize { .. }) => {
+            return Err(DataplaneError::LayoutChanged { pin_dir: dir.to_owned() })
+        }
+        Err(e) => return Err(err(e)),
+    };
     let running = config.get(&0, 0).map_err(err)?;
     // An agent that died between creating the maps and writing CONFIG left zeros: nothing to keep.
     Ok((running.ring_size != 0).then_some(running))

@@ -23,7 +23,8 @@ use lb_common::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RECORD_LIMIT,
         DEFAULT_RING_SIZE,
     },
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, TunnelSource, VipKey,
+    VipValue,
 };
 
 use self::error::{found, map_err, Result};
@@ -54,6 +55,8 @@ pub struct LoadSettings {
     pub kernel_debug: bool,
     /// Which flows are recorded; unlike the rest, changeable while running.
     pub recording: Recording,
+    /// Outer source addresses of tunnel VIPs; changeable while running too.
+    pub tunnel: TunnelSource,
 }
 
 /// Which flows the kernel records, and how many a CPU may record per second.
@@ -80,6 +83,7 @@ impl Default for LoadSettings {
             hash_seed: 0,
             kernel_debug: false,
             recording: Recording::default(),
+            tunnel: TunnelSource::KATRAN,
         }
     }
 }
@@ -194,6 +198,14 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Changes the outer source addresses of tunnel VIPs, from the next packet on.
+    pub fn set_tunnel_source(&mut self, tunnel: TunnelSource) -> Result<()> {
+        let settings = LoadSettings { tunnel, ..self.settings };
+        self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
+        self.settings = settings;
+        Ok(())
+    }
+
     /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
     pub fn map_memory(&self) -> Vec<(&'static str, u64)> {
         use std::os::fd::AsRawFd as _;
@@ -293,14 +305,15 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Writes a backend slot. A changed address also forgets the cached next hop.
+    /// Writes a backend slot. A changed address, or a slot taken over by
+    /// another VIP (perhaps of another mode), also forgets the cached next hop.
     pub fn set_backend(&mut self, index: u32, backend: Backend) -> Result<()> {
         self.check("backend index", index, self.settings.max_backends)?;
         let old = self.backends.get(&index, 0).map_err(map_err(names::BACKENDS))?;
         self.backends.set(index, backend, 0).map_err(map_err(names::BACKENDS))?;
         // A slot never used (no address yet) has no next hop cached to forget.
         let used = old.addr != [0; 4];
-        if used && (old.addr != backend.addr || old.family != backend.family) {
+        if used && (old.addr != backend.addr || old.family != backend.family || old.vip != backend.vip) {
             self.forget_next_hop(index)?;
         }
         Ok(())
