@@ -3,7 +3,7 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use lb_common::sizes::MAX_VLAN_TAGS;
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -42,4 +42,20 @@ pub fn ethernet(ctx: &XdpContext) -> Option<(u16, usize)> {
         offset += VlanHdr::LEN;
     }
     Some((ether_type, offset))
+}
+
+/// The length of the frame if it holds at least `end` bytes, else `None`.
+/// The linear part answers for every single-buffer frame; only when it is too
+/// short is the helper asked, which counts a multi-buffer frame's fragments
+/// too. (A multi-buffer frame whose IP packet ends in the linear part is taken
+/// for its linear part: what follows could only be padding.)
+#[inline(always)]
+pub fn frame_len_reaching(ctx: &XdpContext, end: usize) -> Option<u32> {
+    let linear = ctx.data_end() - ctx.data();
+    if end <= linear {
+        return Some(linear as u32);
+    }
+    // SAFETY: reads the context the kernel passed, nothing else.
+    let whole = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    (end <= whole).then_some(whole as u32)
 }

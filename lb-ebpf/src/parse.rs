@@ -21,7 +21,7 @@
 //! VIP flow, they belong to its backend (path MTU discovery). A quote cut short
 //! or malformed is `Unbalanceable`. Other ICMP is `Other`.
 
-use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     sizes::MAX_IPV6_EXT_HEADERS,
     types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
@@ -33,7 +33,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use crate::frame::{ethernet, ptr_at, ETH_P_IPV4, ETH_P_IPV6};
+use crate::frame::{ethernet, frame_len_reaching, ptr_at, ETH_P_IPV4, ETH_P_IPV6};
 
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
@@ -80,22 +80,6 @@ pub fn load_u16(p: *const u8) -> u16 {
         core::arch::asm!("{v} = *(u16 *)({p} + 0)", p = in(reg) p, v = out(reg) v, options(readonly, nostack))
     };
     v as u16
-}
-
-/// The length of the frame if it holds at least `end` bytes, else `None`.
-/// The linear part answers for every single-buffer frame; only when it is too
-/// short is the helper asked, which counts a multi-buffer frame's fragments
-/// too. (A multi-buffer frame whose IP packet ends in the linear part is taken
-/// for its linear part: what follows could only be padding.)
-#[inline(always)]
-fn frame_len_reaching(ctx: &XdpContext, end: usize) -> Option<u32> {
-    let linear = ctx.data_end() - ctx.data();
-    if end <= linear {
-        return Some(linear as u32);
-    }
-    // SAFETY: reads the context the kernel passed, nothing else.
-    let whole = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    (end <= whole).then_some(whole as u32)
 }
 
 /// A TCP or UDP packet, ready for the VIP lookup.

@@ -1,7 +1,9 @@
 //! `mode = "tunnel"` on crafted frames through `BPF_PROG_TEST_RUN`: the exact
 //! frame out (outer header field by field, the inner packet unchanged), the
 //! outer source derived from the client, the next hop a gateway may be, and
-//! what cannot be encapsulated.
+//! what cannot be encapsulated. Then the `decap` program: what the balancer
+//! encapsulated comes back out as the client sent it, everything else passes
+//! untouched, broken tunnel packets drop; each counted.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -17,9 +19,10 @@ use lb_common::{
     types::{PROTO_TCP, PROTO_UDP},
     DropReason, Mode, TunnelSource, Verdict,
 };
-use lb_userspace::dataplane::{LoadSettings, TestRunOutcome};
+use lb_userspace::dataplane::{DecapTestRun, LoadSettings, TestRunOutcome};
 
 const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
 const VIP4: &str = "10.77.100.1:80";
@@ -307,4 +310,104 @@ fn tunnel_backends_behind_a_gateway_go_to_the_gateway() {
     }
     let moved = bed.dp.counters().unwrap().since(&before);
     assert_eq!((moved.verdict(Verdict::Tx), moved.drop(DropReason::NotOnLink)), (4, 0), "{moved}");
+}
+
+// --- decap ---
+
+/// What the decap program counted, by [`lb_common::DecapCounter`] slot.
+fn decap_counts(decap: &DecapTestRun) -> [u64; 3] {
+    let mut counts = [0; 3];
+    for (counter, n) in decap.counters().expect("decap counters") {
+        counts[counter as usize] = n;
+    }
+    counts
+}
+
+#[test]
+#[ignore = "needs root"]
+fn decap_gives_back_the_frame_the_client_sent() {
+    require_root("decap_gives_back_the_frame_the_client_sent");
+    let bed = tunnel_bed();
+    let decap = DecapTestRun::load().expect("decap program");
+    let frames = [
+        Frame::syn(CLIENT4, VIP4),
+        Frame::tcp(CLIENT4, VIP4).frame_len(1514),
+        Frame::udp(CLIENT4, VIP4_UDP).vlan(100),
+        Frame::syn(CLIENT6, VIP6),
+        Frame::udp(CLIENT6, VIP6_UDP).vlan(100).vlan(200),
+        Frame::tcp(CLIENT4, VIP4).frame_len(9000),
+        Frame::udp(CLIENT6, VIP6_UDP).frame_len(16_000),
+    ];
+    for frame in &frames {
+        let mut input = frame.bytes();
+        if frame.dst.is_ipv4() {
+            packet::set_ipv4_tos_df(&mut input, frame.l3(), 0xb9, true);
+        }
+        let encapsulated = bed.run(&input);
+        assert_eq!(encapsulated.action, XDP_TX);
+        let out = decap.run(&encapsulated.packet).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(out.action, XDP_PASS, "{frame:?}");
+        let (dst, src) =
+            (encapsulated.packet[..6].try_into().unwrap(), encapsulated.packet[6..12].try_into().unwrap());
+        assert!(
+            out.packet == packet::with_macs(&input, dst, src),
+            "{frame:?}: the client's frame, as the balancer addressed it"
+        );
+    }
+    assert_eq!(decap_counts(&decap), [frames.len() as u64, 0, 0], "all decapsulated");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn decap_passes_what_is_no_tunnel_and_drops_broken_tunnels() {
+    require_root("decap_passes_what_is_no_tunnel_and_drops_broken_tunnels");
+    let bed = tunnel_bed();
+    let decap = DecapTestRun::load().expect("decap program");
+    let tunnelled4 = bed.run(&Frame::udp(CLIENT4, VIP4_UDP).bytes()).packet;
+    let tunnelled6 = bed.run(&Frame::udp(CLIENT6, VIP6_UDP).bytes()).packet;
+
+    // Not tunnels: plain TCP/UDP, ARP, 6-in-4 (protocol 41 in IPv4), an outer fragment, an outer
+    // IPv6 header with an extension header before the inner one.
+    let mut passed = vec![Frame::syn(CLIENT4, VIP4).bytes(), Frame::udp(CLIENT6, VIP6_UDP).bytes()];
+    let mut arp = [[0xff; 6], ROUTER_MAC].concat();
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&[ROUTER_MAC.as_slice(), &[10, 77, 2, 7], &[0; 6], &[10, 77, 100, 1]].concat());
+    passed.push(arp);
+    let mut six_in_four = tunnelled4.clone();
+    six_in_four[14 + 9] = 41;
+    passed.push(six_in_four);
+    let mut fragment = tunnelled4.clone();
+    packet::set_ipv4_frag(&mut fragment, 14, 0x2000);
+    passed.push(fragment);
+    let mut extension = tunnelled6.clone();
+    packet::add_ipv6_ext(&mut extension, 14, &[60]);
+    passed.push(extension);
+    for frame in &passed {
+        let out = decap.run(frame).unwrap();
+        assert_eq!(out.action, XDP_PASS);
+        assert!(out.packet == *frame, "passed untouched");
+    }
+    assert_eq!(decap_counts(&decap), [0, passed.len() as u64, 0]);
+
+    // Broken tunnels: an inner packet of the other version, cut short, an
+    // outer length beyond the frame or too short for an inner header, an IHL below 5.
+    let mut broken = Vec::new();
+    let mut version = tunnelled4.clone();
+    version[34] = 0x65;
+    broken.push(version);
+    broken.push(tunnelled4[..14 + 20 + 10].to_vec());
+    broken.push(tunnelled6[..14 + 40 + 20].to_vec());
+    let mut long = tunnelled4.clone();
+    packet::set_ipv4_total_len(&mut long, 14, (tunnelled4.len() - 14 + 1) as u16);
+    broken.push(long);
+    let mut short = tunnelled6.clone();
+    short[14 + 4..14 + 6].copy_from_slice(&20u16.to_be_bytes());
+    broken.push(short);
+    let mut ihl = tunnelled4.clone();
+    packet::set_ipv4_ihl(&mut ihl, 14, 4);
+    broken.push(ihl);
+    for frame in &broken {
+        assert_eq!(decap.run(frame).unwrap().action, XDP_DROP, "{:02x?}", &frame[..40]);
+    }
+    assert_eq!(decap_counts(&decap), [0, passed.len() as u64, broken.len() as u64]);
 }

@@ -3,6 +3,7 @@
 //! program on crafted packets (`BPF_PROG_TEST_RUN`).
 
 mod counters;
+mod decap;
 mod error;
 mod load;
 mod pinned;
@@ -30,6 +31,7 @@ use lb_common::{
 use self::error::{found, map_err, Result};
 pub use self::{
     counters::Counters,
+    decap::{attach_decap, decap_counters, default_decap_pin_dir, detach_decap, DecapAttached, DecapTestRun},
     error::{DataplaneError, RefusedMap},
     load::{attached_ifindex, Opened, PinnedOptions},
     pinned::PinnedStats,
@@ -40,6 +42,8 @@ pub use self::{
 
 /// The balancer object, built by `build.rs` from the `lb-ebpf` crate.
 pub static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
+/// `decap`: strips tunnel packets on backends of tunnel VIPs.
+pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap"));
 /// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
