@@ -63,7 +63,16 @@ pub fn attach_decap(interface: &str, pin_dir: &Path, mode: XdpMode) -> Result<De
         .try_into()
         .map_err(|source| DataplaneError::Program { name, source })?;
     program.load().map_err(|source| DataplaneError::Program { name, source })?;
-    let (link, generic_fallback) = attach(program, name, interface, mode, &link_path)?;
+    let (link, generic_fallback) = match attach(program, name, interface, mode, &link_path) {
+        Ok(attached) => attached,
+        Err(e) => {
+            // Nothing of ours runs: leave no pins behind (a stale link's stay, as found).
+            if !stale {
+                let _ = remove_pins(pin_dir, &PINNED_MAPS);
+            }
+            return Err(e);
+        }
+    };
     if stale {
         std::fs::remove_file(&link_path).map_err(|e| DataplaneError::Pin {
             path: link_path.clone(),
