@@ -80,10 +80,14 @@ pub enum DropReason {
     /// 5 words or runs past the end of the IP packet: no TCP stack would take
     /// it, so it is not worth a backend's time (nor a connection-table entry).
     BadL4Header = 12,
+    /// `mode = "tunnel"`: the frame could not be grown by the outer header
+    /// (`bpf_xdp_adjust_head` refused: no headroom), or the outer packet would
+    /// be longer than its length field can say (65,535 bytes).
+    EncapNoRoom = 13,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::BadIpHeader,
@@ -98,6 +102,7 @@ impl DropReason {
         Self::Internal,
         Self::NotOnLink,
         Self::BadL4Header,
+        Self::EncapNoRoom,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -119,6 +124,7 @@ impl DropReason {
             Self::Internal => "internal",
             Self::NotOnLink => "not_on_link",
             Self::BadL4Header => "bad_l4_header",
+            Self::EncapNoRoom => "encap_no_room",
         }
     }
 }
@@ -194,6 +200,37 @@ impl Event {
     }
 }
 
+/// What the `decap` program (on backends of tunnel VIPs) counts, per CPU, in
+/// `DECAP_COUNTERS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapCounter {
+    /// IPIP or IP6IP6 stripped: the inner packet went to the stack.
+    Decapsulated = 0,
+    /// Not IPIP or IP6IP6 (or an outer fragment, which only the stack can
+    /// reassemble): passed untouched.
+    Passed = 1,
+    /// IPIP or IP6IP6 whose outer or inner header is cut short or
+    /// inconsistent: dropped.
+    Malformed = 2,
+}
+
+impl DecapCounter {
+    pub const ALL: [DecapCounter; 3] = [Self::Decapsulated, Self::Passed, Self::Malformed];
+
+    pub const fn slot(self) -> u32 {
+        self as u32
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Decapsulated => "decapsulated",
+            Self::Passed => "passed",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
 /// Entries of the `COUNTERS` map.
 pub const COUNTER_SLOTS: u32 = (Verdict::ALL.len() + DropReason::COUNT + Event::COUNT) as u32;
 
@@ -207,6 +244,11 @@ const _: () = {
     let mut i = 0;
     while i < Event::COUNT {
         assert!(Event::ALL[i] as usize == i);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < DecapCounter::ALL.len() {
+        assert!(DecapCounter::ALL[i] as usize == i);
         i += 1;
     }
     let mut i = 0;

@@ -9,8 +9,8 @@ pub mod maps;
 pub mod sizes;
 pub mod types;
 
-pub use counters::{DropReason, Event, Verdict};
+pub use counters::{DecapCounter, DropReason, Event, Verdict};
 pub use types::{
     Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, RingSlot, TrafficStats,
-    VipKey, VipValue, NO_BACKEND,
+    TunnelSource, VipKey, VipValue, NO_BACKEND,
 };

@@ -4,6 +4,11 @@
 /// The XDP program.
 pub const PROGRAM: &str = "balancer";
 
+/// The decapsulating XDP program, for backends of tunnel VIPs (object `decap`).
+pub const DECAP_PROGRAM: &str = "decap";
+/// `PerCpuArray<u64>` of the decap program, by `counters::DecapCounter`.
+pub const DECAP_COUNTERS: &str = "DECAP_COUNTERS";
+
 /// `HashMap<VipKey, VipValue>`: the services.
 pub const VIPS: &str = "VIPS";
 /// `Array<u32>` of `VIP_FILTER_SLOTS`: how many VIP addresses hash to each slot

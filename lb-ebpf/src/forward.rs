@@ -1,9 +1,10 @@
 //! Forwarding. `dsr`: L2 direct server return — the IP packet is untouched, the
 //! frame is re-addressed to the backend's next hop and sent back out (XDP_TX)
 //! or out of another interface (XDP_REDIRECT). Next hops come from
-//! `bpf_fib_lookup`, cached per backend and CPU for `NEXTHOP_TTL_NS`.
+//! `bpf_fib_lookup`, cached per backend and CPU for `NEXTHOP_TTL_NS`; the
+//! tunnel mode (`tunnel.rs`) sends through the same cache and `send`.
 //!
-//! The next hop must be the backend itself: a frame for a backend behind a
+//! For DSR the next hop must be the backend itself: a frame for a backend behind a
 //! gateway would go to the router with the VIP still as its destination, and
 //! the router would send it straight back. Such a backend drops as
 //! `NotOnLink`, and that answer is cached like any other, so a stream of
@@ -29,7 +30,7 @@ use aya_ebpf::{
 use lb_common::{sizes::NEXTHOP_TTL_NS, types::FAMILY_V4, Backend, DropReason, NextHop, Verdict};
 use network_types::eth::EthHdr;
 
-use crate::{maps::NEXTHOPS, parse::ptr_at};
+use crate::{frame::ptr_at, maps::NEXTHOPS};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -38,8 +39,15 @@ const NOT_ON_LINK: u32 = 0;
 
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<Verdict, DropReason> {
-    let hop = next_hop(ctx, index, backend, now)?;
-    // The parser already proved the Ethernet header is there.
+    let hop = next_hop(ctx, index, backend, now, Reach::OnLink)?;
+    send(ctx, &hop)
+}
+
+/// Addresses the frame to `hop` and sends it: back out (XDP_TX) or out of
+/// another interface (XDP_REDIRECT).
+#[inline(always)]
+pub fn send(ctx: &XdpContext, hop: &NextHop) -> Result<Verdict, DropReason> {
+    // The parser (or the encapsulation) already proved the Ethernet header is there.
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Truncated)?;
     unsafe {
         (*eth).dst_addr = hop.dmac;
@@ -56,12 +64,32 @@ pub fn dsr(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<
     }
 }
 
+/// Which next hops can take a backend's packets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Only the backend itself (DSR: the IP header still names the VIP).
+    OnLink,
+    /// Any, a gateway too (tunnel: the outer header names the backend).
+    AnyHop,
+}
+
 #[inline(always)]
-fn next_hop(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result<NextHop, DropReason> {
+pub fn next_hop(
+    ctx: &XdpContext,
+    index: u32,
+    backend: &Backend,
+    now: u64,
+    reach: Reach,
+) -> Result<NextHop, DropReason> {
     let cached = NEXTHOPS.get_ptr_mut(index).ok_or(DropReason::Internal)?;
     let hop = unsafe { *cached };
     if hop.stamp_ns != 0 && now.wrapping_sub(hop.stamp_ns) < NEXTHOP_TTL_NS {
-        return if hop.ifindex == NOT_ON_LINK { Err(DropReason::NotOnLink) } else { Ok(hop) };
+        match (hop.ifindex, reach) {
+            (NOT_ON_LINK, Reach::OnLink) => return Err(DropReason::NotOnLink),
+            // Cached by DSR before the VIP became a tunnel's: ask again.
+            (NOT_ON_LINK, Reach::AnyHop) => {}
+            _ => return Ok(hop),
+        }
     }
 
     let mut params: FibParams = unsafe { zeroed() };
@@ -76,7 +104,10 @@ fn next_hop(ctx: &XdpContext, index: u32, backend: &Backend, now: u64) -> Result
     let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut params, size_of::<FibParams>() as i32, 0) } as u32;
     // The kernel names the gateway before it looks for a neighbour, so an
     // unresolved gateway is as telling as a resolved one.
-    if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && via_gateway(&params, backend) {
+    if reach == Reach::OnLink
+        && (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        && via_gateway(&params, backend)
+    {
         let hop = NextHop { stamp_ns: now.max(1), ifindex: NOT_ON_LINK, dmac: [0; 6], smac: [0; 6] };
         unsafe { *cached = hop };
         return Err(DropReason::NotOnLink);

@@ -7,13 +7,16 @@
 // the 512-byte BPF stack first.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod checksum;
 mod counters;
 mod forward;
+mod frame;
 mod maps;
 mod notice;
 mod parse;
 mod record;
 mod select;
+mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
 use lb_common::{DropReason, Mode, Verdict, VipKey, VipValue};
@@ -44,10 +47,10 @@ pub fn balancer(ctx: XdpContext) -> u32 {
     verdict.action()
 }
 
-/// Only `dsr` is built; the other modes drop with their own reason.
+/// `dsr` and `tunnel` are built; the other modes drop with their own reason.
 #[inline(always)]
 fn supported(mode: u8) -> Result<(), DropReason> {
-    if mode == Mode::Dsr as u8 {
+    if mode == Mode::Dsr as u8 || mode == Mode::Tunnel as u8 {
         Ok(())
     } else {
         Err(DropReason::UnsupportedMode)
@@ -79,7 +82,11 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     supported(vip.mode)?;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let choice = balance(ctx, &flow, &vip, !too_big, now)?;
-    let verdict = forward::dsr(ctx, choice.index, &choice.backend, now)?;
+    let verdict = if vip.mode == Mode::Tunnel as u8 {
+        tunnel::encap(ctx, &flow, choice.index, &choice.backend, now)?
+    } else {
+        forward::dsr(ctx, choice.index, &choice.backend, now)?
+    };
     if let Some(note) = flow.note {
         counters::event(note);
     }

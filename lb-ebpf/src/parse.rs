@@ -21,26 +21,19 @@
 //! VIP flow, they belong to its backend (path MTU discovery). A quote cut short
 //! or malformed is `Unbalanceable`. Other ICMP is `Other`.
 
-use core::mem::size_of;
-
-use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    sizes::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
+    sizes::MAX_IPV6_EXT_HEADERS,
     types::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
     DropReason, Event, FlowKey,
 };
 use network_types::{
-    eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
-    vlan::VlanHdr,
 };
 
-const ETH_P_IPV4: u16 = EtherType::Ipv4 as u16;
-const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
-const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
-const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
+use crate::frame::{ethernet, frame_len_reaching, ptr_at, ETH_P_IPV4, ETH_P_IPV6};
 
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
@@ -89,32 +82,6 @@ pub fn load_u16(p: *const u8) -> u16 {
     v as u16
 }
 
-/// A pointer to a `T` at `offset` into the frame, or `None` if it does not fit.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
-        return None;
-    }
-    Some((start + offset) as *mut T)
-}
-
-/// The length of the frame if it holds at least `end` bytes, else `None`.
-/// The linear part answers for every single-buffer frame; only when it is too
-/// short is the helper asked, which counts a multi-buffer frame's fragments
-/// too. (A multi-buffer frame whose IP packet ends in the linear part is taken
-/// for its linear part: what follows could only be padding.)
-#[inline(always)]
-fn frame_len_reaching(ctx: &XdpContext, end: usize) -> Option<u32> {
-    let linear = ctx.data_end() - ctx.data();
-    if end <= linear {
-        return Some(linear as u32);
-    }
-    // SAFETY: reads the context the kernel passed, nothing else.
-    let whole = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    (end <= whole).then_some(whole as u32)
-}
-
 /// A TCP or UDP packet, ready for the VIP lookup.
 // C layout, `len` and `syn` sharing a word and `note` on its own: the
 // verifier's work depends on which fields are copied together (this order:
@@ -150,17 +117,7 @@ type ParseResult = Result<Packet, DropReason>;
 
 #[inline(always)]
 pub fn packet(ctx: &XdpContext) -> ParseResult {
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(DropReason::Truncated)?;
-    let mut ether_type = unsafe { (*eth).ether_type };
-    let mut offset = EthHdr::LEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
-            break;
-        }
-        let vlan: *const VlanHdr = ptr_at(ctx, offset).ok_or(DropReason::Truncated)?;
-        ether_type = unsafe { (*vlan).ether_type };
-        offset += VlanHdr::LEN;
-    }
+    let (ether_type, offset) = ethernet(ctx).ok_or(DropReason::Truncated)?;
     match ether_type {
         ETH_P_IPV4 => ipv4(ctx, offset),
         ETH_P_IPV6 => ipv6(ctx, offset),

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dataplane;
+pub mod decap;
 pub mod desired;
 pub mod health;
 pub mod maglev;

@@ -8,6 +8,7 @@ use lb_userspace::{
     api::client::Client,
     cli,
     config::Config,
+    decap,
 };
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
@@ -64,6 +65,24 @@ enum Command {
         grace_ms: u64,
         #[arg(long)]
         device: String,
+    },
+    /// On a backend of tunnel VIPs: attach the XDP program that strips their
+    /// IPIP / IP6IP6 packets, pinned so it runs on after this command exits.
+    Decap {
+        /// The interface tunnel packets arrive on.
+        #[arg(long)]
+        interface: String,
+        /// bpffs directory for the program's link and counters.
+        #[arg(long, value_name = "DIR")]
+        pin_path: Option<PathBuf>,
+        #[arg(long, default_value = "auto", value_parser = ["auto", "native", "generic"])]
+        xdp_mode: String,
+        /// Print the running program's counters instead.
+        #[arg(long, conflicts_with = "detach")]
+        stats: bool,
+        /// Detach the program and remove its pins.
+        #[arg(long)]
+        detach: bool,
     },
     /// Counters and rates per VIP and backend, and drop reasons.
     Stats {
@@ -193,6 +212,22 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Decap { interface, pin_path, xdp_mode, stats, detach } = &cli.command {
+        let action = if *stats {
+            decap::Action::Stats
+        } else if *detach {
+            decap::Action::Detach
+        } else {
+            decap::Action::Attach(decap::xdp_mode(xdp_mode))
+        };
+        return match decap::run(interface, pin_path.clone(), action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alwayson decap: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if matches!(cli.command, Command::Run { .. }) {
         // Before any thread exists, so every thread shares the one arena it sets up.
         agent::settle_allocator();
@@ -226,7 +261,10 @@ async fn command(command: Command) -> anyhow::Result<()> {
         Command::Run { config, replace, fresh, keep_running_on_exit } => {
             agent::run(RunOptions { config_path: config, replace, fresh, keep_running_on_exit }).await
         }
-        Command::CheckConfig { .. } | Command::ParseConfig { .. } | Command::KeepRoutes { .. } => {
+        Command::CheckConfig { .. }
+        | Command::ParseConfig { .. }
+        | Command::KeepRoutes { .. }
+        | Command::Decap { .. } => {
             unreachable!("handled before the runtime starts")
         }
         Command::Stats { target, json, watch } => cli::stats(&client(&target)?, json, watch).await,

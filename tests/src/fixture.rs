@@ -119,10 +119,22 @@ impl FixtureBed {
     /// Sets up a VIP with its backends (all UP) and its Maglev ring. Returns the
     /// ring as backend slots.
     pub fn set_vip(&mut self, vip: SocketAddr, proto: u8, index: u32, backends: &[Slot]) -> Result<Vec<u32>> {
+        self.set_vip_in(Mode::Dsr, vip, proto, index, backends)
+    }
+
+    /// [`Self::set_vip`] for a VIP in forwarding mode `mode`.
+    pub fn set_vip_in(
+        &mut self,
+        mode: Mode,
+        vip: SocketAddr,
+        proto: u8,
+        index: u32,
+        backends: &[Slot],
+    ) -> Result<Vec<u32>> {
         self.set_backend_slots(index, backends)?;
         let ring = self.write_ring(index, backends)?;
         let key = VipKey::new(vip.ip(), vip.port(), proto);
-        self.dp.set_vip(key, VipValue { index, mode: Mode::Dsr as u8, _pad: [0; 3] })?;
+        self.dp.set_vip(key, VipValue { index, mode: mode as u8, _pad: [0; 3] })?;
         Ok(ring)
     }
 

@@ -16,6 +16,7 @@ pub mod packet;
 pub mod proc_scan;
 pub mod process;
 pub mod ring;
+pub mod routed;
 pub mod spoof;
 pub mod traffic;
 pub mod wait;

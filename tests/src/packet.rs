@@ -224,3 +224,72 @@ pub fn add_ipv6_ext(frame: &mut Vec<u8>, l3: usize, kinds: &[u8]) {
     let len = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) + 8 * kinds.len() as u16;
     frame[l3 + 4..l3 + 6].copy_from_slice(&len.to_be_bytes());
 }
+
+/// The RFC 1071 checksum of `header` (its checksum field zero), as a number.
+pub fn internet_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 =
+        header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sets the IPv4 TOS byte (DSCP and ECN) and the DF bit of the IPv4 packet at
+/// `l3`, keeping its header checksum right.
+pub fn set_ipv4_tos_df(frame: &mut [u8], l3: usize, tos: u8, df: bool) {
+    frame[l3 + 1] = tos;
+    frame[l3 + 6] = (frame[l3 + 6] & !0x40) | if df { 0x40 } else { 0 };
+    frame[l3 + 10..l3 + 12].fill(0);
+    let sum = internet_checksum(&frame[l3..l3 + 20]);
+    frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Sets the traffic class of the IPv6 packet at `l3`.
+pub fn set_ipv6_traffic_class(frame: &mut [u8], l3: usize, class: u8) {
+    frame[l3] = 0x60 | class >> 4;
+    frame[l3 + 1] = (class << 4) | (frame[l3 + 1] & 0x0f);
+}
+
+/// What the balancer's tunnel mode must make of `frame` (whose IP packet
+/// starts at `l3`): the same Ethernet header (tags included) re-addressed to
+/// `dst_mac` from `src_mac`, an outer header `src` → `dst` as the mode
+/// writes it (TTL 64, the inner TOS / traffic class, IPv4: the inner DF and
+/// identification, IPv6: flow label 0), then the inner IP packet unchanged.
+pub fn encapsulated(
+    frame: &[u8],
+    l3: usize,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+) -> Vec<u8> {
+    let inner = &frame[l3..];
+    let mut out = with_macs(&frame[..l3], dst_mac, src_mac);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = u16::try_from(20 + inner.len()).expect("an IPv4 packet");
+            let mut h = vec![0x45, inner[1]];
+            h.extend_from_slice(&total.to_be_bytes());
+            h.extend_from_slice(&inner[4..6]);
+            h.extend_from_slice(&[inner[6] & 0x40, 0, 64, 4, 0, 0]);
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            let sum = internet_checksum(&h);
+            h[10..12].copy_from_slice(&sum.to_be_bytes());
+            out.extend_from_slice(&h);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let class = inner[0] << 4 | inner[1] >> 4;
+            let payload = u16::try_from(inner.len()).expect("an IPv6 packet");
+            out.extend_from_slice(&[0x60 | class >> 4, class << 4, 0, 0]);
+            out.extend_from_slice(&payload.to_be_bytes());
+            out.extend_from_slice(&[41, 64]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed families {src} -> {dst}"),
+    }
+    out.extend_from_slice(inner);
+    out
+}

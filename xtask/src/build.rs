@@ -41,7 +41,7 @@ pub fn ebpf_objects() -> Result<()> {
         .ok_or_else(|| anyhow!("cargo did not report lb-userspace's build script output"))?;
     let dest = target_dir()?.join("bpf");
     std::fs::create_dir_all(&dest)?;
-    for name in ["balancer", "baseline"] {
+    for name in ["balancer", "decap", "baseline"] {
         let (from, to) = (out_dir.join(name), dest.join(format!("{name}.o")));
         std::fs::copy(&from, &to)
             .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;

@@ -77,6 +77,7 @@ pub fn load_settings(global: &Global) -> LoadSettings {
         kernel_debug: tracing::level_filters::LevelFilter::current()
             >= tracing::level_filters::LevelFilter::DEBUG,
         recording: recording(global),
+        tunnel: global.tunnel_source(),
     }
 }
 

@@ -251,6 +251,12 @@ impl Agent {
             self.reconciler.dataplane_mut().set_recording(recording)?;
             info!("flow recording now {recording:?}");
         }
+        let tunnel = self.config.global.tunnel_source();
+        if self.reconciler.dataplane().settings().tunnel != tunnel {
+            self.reconciler.dataplane_mut().set_tunnel_source(tunnel)?;
+            let g = &self.config.global;
+            info!("tunnel sources now {} and {}", g.tunnel_source_v4, g.tunnel_source_v6);
+        }
         self.applied = true;
         self.last_apply = started.elapsed();
         self.timings.reconciled(self.last_apply);

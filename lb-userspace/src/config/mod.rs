@@ -172,6 +172,66 @@ pub struct Global {
     pub lock_file: PathBuf,
     /// The user exec checks run as (never root unless this says so).
     pub check_user: String,
+    /// Outer sources of tunnel VIPs' IPv4 packets: the flow fills the host bits.
+    pub tunnel_source_v4: Prefix,
+    /// The same for IPv6.
+    pub tunnel_source_v6: Prefix,
+}
+
+/// An address prefix, `address/len`, its host bits zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub address: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The address with its host bits cleared.
+    pub fn network(self) -> IpAddr {
+        match self.address {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                IpAddr::from((u32::from(a) & mask).to_be_bytes())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                IpAddr::from((u128::from(a) & mask).to_be_bytes())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.len)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The resolved form back (the agent moves configs between processes as JSON).
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("not a prefix: {text:?}"));
+        let (address, len) = text.split_once('/').ok_or_else(bad)?;
+        Ok(Prefix { address: address.parse().map_err(|_| bad())?, len: len.parse().map_err(|_| bad())? })
+    }
+}
+
+impl Global {
+    /// The outer sources of tunnel VIPs, as the kernel holds them.
+    pub fn tunnel_source(&self) -> lb_common::TunnelSource {
+        let (v4, v6) = (self.tunnel_source_v4, self.tunnel_source_v6);
+        match (v4.address, v6.address) {
+            (IpAddr::V4(a4), IpAddr::V6(a6)) => lb_common::TunnelSource::new(a4, v4.len, a6, v6.len),
+            _ => unreachable!("the config checks each prefix's family"),
+        }
+    }
 }
 
 /// `[[vip]]`: a service, HAProxy's frontend + backend in one.
@@ -316,7 +376,7 @@ pub enum Protocol {
     Udp,
 }
 
-/// Forwarding mode of a VIP. Only [`Mode::Dsr`] passes validation for now.
+/// Forwarding mode of a VIP. [`Mode::Nat`] does not pass validation yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {

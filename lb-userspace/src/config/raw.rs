@@ -38,6 +38,8 @@ pub(super) struct RawGlobal {
     pub set_forwarding: Option<bool>,
     pub lock_file: Option<Spanned<String>>,
     pub check_user: Option<Spanned<String>>,
+    pub tunnel_source_v4: Option<Spanned<String>>,
+    pub tunnel_source_v6: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

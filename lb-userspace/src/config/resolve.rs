@@ -25,7 +25,8 @@ use super::{
     values::{
         self, choice, duration, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE,
         DEFAULT_FLOW_IDLE_TIMEOUT, DEFAULT_WEIGHT, FLOW_IDLE_TIMEOUT, FLOW_RECORDINGS, FLOW_RECORD_LIMIT,
-        MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, WEIGHT, XDP_MODES,
+        MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, TUNNEL_SOURCE_V4, TUNNEL_SOURCE_V4_LEN,
+        TUNNEL_SOURCE_V6, TUNNEL_SOURCE_V6_LEN, WEIGHT, XDP_MODES,
     },
     Backend, CheckKind, Config, FlowRecording, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode,
     DEFAULT_CHECK_USER, DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
@@ -139,6 +140,14 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
         p.check_or(field("check_user"), raw.check_user.as_ref(), DEFAULT_CHECK_USER.into(), |s| {
             values::user_name(s)
         });
+    let tunnel_source_v4 =
+        p.check_or(field("tunnel_source_v4"), raw.tunnel_source_v4.as_ref(), TUNNEL_SOURCE_V4, |s| {
+            values::tunnel_source(s, TUNNEL_SOURCE_V4, TUNNEL_SOURCE_V4_LEN)
+        });
+    let tunnel_source_v6 =
+        p.check_or(field("tunnel_source_v6"), raw.tunnel_source_v6.as_ref(), TUNNEL_SOURCE_V6, |s| {
+            values::tunnel_source(s, TUNNEL_SOURCE_V6, TUNNEL_SOURCE_V6_LEN)
+        });
     check_ring_entries(raw, max_vips, ring_size, p);
     let global = (|| {
         Some(Global {
@@ -156,6 +165,8 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
             set_forwarding: raw.set_forwarding.unwrap_or(true),
             lock_file: lock_file?,
             check_user: check_user?,
+            tunnel_source_v4: tunnel_source_v4?,
+            tunnel_source_v6: tunnel_source_v6?,
         })
     })();
     (global, Limits { ring_size, max_vips, max_backends })
@@ -281,7 +292,10 @@ fn resolve_backend(
 }
 
 /// DSR only rewrites MAC addresses: the backend receives the client's packet
-/// to the VIP as is, so it must speak the VIP's IP family.
+/// to the VIP as is, so it must speak the VIP's IP family. A tunnel's outer
+/// header takes the backend's family and its inner packet is the VIP's:
+/// different families would need IPv4-in-IPv6 or IPv6-in-IPv4, which neither
+/// the balancer nor the `decap` program builds or strips.
 fn backend_address(s: &str, front: &Front) -> Result<IpAddr, String> {
     let address = ip(s)?;
     match (front.mode, front.address) {
@@ -290,12 +304,20 @@ fn backend_address(s: &str, front: &Front) -> Result<IpAddr, String> {
             family(address),
             family(vip)
         )),
+        (Some(Mode::Tunnel), Some(vip)) if address.is_ipv4() != vip.is_ipv4() => Err(format!(
+            "a tunnel carries {} in {} only: an {} backend cannot serve the {} VIP {vip} \
+             (IPv4-in-IPv6 and IPv6-in-IPv4 are not implemented)",
+            family(vip),
+            family(vip),
+            family(address),
+            family(vip)
+        )),
         _ => Ok(address),
     }
 }
 
 /// Port 0 means "every port" and only makes sense behind a port-0 VIP; DSR
-/// leaves the destination port alone, so it must be the VIP's.
+/// and tunnels leave the destination port alone, so it must be the VIP's.
 fn backend_port(port: i64, front: &Front) -> Result<u16, String> {
     let every_port = front.port == Some(0);
     if port == 0 && !every_port {
@@ -303,12 +325,17 @@ fn backend_port(port: i64, front: &Front) -> Result<u16, String> {
     }
     let lowest = if every_port { 0 } else { 1 };
     let port: u16 = in_range(lowest..=u16::MAX.into())(&port)?;
-    match (front.mode, front.port) {
-        (Some(Mode::Dsr), Some(0)) if port != 0 => {
-            Err("DSR cannot translate ports: behind a port-0 VIP the port must be 0 or omitted".into())
+    let mode = match front.mode {
+        Some(Mode::Dsr) => "DSR",
+        Some(Mode::Tunnel) => "a tunnel",
+        _ => return Ok(port),
+    };
+    match front.port {
+        Some(0) if port != 0 => {
+            Err(format!("{mode} cannot translate ports: behind a port-0 VIP the port must be 0 or omitted"))
         }
-        (Some(Mode::Dsr), Some(vip)) if port != vip => {
-            Err(format!("DSR cannot translate ports: must be the VIP's port {vip}, or omitted"))
+        Some(vip) if vip != 0 && port != vip => {
+            Err(format!("{mode} cannot translate ports: must be the VIP's port {vip}, or omitted"))
         }
         _ => Ok(port),
     }

@@ -1,12 +1,17 @@
 //! Checks of single values, pure: `Ok(resolved)` or `Err(reason)`.
 
-use std::{net::IpAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::RangeInclusive,
+    path::PathBuf,
+    time::Duration,
+};
 
 use lb_common::sizes::MAX_RING_SIZE;
 use serde::Serializer;
 
 use super::{
-    raw::RawDuration, CheckKind, FlowRecording, Mode, OnAllDown, Protocol, XdpMode, DEFAULT_PIN_ROOT,
+    raw::RawDuration, CheckKind, FlowRecording, Mode, OnAllDown, Prefix, Protocol, XdpMode, DEFAULT_PIN_ROOT,
 };
 use crate::maglev::is_prime;
 
@@ -72,9 +77,50 @@ pub(super) fn choice<T: Copy>(s: &str, options: &[(&str, T)]) -> Result<T, Strin
 
 pub(super) fn mode(s: &str) -> Result<Mode, String> {
     match choice(s, MODES)? {
-        Mode::Dsr => Ok(Mode::Dsr),
-        Mode::Tunnel | Mode::Nat => Err("not supported yet: only dsr is implemented".into()),
+        Mode::Nat => Err("not supported yet: only dsr and tunnel are implemented".into()),
+        mode => Ok(mode),
     }
+}
+
+/// Katran's outer sources: a backend set up for Katran's tunnels takes ours.
+pub(super) const TUNNEL_SOURCE_V4: Prefix =
+    Prefix { address: IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)), len: 16 };
+pub(super) const TUNNEL_SOURCE_V6: Prefix =
+    Prefix { address: IpAddr::V6(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0)), len: 64 };
+/// The flow fills the last 16 bits of an IPv4 source and the last 32 of an
+/// IPv6 one: a shorter prefix would leave bits nobody sets. Longer ones keep
+/// fewer of the flow's bits, down to a single address.
+pub(super) const TUNNEL_SOURCE_V4_LEN: RangeInclusive<u8> = 16..=32;
+pub(super) const TUNNEL_SOURCE_V6_LEN: RangeInclusive<u8> = 64..=128;
+
+/// An outer-source prefix of `default`'s family, its length in `lens`, host bits zero.
+pub(super) fn tunnel_source(s: &str, default: Prefix, lens: RangeInclusive<u8>) -> Result<Prefix, String> {
+    let example = format!("e.g. \"{default}\"");
+    let Some((address, len)) = s.split_once('/') else {
+        return Err(format!("not a prefix: write an address, '/' and a length, {example}"));
+    };
+    let address: IpAddr = address.parse().map_err(|_| format!("{address:?} is not an address, {example}"))?;
+    if address.is_ipv4() != default.address.is_ipv4() {
+        return Err(format!(
+            "an {} prefix where an {} one belongs",
+            family(address),
+            family(default.address)
+        ));
+    }
+    let len: u8 = len.parse().ok().filter(|len| lens.contains(len)).ok_or_else(|| {
+        format!(
+            "the length must be {}..={}: the flow fills the last {} bits of the address",
+            lens.start(),
+            lens.end(),
+            if address.is_ipv4() { 16 } else { 32 }
+        )
+    })?;
+    let prefix = Prefix { address, len };
+    let network = prefix.network();
+    if network != address {
+        return Err(format!("host bits set: the prefix is {network}/{len}"));
+    }
+    Ok(prefix)
 }
 
 /// Maglev's permutation needs a prime ring size.

@@ -42,6 +42,11 @@ pub enum DataplaneError {
          changing it needs new maps: restart with --fresh (drops the connection table)"
     )]
     SettingsChanged { field: &'static str, running: u64, wanted: u64, pin_dir: PathBuf },
+    #[error(
+        "the data plane pinned at {pin_dir} has maps of another layout (an older build's); \
+         restart with --fresh (drops the connection table)"
+    )]
+    LayoutChanged { pin_dir: PathBuf },
     #[error("attaching XDP ({mode}) to {interface}: {source}")]
     Attach { interface: String, mode: &'static str, source: ProgramError },
     #[error(

@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, Map, MapData},
+    maps::{Array, Map, MapData, MapError},
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         ProgramError, Xdp, XdpError, XdpMode as KernelMode,
@@ -33,7 +33,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where bpffs is mounted when the pin directory is not on one.
 const BPFFS_ROOT: &CStr = c"/sys/fs/bpf";
 /// The pinned XDP link, beside the maps.
-const LINK_PIN: &str = "link";
+pub(super) const LINK_PIN: &str = "link";
 
 /// Where and how to run a pinned, attached data plane.
 #[derive(Clone, Debug)]
@@ -77,6 +77,7 @@ impl LoadSettings {
             layout: LAYOUT_VERSION,
             flags: if self.recording.every_flow { FLAG_RECORD_EVERY_FLOW } else { 0 },
             record_limit: self.recording.limit,
+            tunnel: self.tunnel,
         }
     }
 
@@ -152,7 +153,7 @@ impl Dataplane {
         let dir = options.pin_dir.as_path();
         ensure_bpffs(dir)?;
         if options.fresh {
-            remove_pins(dir)?;
+            remove_pins(dir, &names::ALL)?;
         }
         if let Some(running) = running_config(dir)? {
             if let Some((field, running, wanted)) = options.settings.difference(&running) {
@@ -179,7 +180,13 @@ impl Dataplane {
                          are kept)",
                         link_path.display()
                     );
-                    let (link, generic_fallback) = attach(&mut ebpf, interface, options.mode, &link_path)?;
+                    let (link, generic_fallback) = attach(
+                        balancer_mut(&mut ebpf)?,
+                        names::PROGRAM,
+                        interface,
+                        options.mode,
+                        &link_path,
+                    )?;
                     // Attached before the old pin goes, so a failure leaves the old pin as
                     // it was. Should unpinning or pinning fail, the new link closes with
                     // this process's last descriptor of it, and the next agent attaches.
@@ -197,7 +204,8 @@ impl Dataplane {
                 None => Opened::Adopted,
             }
         } else {
-            let (link, generic_fallback) = attach(&mut ebpf, interface, options.mode, &link_path)?;
+            let (link, generic_fallback) =
+                attach(balancer_mut(&mut ebpf)?, names::PROGRAM, interface, options.mode, &link_path)?;
             pin(link, &link_path)?;
             Opened::Attached { generic_fallback }
         };
@@ -221,7 +229,7 @@ impl Dataplane {
         if keep_running {
             return Ok(());
         }
-        remove_pins(&dir)
+        remove_pins(&dir, &names::ALL)
     }
 }
 
@@ -248,7 +256,14 @@ fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError>
     }
     let err = |source| DataplaneError::Map { name: names::CONFIG, source };
     let data = MapData::from_pin(&path).map_err(err)?;
-    let config: Array<MapData, DataplaneConfig> = Array::try_from(Map::Array(data)).map_err(err)?;
+    let config: Array<MapData, DataplaneConfig> = match Array::try_from(Map::Array(data)) {
+        Ok(config) => config,
+        // An older layout's CONFIG cannot even be read as this one's.
+        Err(MapError::InvalidValueSize { .. }) => {
+            return Err(DataplaneError::LayoutChanged { pin_dir: dir.to_owned() })
+        }
+        Err(e) => return Err(err(e)),
+    };
     let running = config.get(&0, 0).map_err(err)?;
     // An agent that died between creating the maps and writing CONFIG left zeros: nothing to keep.
     Ok((running.ring_size != 0).then_some(running))
@@ -256,7 +271,7 @@ fn running_config(dir: &Path) -> Result<Option<DataplaneConfig>, DataplaneError>
 
 /// Why the pinned link at `link_path` does not run the data plane on
 /// `interface` (in this process's network namespace), or `None` if it does.
-fn stale_link(link_path: &Path, interface: &str) -> Result<Option<String>, DataplaneError> {
+pub(super) fn stale_link(link_path: &Path, interface: &str) -> Result<Option<String>, DataplaneError> {
     let attached_to = link_ifindex(link_path)
         .map_err(|source| DataplaneError::Link { path: link_path.to_owned(), source })?;
     let wanted = std::ffi::CString::new(interface)
@@ -335,15 +350,15 @@ fn open_pin(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Attaches the program with a new link, to be pinned at `link_path`. Returns
-/// it, and whether `Auto` fell back to generic mode.
-fn attach(
-    ebpf: &mut Ebpf,
+/// Attaches `program` (called `name`) with a new link, to be pinned at
+/// `link_path`. Returns it, and whether `Auto` fell back to generic mode.
+pub(super) fn attach(
+    program: &mut Xdp,
+    name: &'static str,
     interface: &str,
     mode: XdpMode,
     link_path: &Path,
 ) -> Result<(FdLink, bool), DataplaneError> {
-    let program = balancer_mut(ebpf)?;
     let try_attach = |program: &mut Xdp, kernel_mode: KernelMode| {
         let mode = if kernel_mode == KernelMode::Skb { "generic" } else { "native" };
         let interface = interface.to_owned();
@@ -365,8 +380,7 @@ fn attach(
             }
         },
     };
-    let link =
-        program.take_link(id).map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+    let link = program.take_link(id).map_err(|source| DataplaneError::Program { name, source })?;
     // Only a bpf_link can be pinned; aya attaches by netlink where the kernel has no XDP links.
     let link = FdLink::try_from(link)
         .map_err(|source| DataplaneError::Link { path: link_path.to_owned(), source })?;
@@ -386,7 +400,7 @@ fn occupied(error: &ProgramError) -> Option<io::Error> {
     errno.filter(|e| [libc::EBUSY, libc::EEXIST].contains(e)).map(io::Error::from_raw_os_error)
 }
 
-fn pin(link: FdLink, link_path: &Path) -> Result<(), DataplaneError> {
+pub(super) fn pin(link: FdLink, link_path: &Path) -> Result<(), DataplaneError> {
     link.pin(link_path)
         .map_err(|e| DataplaneError::Pin { path: link_path.to_owned(), message: e.to_string() })?;
     Ok(())
@@ -414,7 +428,7 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Pins need bpffs: mount it at /sys/fs/bpf if the pin directory is not on one.
-fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+pub(super) fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
     if is_bpffs(existing) {
         return Ok(());
@@ -437,14 +451,14 @@ fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
 }
 
 /// Detaches (by unpinning the link, whose last reference it holds) and removes
-/// every pinned map and the directory.
-fn remove_pins(dir: &Path) -> Result<(), DataplaneError> {
+/// the pinned `maps` and the directory.
+pub(super) fn remove_pins(dir: &Path, maps: &[&str]) -> Result<(), DataplaneError> {
     let err = |source| DataplaneError::PinDir { path: dir.to_owned(), source };
     let link_path = dir.join(LINK_PIN);
     if link_path.exists() {
         std::fs::remove_file(&link_path).map_err(err)?;
     }
-    for name in names::ALL {
+    for name in maps {
         match std::fs::remove_file(dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

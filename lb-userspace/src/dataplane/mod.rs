@@ -3,6 +3,7 @@
 //! program on crafted packets (`BPF_PROG_TEST_RUN`).
 
 mod counters;
+mod decap;
 mod error;
 mod load;
 mod pinned;
@@ -23,12 +24,14 @@ use lb_common::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RECORD_LIMIT,
         DEFAULT_RING_SIZE,
     },
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, TunnelSource, VipKey,
+    VipValue,
 };
 
 use self::error::{found, map_err, Result};
 pub use self::{
     counters::Counters,
+    decap::{attach_decap, decap_counters, default_decap_pin_dir, detach_decap, DecapAttached, DecapTestRun},
     error::{DataplaneError, RefusedMap},
     load::{attached_ifindex, Opened, PinnedOptions},
     pinned::PinnedStats,
@@ -39,6 +42,8 @@ pub use self::{
 
 /// The balancer object, built by `build.rs` from the `lb-ebpf` crate.
 pub static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
+/// `decap`: strips tunnel packets on backends of tunnel VIPs.
+pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap"));
 /// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
@@ -54,6 +59,8 @@ pub struct LoadSettings {
     pub kernel_debug: bool,
     /// Which flows are recorded; unlike the rest, changeable while running.
     pub recording: Recording,
+    /// Outer source addresses of tunnel VIPs; changeable while running too.
+    pub tunnel: TunnelSource,
 }
 
 /// Which flows the kernel records, and how many a CPU may record per second.
@@ -80,6 +87,7 @@ impl Default for LoadSettings {
             hash_seed: 0,
             kernel_debug: false,
             recording: Recording::default(),
+            tunnel: TunnelSource::KATRAN,
         }
     }
 }
@@ -194,6 +202,14 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Changes the outer source addresses of tunnel VIPs, from the next packet on.
+    pub fn set_tunnel_source(&mut self, tunnel: TunnelSource) -> Result<()> {
+        let settings = LoadSettings { tunnel, ..self.settings };
+        self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
+        self.settings = settings;
+        Ok(())
+    }
+
     /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
     pub fn map_memory(&self) -> Vec<(&'static str, u64)> {
         use std::os::fd::AsRawFd as _;
@@ -293,14 +309,15 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Writes a backend slot. A changed address also forgets the cached next hop.
+    /// Writes a backend slot. A changed address, or a slot taken over by
+    /// another VIP (perhaps of another mode), also forgets the cached next hop.
     pub fn set_backend(&mut self, index: u32, backend: Backend) -> Result<()> {
         self.check("backend index", index, self.settings.max_backends)?;
         let old = self.backends.get(&index, 0).map_err(map_err(names::BACKENDS))?;
         self.backends.set(index, backend, 0).map_err(map_err(names::BACKENDS))?;
         // A slot never used (no address yet) has no next hop cached to forget.
         let used = old.addr != [0; 4];
-        if used && (old.addr != backend.addr || old.family != backend.family) {
+        if used && (old.addr != backend.addr || old.family != backend.family || old.vip != backend.vip) {
             self.forget_next_hop(index)?;
         }
         Ok(())

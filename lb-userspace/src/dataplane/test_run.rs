@@ -33,7 +33,7 @@ fn xdp_md(len: usize, ingress_ifindex: u32) -> [u8; 24] {
     out
 }
 
-fn run(
+pub(super) fn run(
     program: &Xdp,
     name: &'static str,
     frame: &[u8],

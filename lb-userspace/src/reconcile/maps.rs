@@ -23,6 +23,8 @@ pub trait Maps {
     ) -> Result<T, DataplaneError>;
     fn clear_vip_stats(&mut self, vip: u32) -> Result<(), DataplaneError>;
     fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError>;
+    /// Drops a backend's cached next hop (every CPU's).
+    fn forget_next_hop(&mut self, slot: u32) -> Result<(), DataplaneError>;
 }
 
 impl Maps for Dataplane {
@@ -72,5 +74,9 @@ impl Maps for Dataplane {
 
     fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
         Dataplane::clear_backend_stats(self, slot)
+    }
+
+    fn forget_next_hop(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        Dataplane::forget_next_hop(self, slot)
     }
 }

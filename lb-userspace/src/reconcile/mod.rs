@@ -254,11 +254,20 @@ impl<M: Maps> Reconciler<M> {
             let want = VipValue { index: state.index, mode: vip.mode as u8, _pad: [0; 3] };
             let address = vip.key.address_only();
             if state.written != Some(want) || !addresses.contains(&address) {
+                let mode_was = state.written.map(|w| w.mode);
                 state.written = None;
                 // Before the write: one that fails part way may have registered it.
                 addresses.insert(address);
                 dp.set_vip(vip.key, want)?;
                 state.written = Some(want);
+                // A tunnel's cached next hop may be a gateway, which DSR must
+                // never use; forgotten after the write, so none is cached anew
+                // under the old mode.
+                if mode_was.is_some_and(|mode| mode != want.mode) {
+                    for s in state.backends.values() {
+                        dp.forget_next_hop(s.slot)?;
+                    }
+                }
             }
         }
 

@@ -440,15 +440,90 @@ fn relative_pin_path_is_rejected() {
 }
 
 #[test]
-fn tunnel_and_nat_modes_are_not_supported_yet() {
-    for mode in ["tunnel", "nat"] {
-        problem(
-            &with(&format!("[[vip]]\naddress = \"10.77.100.1\"\nport = 80\nmode = \"{mode}\"\n")),
-            "vip[0].mode",
-            &format!("\"{mode}\""),
-            "not supported yet: only dsr",
-        );
-    }
+fn nat_mode_is_not_supported_yet() {
+    problem(
+        &with("[[vip]]\naddress = \"10.77.100.1\"\nport = 80\nmode = \"nat\"\n"),
+        "vip[0].mode",
+        "\"nat\"",
+        "not supported yet: only dsr and tunnel",
+    );
+}
+
+/// A tunnel VIP named "t" on `vip` port 80 with one backend table.
+fn tunnel(vip: &str, backend: &str) -> String {
+    with(&format!(
+        "[[vip]]\nname = \"t\"\naddress = \"{vip}\"\nport = 80\nmode = \"tunnel\"\n[[vip.backend]]\n{backend}"
+    ))
+}
+
+#[test]
+fn tunnel_backends_may_be_routed_anywhere_in_the_vips_family() {
+    // Not on any link of the balancer: a gateway carries the outer packet.
+    let config = Config::from_toml(&tunnel("10.77.100.1", "address = \"192.0.2.10\"\n")).unwrap();
+    assert_eq!(config.vips[0].mode, Mode::Tunnel);
+    assert_eq!(config.vips[0].backends[0].socket(), "192.0.2.10:80".parse().unwrap());
+    assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+    Config::from_toml(&tunnel("fd77::100", "address = \"2001:db8::10\"\n")).unwrap();
+}
+
+#[test]
+fn tunnel_backends_must_be_of_the_vips_family() {
+    problem(
+        &tunnel("10.77.100.1", "address = \"fd77::1:10\"\n"),
+        "vip[0] (t).backend[0].address",
+        "\"fd77::1:10\"",
+        "a tunnel carries IPv4 in IPv4 only: an IPv6 backend cannot serve the IPv4 VIP 10.77.100.1 \
+         (IPv4-in-IPv6 and IPv6-in-IPv4 are not implemented)",
+    );
+    problem(
+        &tunnel("fd77::100", "address = \"10.77.1.10\"\n"),
+        "vip[0] (t).backend[0].address",
+        "\"10.77.1.10\"",
+        "an IPv4 backend cannot serve the IPv6 VIP fd77::100",
+    );
+}
+
+#[test]
+fn tunnels_do_not_translate_ports() {
+    problem(
+        &tunnel("10.77.100.1", "address = \"10.77.1.10\"\nport = 8080\n"),
+        "vip[0] (t).backend[0].port",
+        "8080",
+        "a tunnel cannot translate ports: must be the VIP's port 80",
+    );
+}
+
+#[test]
+fn tunnel_sources_are_prefixes_of_their_family_and_a_length_the_flow_fills() {
+    let config = Config::from_toml(&with(
+        "tunnel_source_v4 = \"10.77.174.0/24\"\ntunnel_source_v6 = \"fd77::174:0/112\"\n",
+    ))
+    .unwrap();
+    assert_eq!(config.global.tunnel_source_v4.to_string(), "10.77.174.0/24");
+    assert_eq!(config.global.tunnel_source_v6.to_string(), "fd77::174:0/112");
+    assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+    let source = config.global.tunnel_source();
+    assert_eq!(source.v4_prefix.to_ne_bytes(), [10, 77, 174, 0]);
+    assert_eq!(source.v4_host.to_ne_bytes(), [0, 0, 0, 0xff]);
+
+    let bad = |line: &str, field: &str, value: &str, why: &str| {
+        problem(&with(&format!("{line}\n")), field, value, why);
+    };
+    let v4 = "global.tunnel_source_v4";
+    let v6 = "global.tunnel_source_v6";
+    bad("tunnel_source_v4 = \"172.16.0.0\"", v4, "\"172.16.0.0\"", "not a prefix");
+    bad("tunnel_source_v4 = \"172.16.0.0/8\"", v4, "\"172.16.0.0/8\"", "the length must be 16..=32");
+    bad("tunnel_source_v4 = \"172.16.0.0/33\"", v4, "\"172.16.0.0/33\"", "16..=32");
+    bad(
+        "tunnel_source_v4 = \"10.77.174.9/24\"",
+        v4,
+        "\"10.77.174.9/24\"",
+        "host bits set: the prefix is 10.77.174.0/24",
+    );
+    bad("tunnel_source_v4 = \"100::/64\"", v4, "\"100::/64\"", "an IPv6 prefix where an IPv4 one belongs");
+    bad("tunnel_source_v6 = \"100::/48\"", v6, "\"100::/48\"", "the length must be 64..=128");
+    bad("tunnel_source_v6 = \"fd77::174:1/112\"", v6, "\"fd77::174:1/112\"", "the prefix is fd77::174:0/112");
+    bad("tunnel_source_v6 = \"172.16.0.0/16\"", v6, "\"172.16.0.0/16\"", "an IPv4 prefix where an IPv6 one");
 }
 
 #[test]

@@ -27,6 +27,8 @@ pub(super) struct Fake {
     pub(super) backend_stats: Vec<u64>,
     /// Every backend write, in order.
     pub(super) backend_writes: Vec<(u32, Backend)>,
+    /// Backend slots whose cached next hop was forgotten, in order.
+    pub(super) forgotten_hops: Vec<u32>,
     pub(super) writes: usize,
     /// The write that fails, and whether it takes effect before failing.
     pub(super) fail: Option<(usize, bool)>,
@@ -50,6 +52,7 @@ impl Fake {
             vip_stats: vec![0; max_vips as usize],
             backend_stats: vec![0; max_backends as usize],
             backend_writes: Vec::new(),
+            forgotten_hops: Vec::new(),
             writes: 0,
             fail: None,
             check_addresses: true,
@@ -181,5 +184,9 @@ impl Maps for Fake {
 
     fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError> {
         self.write(|f| f.backend_stats[slot as usize] = 0)
+    }
+
+    fn forget_next_hop(&mut self, slot: u32) -> Result<(), DataplaneError> {
+        self.write(|f| f.forgotten_hops.push(slot))
     }
 }

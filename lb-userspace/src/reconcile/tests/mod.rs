@@ -73,6 +73,22 @@ fn replacing_a_backend_at_max_backends_reuses_its_slot_once_unused() {
 }
 
 #[test]
+fn a_vip_that_changes_mode_forgets_its_backends_next_hops() {
+    let dsr = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true), ("10.0.0.2:80", 1, true)])];
+    let tunnel = [DesiredVip { mode: Mode::Tunnel, ..dsr[0].clone() }];
+    let mut r = applied(1, 2, &dsr);
+    assert!(r.dp.forgotten_hops.is_empty(), "a new VIP has nothing cached");
+    r.apply(&tunnel).unwrap();
+    let mut forgotten = r.dp.forgotten_hops.clone();
+    forgotten.sort();
+    let slots = |a: &str| r.backend_slot(&dsr[0].key, addr(a)).unwrap();
+    assert_eq!(forgotten, vec![slots("10.0.0.1:80"), slots("10.0.0.2:80")]);
+    r.dp.forgotten_hops.clear();
+    r.apply(&tunnel).unwrap();
+    assert!(r.dp.forgotten_hops.is_empty(), "an unchanged mode forgets nothing");
+}
+
+#[test]
 fn replacing_a_vip_at_max_vips_reuses_its_index() {
     let before = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true)])];
     let after = [vip("10.77.100.1:443", &[("10.0.0.1:443", 1, true)])];
