@@ -18,6 +18,10 @@ use crate::bed::TestBed;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a stream waits for an echo before it counts as broken, unless
+/// the test expects a longer stall (see [`Streams::open_patient`]).
+pub const STREAM_PATIENCE: Duration = IO_TIMEOUT;
+
 /// What the streams saw.
 #[derive(Debug, Default)]
 pub struct StreamReport {
@@ -83,6 +87,21 @@ impl Streams {
         n: usize,
         period: Duration,
     ) -> std::io::Result<Self> {
+        Self::open_patient(bed, client, vip, n, period, STREAM_PATIENCE)
+    }
+
+    /// Like [`Streams::open`], for a test in which some streams are meant to
+    /// stall: a stream breaks only after waiting `patience` for an echo.
+    /// A path that is down for W seconds can stall a stream for about 2W,
+    /// since TCP doubles its retransmission timeout on every loss.
+    pub fn open_patient(
+        bed: &TestBed,
+        client: usize,
+        vip: SocketAddr,
+        n: usize,
+        period: Duration,
+        patience: Duration,
+    ) -> std::io::Result<Self> {
         // Built first, so a connection that fails part way stops the streams
         // already running (by Drop) instead of leaving them behind.
         let mut streams = Self {
@@ -98,6 +117,7 @@ impl Streams {
             let mut reader = BufReader::new(stream.try_clone()?);
             let mut banner = String::new();
             reader.read_line(&mut banner)?;
+            stream.set_read_timeout(Some(patience))?;
             streams.backends.push(banner.trim().to_string());
             streams.locals.push(stream.local_addr()?);
             let (stop, trips) = (streams.stop.clone(), Arc::new(AtomicU64::new(0)));

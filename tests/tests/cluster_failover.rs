@@ -16,7 +16,7 @@ use alwayson_tests::{
         vip, Announcer, ClusterBed,
     },
     require_root,
-    traffic::{OpenReport, Opener, Streams},
+    traffic::{OpenReport, Opener, Streams, STREAM_PATIENCE},
     wait_until,
 };
 use lb_common::types::PROTO_TCP;
@@ -66,7 +66,8 @@ fn a_silenced_node_loses_its_traffic_and_no_stream_breaks() {
     let converged = bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
     println!("the router had a path via every node {} after the bed was up", ms(converged));
 
-    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
+    let streams =
+        bed.spread_streams(80, STREAMS, STREAM_PERIOD, STREAM_PATIENCE).unwrap_or_else(|e| panic!("{e:#}"));
     let opener = Opener::start(bed.bed(), 0, vip(80), OPEN_PERIOD);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -145,7 +146,8 @@ fn a_clean_stop_withdraws_before_detaching() {
     let bed =
         ClusterBed::builder().nodes(3).backends(3).announcer(Announcer::Agent).build().expect("cluster bed");
     bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
-    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
+    let streams =
+        bed.spread_streams(80, STREAMS, STREAM_PERIOD, STREAM_PATIENCE).unwrap_or_else(|e| panic!("{e:#}"));
     let opener = Opener::start(bed.bed(), 0, vip(80), OPEN_PERIOD);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -214,7 +216,8 @@ fn the_router_spreads_the_vip_over_every_announcing_node() {
         ClusterBed::builder().nodes(3).backends(3).announcer(Announcer::Bed).build().expect("cluster bed");
     let up = bed.wait_router_nodes(vip(80).ip(), &[1, 2, 3], CONVERGE).expect("three paths");
     println!("three paths after {}", ms(up));
-    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
+    let streams =
+        bed.spread_streams(80, STREAMS, STREAM_PERIOD, STREAM_PATIENCE).unwrap_or_else(|e| panic!("{e:#}"));
     let names = bed.bed().tcp_names(0, vip(80), 60, Duration::from_secs(3)).expect("connections");
     assert_eq!(names.len(), 3, "every backend answers: {names:?}");
 

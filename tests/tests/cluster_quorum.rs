@@ -344,7 +344,12 @@ fn a_node_cut_off_from_one_backend_withdraws_and_nobody_else_moves() {
     let cut = backend_name(0);
     let cut_addr = backend_v4(0).to_string();
     let digests_before = all_stats(&bed).expect("stats")[0]["cluster"]["digests"].clone();
-    let streams = bed.spread_streams(80, STREAMS, STREAM_PERIOD).unwrap_or_else(|e| panic!("{e:#}"));
+    // lb1's streams to backend0 stall until the router drops lb1's path (the
+    // odd one out's window, at most `limit`); they must not break.
+    let limit = t.odd_one_out_after + CHECK_INTER * (FALL + 1) + Duration::from_secs(2);
+    let patience = limit * 2 + Duration::from_secs(1);
+    let streams =
+        bed.spread_streams(80, STREAMS, STREAM_PERIOD, patience).unwrap_or_else(|e| panic!("{e:#}"));
 
     std::thread::scope(|s| {
         let watch = PathWatch::start(s, &bed);
@@ -360,7 +365,6 @@ fn a_node_cut_off_from_one_backend_withdraws_and_nobody_else_moves() {
                 o.iter().any(|b| b.as_str().is_some_and(|b| b.ends_with(&format!(" {cut_addr}:80"))))
             })
         });
-        let limit = t.odd_one_out_after + CHECK_INTER * (FALL + 1) + Duration::from_secs(2);
         let left = bed.wait_router_nodes(vip(80).ip(), &[2, 3], limit);
         let left_at = t0.elapsed();
         println!(

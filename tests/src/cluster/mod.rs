@@ -778,10 +778,17 @@ impl ClusterBed {
     }
 
     /// Opens `count` streams to `vip(port)` from client 0 and checks that
-    /// ECMP spread them over every node (each node counted new flows).
-    pub fn spread_streams(&self, port: u16, count: usize, period: Duration) -> Result<Streams> {
+    /// ECMP spread them over every node (each node counted new flows). A
+    /// stream breaks after `patience` without an echo.
+    pub fn spread_streams(
+        &self,
+        port: u16,
+        count: usize,
+        period: Duration,
+        patience: Duration,
+    ) -> Result<Streams> {
         let before = self.new_flows(port)?;
-        let streams = Streams::open(self.bed(), 0, plan::vip(port), count, period)
+        let streams = Streams::open_patient(self.bed(), 0, plan::vip(port), count, period, patience)
             .map_err(|e| anyhow!("opening {count} streams: {e}\n{}", self.logs()))?;
         let per_node: Vec<u64> = self.new_flows(port)?.iter().zip(&before).map(|(a, b)| a - b).collect();
         println!("{count} streams over the nodes (new flows per node): {per_node:?}");
