@@ -84,10 +84,23 @@ pub enum DropReason {
     /// (`bpf_xdp_adjust_head` refused: no headroom), or the outer packet would
     /// be longer than its length field can say (65,535 bytes).
     EncapNoRoom = 13,
+    /// `mode = "tunnel"`: the encapsulated packet would exceed the egress
+    /// MTU and no ICMP error answered it: IPv4 without DF (XDP cannot
+    /// fragment), or this CPU's ICMP budget for the second was spent.
+    EncapTooBig = 14,
+    /// `mode = "nat"`: every source port tried for a new mapping is taken
+    /// toward that backend (the VIP's port range is exhausted, or nearly).
+    NatNoPort = 15,
+    /// `mode = "nat"`: a NAT table refused a new mapping (full).
+    NatTableFull = 16,
+    /// `mode = "nat"`: a TCP packet other than a SYN for a flow with no
+    /// mapping: only a SYN may create one (a flood of ACKs cannot fill the
+    /// table), and a backend would reset a connection it never saw.
+    NatNoEntry = 17,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::BadIpHeader,
@@ -103,6 +116,10 @@ impl DropReason {
         Self::NotOnLink,
         Self::BadL4Header,
         Self::EncapNoRoom,
+        Self::EncapTooBig,
+        Self::NatNoPort,
+        Self::NatTableFull,
+        Self::NatNoEntry,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -125,6 +142,10 @@ impl DropReason {
             Self::NotOnLink => "not_on_link",
             Self::BadL4Header => "bad_l4_header",
             Self::EncapNoRoom => "encap_no_room",
+            Self::EncapTooBig => "encap_too_big",
+            Self::NatNoPort => "nat_no_port",
+            Self::NatTableFull => "nat_table_full",
+            Self::NatNoEntry => "nat_no_entry",
         }
     }
 }
@@ -163,10 +184,19 @@ pub enum Event {
     /// A packet of an unrecorded flow, not a SYN, on a ring slot in flux, sent
     /// to the slot's prior owner: a flow that began before the slot changed.
     ConnPriorOwner = 9,
+    /// A tunnel VIP's packet that would not fit the egress MTU once
+    /// encapsulated, answered with ICMP fragmentation-needed (IPv4, DF set)
+    /// or packet-too-big (IPv6) carrying the MTU minus the outer header.
+    TooBigSent = 10,
+    /// Such a packet left unanswered: this CPU had sent its
+    /// `icmp_too_big_limit` errors this second (it drops as `encap_too_big`).
+    TooBigLimited = 11,
+    /// A new NAT mapping (client flow → balancer address:port → backend).
+    NatMapped = 12,
 }
 
 impl Event {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
     pub const ALL: [Event; Self::COUNT] = [
         Self::Ipv4Options,
         Self::FragmentPassed,
@@ -178,6 +208,9 @@ impl Event {
         Self::ConnRecorded,
         Self::ConnRecordLimited,
         Self::ConnPriorOwner,
+        Self::TooBigSent,
+        Self::TooBigLimited,
+        Self::NatMapped,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -196,6 +229,9 @@ impl Event {
             Self::ConnRecorded => "conn_recorded",
             Self::ConnRecordLimited => "conn_record_limited",
             Self::ConnPriorOwner => "conn_prior_owner",
+            Self::TooBigSent => "too_big_sent",
+            Self::TooBigLimited => "too_big_limited",
+            Self::NatMapped => "nat_mapped",
         }
     }
 }

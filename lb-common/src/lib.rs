@@ -6,10 +6,12 @@
 pub mod counters;
 pub mod hash;
 pub mod maps;
+pub mod nat;
 pub mod sizes;
 pub mod types;
 
 pub use counters::{DecapCounter, DropReason, Event, Verdict};
+pub use nat::{NatForward, NatReverse, NatSource};
 pub use types::{
     Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, RingSlot, TrafficStats,
     TunnelSource, VipKey, VipValue, NO_BACKEND,

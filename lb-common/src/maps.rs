@@ -33,12 +33,19 @@ pub const VIP_STATS: &str = "VIP_STATS";
 /// `PerCpuArray<TrafficStats>` per backend index.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 
+/// `Array<NatSource>` per VIP index: where a NAT VIP's flows leave from.
+pub const NAT_SOURCES: &str = "NAT_SOURCES";
+/// `HashMap<FlowKey, NatForward>`: NAT mappings by the client's flow.
+pub const NAT_FORWARD: &str = "NAT_FORWARD";
+/// `HashMap<FlowKey, NatReverse>`: NAT mappings by the backend's reply flow.
+pub const NAT_REVERSE: &str = "NAT_REVERSE";
+
 /// `Array<DataplaneConfig>` of one entry: ring size and hash seed for the kernel,
 /// and the sizes the maps were created with, so a restarted agent knows what it adopts.
 pub const CONFIG: &str = "CONFIG";
 
 /// Every map, as pinned under the agent's pin directory.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 14] = [
     CONFIG,
     VIPS,
     VIP_FILTER,
@@ -50,10 +57,13 @@ pub const ALL: [&str; 11] = [
     COUNTERS,
     VIP_STATS,
     BACKEND_STATS,
+    NAT_SOURCES,
+    NAT_FORWARD,
+    NAT_REVERSE,
 ];
 
 /// Every map whose size the agent sets at load time, with what sizes it.
-pub const SIZED_MAPS: [(&str, SizedBy); 8] = [
+pub const SIZED_MAPS: [(&str, SizedBy); 11] = [
     (VIPS, SizedBy::Vips),
     (VIP_ADDRS, SizedBy::Vips),
     (VIP_STATS, SizedBy::Vips),
@@ -62,6 +72,9 @@ pub const SIZED_MAPS: [(&str, SizedBy); 8] = [
     (BACKEND_STATS, SizedBy::Backends),
     (CONNS, SizedBy::ConnTable),
     (RING, SizedBy::Ring),
+    (NAT_SOURCES, SizedBy::Vips),
+    (NAT_FORWARD, SizedBy::NatTable),
+    (NAT_REVERSE, SizedBy::NatTable),
 ];
 
 /// Which load-time size a map follows.
@@ -70,6 +83,8 @@ pub enum SizedBy {
     Vips,
     Backends,
     ConnTable,
+    /// `nat_table_size` entries per direction.
+    NatTable,
     /// `max_vips * ring_size` slots, in `RING_CHUNK`s.
     Ring,
 }

@@ -10,6 +10,17 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 4_096;
 /// Connection-table (LRU) entries.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 
+/// NAT table entries per direction (`NAT_FORWARD`, `NAT_REVERSE`).
+pub const DEFAULT_NAT_TABLE_SIZE: u32 = 262_144;
+/// Source ports the kernel tries for a new NAT mapping before it gives up
+/// (`nat_no_port`): the first from the flow's hash, then its neighbours.
+pub const NAT_PORT_TRIES: u32 = 8;
+/// The default NAT source ports: below Linux's default
+/// `ip_local_port_range` (32768–60999), which the host's own connections use.
+pub const DEFAULT_NAT_PORTS: (u16, u16) = (16_384, 32_767);
+/// The default of `icmp_too_big_limit`: too-big errors a CPU may send per second.
+pub const DEFAULT_TOO_BIG_LIMIT: u32 = 1_000;
+
 /// The largest ring the agent accepts; also bounds `max_vips * ring_size`.
 pub const MAX_RING_SIZE: u32 = 1_048_573;
 /// Upper bound on `max_vips * ring_size`: the ring is one array map of u32.

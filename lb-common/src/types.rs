@@ -267,7 +267,7 @@ pub type RingChunk = [u64; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// The single entry of the `CONFIG` map.
 #[repr(C)]
@@ -289,6 +289,11 @@ pub struct DataplaneConfig {
     pub record_limit: u32,
     /// Outer source addresses of `mode = "tunnel"`.
     pub tunnel: TunnelSource,
+    /// ICMP too-big errors a CPU may send per second (tunnel VIPs whose
+    /// encapsulated packets exceed the egress MTU); 0: none at all.
+    pub too_big_limit: u32,
+    /// `NAT_*` table entries per direction, as created.
+    pub nat_table_size: u32,
 }
 
 /// Where encapsulated packets (`mode = "tunnel"`) come from, as Katran
@@ -378,6 +383,11 @@ const fn port_word(port_be: u16) -> u32 {
 /// only flows on slots in flux.
 pub const FLAG_RECORD_EVERY_FLOW: u32 = 1;
 
+/// `DataplaneConfig::flags`: some VIP is `mode = "nat"`, so packets to
+/// other addresses may be NAT replies (one `NAT_REVERSE` lookup each).
+/// Off, non-VIP traffic never pays for NAT.
+pub const FLAG_NAT: u32 = 2;
+
 /// Per-VIP and per-backend traffic (per CPU; the agent sums).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -399,7 +409,7 @@ const _: () = {
     assert!(size_of::<NextHop>() == 24);
     assert!(size_of::<TrafficStats>() == 24);
     assert!(size_of::<TunnelSource>() == 32);
-    assert!(size_of::<DataplaneConfig>() == 64);
+    assert!(size_of::<DataplaneConfig>() == 72);
 };
 
 #[cfg(feature = "user")]

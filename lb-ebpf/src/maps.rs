@@ -11,11 +11,12 @@ use aya_ebpf::{
 use lb_common::{
     counters::COUNTER_SLOTS,
     sizes::{
-        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RING_SIZE,
-        VIP_FILTER_SLOTS,
+        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_NAT_TABLE_SIZE,
+        DEFAULT_RING_SIZE, VIP_FILTER_SLOTS,
     },
     types::RingChunk,
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, TrafficStats, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NatForward, NatReverse, NatSource, NextHop, TrafficStats,
+    VipKey, VipValue,
 };
 
 /// Ring size and hash seed (entry 0), written by the agent.
@@ -68,3 +69,16 @@ pub static VIP_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(
 /// Traffic per backend slot.
 #[map]
 pub static BACKEND_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Where each NAT VIP's flows leave from, by VIP index.
+#[map]
+pub static NAT_SOURCES: Array<NatSource> = Array::with_max_entries(DEFAULT_MAX_VIPS, 0);
+
+/// NAT mappings by the client's flow. A plain hash: a mapping holds a port
+/// until the agent times it out, never evicted behind its back.
+#[map]
+pub static NAT_FORWARD: HashMap<FlowKey, NatForward> = HashMap::with_max_entries(DEFAULT_NAT_TABLE_SIZE, 0);
+
+/// NAT mappings by the backend's reply flow.
+#[map]
+pub static NAT_REVERSE: HashMap<FlowKey, NatReverse> = HashMap::with_max_entries(DEFAULT_NAT_TABLE_SIZE, 0);

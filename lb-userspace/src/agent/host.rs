@@ -139,6 +139,7 @@ pub fn explain(error: DataplaneError, global: &Global) -> anyhow::Error {
             SizedBy::Vips => format!("global.max_vips = {}", global.max_vips),
             SizedBy::Backends => format!("global.max_backends = {}", global.max_backends),
             SizedBy::ConnTable => format!("global.conn_table_size = {}", global.conn_table_size),
+            SizedBy::NatTable => "the NAT tables' size".to_string(),
             SizedBy::Ring => {
                 format!("global.max_vips × global.ring_size = {} × {}", global.max_vips, global.ring_size)
             }

@@ -78,6 +78,8 @@ pub fn load_settings(global: &Global) -> LoadSettings {
             >= tracing::level_filters::LevelFilter::DEBUG,
         recording: recording(global),
         tunnel: global.tunnel_source(),
+        // Set from [global] by the too-big and NAT work; defaults until then.
+        ..LoadSettings::default()
     }
 }
 

@@ -78,6 +78,8 @@ impl LoadSettings {
             flags: if self.recording.every_flow { FLAG_RECORD_EVERY_FLOW } else { 0 },
             record_limit: self.recording.limit,
             tunnel: self.tunnel,
+            too_big_limit: self.too_big_limit,
+            nat_table_size: self.nat_table_size,
         }
     }
 
@@ -96,6 +98,7 @@ impl LoadSettings {
             ("max_vips", running.max_vips, wanted.max_vips),
             ("max_backends", running.max_backends, wanted.max_backends),
             ("conn_table_size", running.conn_table_size, wanted.conn_table_size),
+            ("nat_table_size", running.nat_table_size, wanted.nat_table_size),
         ]
         .into_iter()
         .find(|(_, r, w)| r != w)

@@ -21,8 +21,8 @@ use aya::{
 use lb_common::{
     maps::{self as names, SizedBy},
     sizes::{
-        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RECORD_LIMIT,
-        DEFAULT_RING_SIZE,
+        ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_NAT_TABLE_SIZE,
+        DEFAULT_RECORD_LIMIT, DEFAULT_RING_SIZE, DEFAULT_TOO_BIG_LIMIT,
     },
     Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, TunnelSource, VipKey,
     VipValue,
@@ -61,6 +61,10 @@ pub struct LoadSettings {
     pub recording: Recording,
     /// Outer source addresses of tunnel VIPs; changeable while running too.
     pub tunnel: TunnelSource,
+    /// ICMP too-big errors a CPU may send per second; changeable while running.
+    pub too_big_limit: u32,
+    /// Entries per direction of the NAT tables.
+    pub nat_table_size: u32,
 }
 
 /// Which flows the kernel records, and how many a CPU may record per second.
@@ -88,6 +92,8 @@ impl Default for LoadSettings {
             kernel_debug: false,
             recording: Recording::default(),
             tunnel: TunnelSource::KATRAN,
+            too_big_limit: DEFAULT_TOO_BIG_LIMIT,
+            nat_table_size: DEFAULT_NAT_TABLE_SIZE,
         }
     }
 }
@@ -98,6 +104,7 @@ impl LoadSettings {
             SizedBy::Vips => self.max_vips,
             SizedBy::Backends => self.max_backends,
             SizedBy::ConnTable => self.conn_table_size,
+            SizedBy::NatTable => self.nat_table_size,
             SizedBy::Ring => ring_chunks(u64::from(self.max_vips) * u64::from(self.ring_size)) as u32,
         }
     }
