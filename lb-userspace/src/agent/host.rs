@@ -11,7 +11,11 @@ use tracing::{info, warn};
 
 use super::{load_settings, lock::InterfaceLock};
 use crate::{
-    config::{capture, Config, ConfigError, Global, Token},
+    config::{
+        capture,
+        nat::{self, PortRange},
+        Config, ConfigError, Global, Mode, Problem, Token,
+    },
     dataplane::DataplaneError,
 };
 
@@ -56,6 +60,15 @@ pub fn enable_forwarding(lock: &mut InterfaceLock, config: &Config) -> Result<()
 /// Every address of this host (in the agent's network namespace), for
 /// [`crate::config::capture`].
 pub fn addresses() -> Vec<IpAddr> {
+    addresses_where(|_| true)
+}
+
+/// The addresses of one interface.
+pub fn interface_addresses(interface: &str) -> Vec<IpAddr> {
+    addresses_where(|name| name.to_bytes() == interface.as_bytes())
+}
+
+fn addresses_where(on: impl Fn(&std::ffi::CStr) -> bool) -> Vec<IpAddr> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -69,7 +82,7 @@ pub fn addresses() -> Vec<IpAddr> {
         // present, is a sockaddr of the family it names.
         unsafe {
             let addr = (*at).ifa_addr;
-            if !addr.is_null() {
+            if !addr.is_null() && !(*at).ifa_name.is_null() && on(std::ffi::CStr::from_ptr((*at).ifa_name)) {
                 match i32::from((*addr).sa_family) {
                     libc::AF_INET => {
                         let v4 = &*(addr as *const libc::sockaddr_in);
@@ -90,14 +103,33 @@ pub fn addresses() -> Vec<IpAddr> {
     found
 }
 
-/// Refuses a config whose VIPs would capture the host's own traffic.
-pub fn refuse_capture(config: &Config) -> Result<(), ConfigError> {
-    let problems = capture::problems(config, &addresses());
+/// Refuses a config whose VIPs would capture the host's own traffic, or
+/// whose NAT the host cannot carry (see [`nat_problems`]).
+pub fn refuse_on_host(config: &Config) -> Result<(), ConfigError> {
+    let mut problems = capture::problems(config, &addresses());
+    problems.extend(nat_problems(config));
     if problems.is_empty() {
         Ok(())
     } else {
         Err(ConfigError::Invalid(problems))
     }
+}
+
+/// What the host says against `config`'s NAT: addresses not on the
+/// interface, a port range over the host's ephemeral ports.
+pub fn nat_problems(config: &Config) -> Vec<Problem> {
+    if !config.vips.iter().any(|v| v.mode == Mode::Nat) {
+        return Vec::new();
+    }
+    nat::host_problems(config, &interface_addresses(&config.global.interface), local_port_range())
+}
+
+/// `net.ipv4.ip_local_port_range` (IPv6 sockets use it too); `None` if unreadable.
+fn local_port_range() -> Option<PortRange> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ports = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+    let (first, last) = (ports.next()??, ports.next()??);
+    Some(PortRange { first, last })
 }
 
 /// Puts back what agents on this interface changed (on a stop that detaches).

@@ -78,7 +78,8 @@ pub fn load_settings(global: &Global) -> LoadSettings {
             >= tracing::level_filters::LevelFilter::DEBUG,
         recording: recording(global),
         tunnel: global.tunnel_source(),
-        // Set from [global] by the too-big and NAT work; defaults until then.
+        nat_table_size: global.nat.table_size,
+        // Set from [global] by the too-big work; the default until then.
         ..LoadSettings::default()
     }
 }
@@ -123,7 +124,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         Some(cluster) => Some(Member::start(cluster, runtime::encode(&effective.ops), cluster_tx).await?),
         None => None,
     };
-    host::refuse_capture(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
+    host::refuse_on_host(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
     let dp = open(&file, &options)?;
     let pin = file.global.pin_path.clone();
     match dp.program_id() {

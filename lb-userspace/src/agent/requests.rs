@@ -32,6 +32,7 @@ impl Agent {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         refuse_capture_by_new_vips(&self.config, &config)?;
+        refuse_new_nat_problems(&self.config, &config)?;
         // Whatever does not get applied must not be remembered either.
         if let Err(e) = self.switch_to(Arc::new(config), admin) {
             error!("applying an API change failed: {e:#}");
@@ -63,7 +64,7 @@ impl Agent {
                 _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
             }
         })?;
-        if let Err(e) = host::refuse_capture(&file) {
+        if let Err(e) = host::refuse_on_host(&file) {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             return Err(ApiError::invalid(format!("the config file is invalid: {e}"), e.problems()));
         }
@@ -139,6 +140,18 @@ impl Agent {
 
 /// A VIP the API adds must not capture the host's own traffic (see
 /// [`capture`]); named as the request names its keys.
+/// A change may not bring NAT problems of its own; those the running config
+/// already has (an address removed from the interface since) are logged
+/// where they arise and do not block unrelated changes.
+fn refuse_new_nat_problems(before: &Config, after: &Config) -> Result<(), ApiError> {
+    let old = host::nat_problems(before);
+    let new: Vec<_> = host::nat_problems(after).into_iter().filter(|p| !old.contains(p)).collect();
+    match new.first() {
+        None => Ok(()),
+        Some(first) => Err(ApiError::invalid(format!("{first}"), &new)),
+    }
+}
+
 fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), ApiError> {
     let host = host::addresses();
     let listeners = capture::listeners(after);

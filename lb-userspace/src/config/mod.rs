@@ -19,6 +19,7 @@ pub mod cluster;
 mod error;
 mod health;
 pub mod listeners;
+pub mod nat;
 mod problems;
 mod raw;
 mod repeats;
@@ -176,6 +177,9 @@ pub struct Global {
     pub tunnel_source_v4: Prefix,
     /// The same for IPv6.
     pub tunnel_source_v6: Prefix,
+    /// `mode = "nat"`: addresses, ports, table size, timeouts (`nat_*` keys).
+    #[serde(flatten)]
+    pub nat: nat::NatSettings,
 }
 
 /// An address prefix, `address/len`, its host bits zero.
@@ -244,6 +248,9 @@ pub struct Vip {
     pub port: u16,
     pub protocol: Protocol,
     pub mode: Mode,
+    /// `mode = "nat"`: this VIP's own address to leave from; `None`: `[global]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_address: Option<IpAddr>,
     /// With no primary backend up: `false` = only the first usable backup (by
     /// address:port) takes traffic, `true` = all usable backups (HAProxy's
     /// `option allbackups`).
@@ -376,7 +383,7 @@ pub enum Protocol {
     Udp,
 }
 
-/// Forwarding mode of a VIP. [`Mode::Nat`] does not pass validation yet.
+/// Forwarding mode of a VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {

@@ -40,6 +40,13 @@ pub(super) struct RawGlobal {
     pub check_user: Option<Spanned<String>>,
     pub tunnel_source_v4: Option<Spanned<String>>,
     pub tunnel_source_v6: Option<Spanned<String>>,
+    pub nat_address: Option<Vec<Spanned<String>>>,
+    pub nat_ports: Option<Spanned<String>>,
+    pub nat_table_size: Option<Spanned<i64>>,
+    pub nat_tcp_timeout: Option<Spanned<RawDuration>>,
+    pub nat_tcp_opening_timeout: Option<Spanned<RawDuration>>,
+    pub nat_tcp_closing_timeout: Option<Spanned<RawDuration>>,
+    pub nat_udp_timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +121,8 @@ pub(super) struct RawVip {
     pub port: Spanned<i64>,
     pub protocol: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
+    /// `mode = "nat"`: where this VIP's flows leave from, instead of `[global]`'s.
+    pub nat_address: Option<Spanned<String>>,
     pub allbackups: Option<bool>,
     pub on_all_down: Option<Spanned<String>>,
     // Check keys: defaults for the VIP's backends.

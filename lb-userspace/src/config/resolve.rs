@@ -18,6 +18,7 @@ use toml::Spanned;
 use super::{
     bgp, cluster,
     health::VipChecks,
+    nat::{self, NatSettings},
     listeners::{self, DEFAULT_RUN_DIR},
     problems::{labelled, Problems, Shown},
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
@@ -41,8 +42,9 @@ pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem
     let bgp = bgp::bgp(raw.bgp.as_ref(), interface.as_deref(), &mut p);
     let cluster = cluster::cluster(raw.cluster.as_ref(), &mut p);
     limits.check_counts(&raw.global, &raw.vip, &mut p);
+    let nat = global.as_ref().map(|g| &g.nat);
     let vips: Vec<Option<Vip>> =
-        raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, &mut p)).collect();
+        raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, nat, &mut p)).collect();
     let entries: Vec<Entry<VipId>> = raw.vip.iter().enumerate().map(|(i, vip)| vip_entry(i, vip)).collect();
     no_repeats(&entries, "duplicate VIP: same address, port and protocol as", &mut p);
     no_backend_is_a_vip(&raw.vip, &mut p);
@@ -148,6 +150,7 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
         p.check_or(field("tunnel_source_v6"), raw.tunnel_source_v6.as_ref(), TUNNEL_SOURCE_V6, |s| {
             values::tunnel_source(s, TUNNEL_SOURCE_V6, TUNNEL_SOURCE_V6_LEN)
         });
+    let nat = nat::global(raw, p);
     check_ring_entries(raw, max_vips, ring_size, p);
     let global = (|| {
         Some(Global {
@@ -167,6 +170,7 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
             check_user: check_user?,
             tunnel_source_v4: tunnel_source_v4?,
             tunnel_source_v6: tunnel_source_v6?,
+            nat: nat?,
         })
     })();
     (global, Limits { ring_size, max_vips, max_backends })
@@ -208,7 +212,13 @@ impl Limits {
     }
 }
 
-fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems) -> Option<Vip> {
+fn resolve_vip(
+    i: usize,
+    raw: &RawVip,
+    ring_size: Option<u32>,
+    nat: Option<&NatSettings>,
+    p: &mut Problems,
+) -> Option<Vip> {
     let at = labelled(format!("vip[{i}]"), raw.name.as_ref());
     let name = raw.name.as_ref().map(|name| p.check(format!("{at}.name"), name, |s| entry_name(s)));
     let address = p.check(format!("{at}.address"), &raw.address, |s| ip(s));
@@ -216,6 +226,7 @@ fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems)
     let protocol =
         p.check_or(format!("{at}.protocol"), raw.protocol.as_ref(), Protocol::Tcp, |s| choice(s, PROTOCOLS));
     let mode = p.check_or(format!("{at}.mode"), raw.mode.as_ref(), Mode::Dsr, |s| values::mode(s));
+    let nat_address = nat::vip_address(&at, raw, address, mode, nat, p);
     let on_all_down =
         p.check_or(format!("{at}.on_all_down"), raw.on_all_down.as_ref(), OnAllDown::Drop, |s| {
             choice(s, ON_ALL_DOWN)
@@ -247,6 +258,7 @@ fn resolve_vip(i: usize, raw: &RawVip, ring_size: Option<u32>, p: &mut Problems)
         port,
         protocol,
         mode: mode?,
+        nat_address: nat_address?,
         allbackups: raw.allbackups.unwrap_or(false),
         on_all_down: on_all_down?,
         backends: backends.into_iter().collect::<Option<_>>()?,
@@ -309,6 +321,11 @@ fn backend_address(s: &str, front: &Front) -> Result<IpAddr, String> {
              (IPv4-in-IPv6 and IPv6-in-IPv4 are not implemented)",
             family(vip),
             family(vip),
+            family(address),
+            family(vip)
+        )),
+        (Some(Mode::Nat), Some(vip)) if address.is_ipv4() != vip.is_ipv4() => Err(format!(
+            "NAT keeps the family: an {} backend cannot serve the {} VIP {vip} (NAT64/46 is not implemented)",
             family(address),
             family(vip)
         )),

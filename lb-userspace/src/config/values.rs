@@ -76,10 +76,7 @@ pub(super) fn choice<T: Copy>(s: &str, options: &[(&str, T)]) -> Result<T, Strin
 }
 
 pub(super) fn mode(s: &str) -> Result<Mode, String> {
-    match choice(s, MODES)? {
-        Mode::Nat => Err("not supported yet: only dsr and tunnel are implemented".into()),
-        mode => Ok(mode),
-    }
+    choice(s, MODES)
 }
 
 /// Katran's outer sources: a backend set up for Katran's tunnels takes ours.

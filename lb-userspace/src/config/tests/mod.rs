@@ -5,6 +5,7 @@
 mod bgp;
 mod cluster;
 mod health;
+mod nat;
 mod rules;
 mod valid;
 

@@ -439,16 +439,6 @@ fn relative_pin_path_is_rejected() {
     );
 }
 
-#[test]
-fn nat_mode_is_not_supported_yet() {
-    problem(
-        &with("[[vip]]\naddress = \"10.77.100.1\"\nport = 80\nmode = \"nat\"\n"),
-        "vip[0].mode",
-        "\"nat\"",
-        "not supported yet: only dsr and tunnel",
-    );
-}
-
 /// A tunnel VIP named "t" on `vip` port 80 with one backend table.
 fn tunnel(vip: &str, backend: &str) -> String {
     with(&format!(
