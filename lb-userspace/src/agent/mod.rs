@@ -10,6 +10,7 @@ mod judged;
 mod kernel_log;
 mod lock;
 mod memory;
+mod nat_sweep;
 
 pub use self::memory::{settle_allocator, Parsed};
 mod requests;
@@ -194,6 +195,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let scanner = agent.reconciler.dataplane().conn_scanner().context("a handle on the connection table")?;
     let mut settler = settle::Settler::new(scanner, scans_tx);
     let mut scan_tick = tokio::time::interval(settle::scan_every(file.global.flow_idle_timeout));
+    let (sweeps_tx, mut sweeps) = mpsc::channel(1);
+    let nat_scanner = agent.reconciler.dataplane().nat_scanner().context("a handle on the NAT tables")?;
+    let mut nat_sweeper = nat_sweep::NatSweeper::new(nat_scanner, sweeps_tx);
+    let mut sweep_tick = tokio::time::interval(nat_sweep::SWEEP_EVERY);
     let mut announce_tick = tokio::time::interval(announce::TICK);
     announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut announced = None;
@@ -219,6 +224,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
             _ = scan_tick.tick() => settler.scan(agent.config.global.flow_idle_timeout),
             Some(scanned) = scans.recv() => settler.scanned(scanned, &mut agent),
+            _ = sweep_tick.tick() => nat_sweeper.sweep(agent.config.global.nat.timeouts),
+            Some(swept) = sweeps.recv() => nat_sweeper.swept(swept),
             _ = announce_tick.tick() => announcer.tick(),
             Some(report) = cluster_reports.recv() => agent.cluster_report(report),
             _ = cluster_tick.tick(), if agent.member.is_some() => {

@@ -325,6 +325,7 @@ impl Agent {
             vips,
             max_backends: settings.max_backends,
             conn_table_capacity: settings.conn_table_size,
+            nat_table_capacity: settings.nat_table_size,
         }));
     }
 }

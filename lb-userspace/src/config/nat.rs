@@ -7,12 +7,7 @@
 //! interface; does the port range stay clear of the host's own ephemeral
 //! ports) is judged by [`host_problems`] with facts the agent gathers.
 
-use std::{
-    fmt,
-    net::IpAddr,
-    ops::RangeInclusive,
-    time::Duration,
-};
+use std::{fmt, net::IpAddr, ops::RangeInclusive, time::Duration};
 
 use lb_common::sizes::{DEFAULT_NAT_PORTS, DEFAULT_NAT_TABLE_SIZE};
 use serde::{Deserialize, Serialize};
@@ -153,7 +148,12 @@ mod text {
 
 /// `"20000-29999"`: two ports, the first no larger than the second, 1024 and up.
 pub(super) fn port_range(s: &str) -> Result<PortRange, String> {
-    let bad = || format!("not a port range: write \"first-last\", e.g. \"{}-{}\"", DEFAULT_NAT_PORTS.0, DEFAULT_NAT_PORTS.1);
+    let bad = || {
+        format!(
+            "not a port range: write \"first-last\", e.g. \"{}-{}\"",
+            DEFAULT_NAT_PORTS.0, DEFAULT_NAT_PORTS.1
+        )
+    };
     let (first, last) = s.split_once('-').ok_or_else(bad)?;
     let port = |p: &str| p.trim().parse::<u16>().map_err(|_| bad());
     let range = PortRange { first: port(first)?, last: port(last)? };
@@ -208,7 +208,8 @@ fn addresses(raw: &[Spanned<String>], p: &mut Problems) -> Option<Vec<IpAddr>> {
             continue;
         };
         if let Some(other) = found.iter().find(|a| a.is_ipv4() == address.is_ipv4()) {
-            let reason = format!("a second {} address (the first is {other}): one per family", family(address));
+            let reason =
+                format!("a second {} address (the first is {other}): one per family", family(address));
             p.add(at, entry.get_ref().shown(), reason, Some(entry.span()));
             ok = false;
             continue;
@@ -291,7 +292,11 @@ pub(super) fn vip_address(
 /// range must stay clear of the host's own ephemeral ports (`local_ports`,
 /// `net.ipv4.ip_local_port_range`, which IPv6 shares): the agent's health
 /// checks use those, and a reply to one must not be taken for a NAT reply.
-pub fn host_problems(config: &Config, interface_addresses: &[IpAddr], local_ports: Option<PortRange>) -> Vec<Problem> {
+pub fn host_problems(
+    config: &Config,
+    interface_addresses: &[IpAddr],
+    local_ports: Option<PortRange>,
+) -> Vec<Problem> {
     let global = &config.global;
     let mut problems = Vec::new();
     let nat_vips: Vec<(usize, &super::Vip)> =
@@ -320,7 +325,11 @@ pub fn host_problems(config: &Config, interface_addresses: &[IpAddr], local_port
             }
         };
         if !named.contains(&field) {
-            problems.push(Problem::new(field.clone(), format!("{:?}", address.to_string()), not_here(address)));
+            problems.push(Problem::new(
+                field.clone(),
+                format!("{:?}", address.to_string()),
+                not_here(address),
+            ));
             named.push(field);
         }
     }
@@ -340,6 +349,8 @@ pub fn host_problems(config: &Config, interface_addresses: &[IpAddr], local_port
 impl super::Vip {
     /// The address this VIP's NATed flows leave from (`None` unless NAT).
     pub fn nat_source(&self, global: &NatSettings) -> Option<IpAddr> {
-        (self.mode == Mode::Nat).then(|| self.nat_address.or_else(|| global.address_like(self.address))).flatten()
+        (self.mode == Mode::Nat)
+            .then(|| self.nat_address.or_else(|| global.address_like(self.address)))
+            .flatten()
     }
 }

@@ -18,8 +18,8 @@ use toml::Spanned;
 use super::{
     bgp, cluster,
     health::VipChecks,
-    nat::{self, NatSettings},
     listeners::{self, DEFAULT_RUN_DIR},
+    nat::{self, NatSettings},
     problems::{labelled, Problems, Shown},
     raw::{RawBackend, RawConfig, RawGlobal, RawVip},
     repeats::{backend_entry, no_repeats, vip_entry, Entry, VipId},
@@ -43,8 +43,12 @@ pub(super) fn resolve(raw: &RawConfig, text: &str) -> Result<Config, Vec<Problem
     let cluster = cluster::cluster(raw.cluster.as_ref(), &mut p);
     limits.check_counts(&raw.global, &raw.vip, &mut p);
     let nat = global.as_ref().map(|g| &g.nat);
-    let vips: Vec<Option<Vip>> =
-        raw.vip.iter().enumerate().map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, nat, &mut p)).collect();
+    let vips: Vec<Option<Vip>> = raw
+        .vip
+        .iter()
+        .enumerate()
+        .map(|(i, vip)| resolve_vip(i, vip, limits.ring_size, nat, &mut p))
+        .collect();
     let entries: Vec<Entry<VipId>> = raw.vip.iter().enumerate().map(|(i, vip)| vip_entry(i, vip)).collect();
     no_repeats(&entries, "duplicate VIP: same address, port and protocol as", &mut p);
     no_backend_is_a_vip(&raw.vip, &mut p);

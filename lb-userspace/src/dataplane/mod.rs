@@ -6,6 +6,7 @@ mod counters;
 mod decap;
 mod error;
 mod load;
+mod nat_scan;
 mod pinned;
 mod ring;
 mod scan;
@@ -34,6 +35,7 @@ pub use self::{
     decap::{attach_decap, decap_counters, default_decap_pin_dir, detach_decap, DecapAttached, DecapTestRun},
     error::{DataplaneError, RefusedMap},
     load::{attached_ifindex, Opened, PinnedOptions},
+    nat_scan::{NatScanner, NatSweep},
     pinned::PinnedStats,
     ring::RingMemory,
     scan::{coarse_now, ConnScanner, Scan},

@@ -175,6 +175,18 @@ pub fn render(snapshot: &Snapshot, timings: &Timings) -> String {
         "Connection-table size (LRU: the idlest flows go first).",
     );
     out.sample("alwayson_conn_table_capacity", &[], snapshot.conn_table.capacity);
+    out.family(
+        "alwayson_nat_table_entries",
+        "gauge",
+        "NAT mappings (one per NATed flow; counted as the connection table is).",
+    );
+    out.sample("alwayson_nat_table_entries", &[], snapshot.nat_table.entries);
+    out.family(
+        "alwayson_nat_table_capacity",
+        "gauge",
+        "NAT table size: a full table drops new NAT flows (nat_table_full).",
+    );
+    out.sample("alwayson_nat_table_capacity", &[], snapshot.nat_table.capacity);
 
     if snapshot.bgp.enabled {
         let name = "alwayson_bgp_route_announced";

@@ -44,6 +44,7 @@ pub struct Topology {
     pub vips: Vec<VipInfo>,
     pub max_backends: u32,
     pub conn_table_capacity: u32,
+    pub nat_table_capacity: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +97,8 @@ pub struct Stats {
     pub drops: BTreeMap<String, u64>,
     pub events: BTreeMap<String, u64>,
     pub conn_table: ConnTable,
+    /// NAT mappings (`mode = "nat"`): one per NATed flow.
+    pub nat_table: ConnTable,
     pub vips: Vec<VipStats>,
     /// Present with `[bgp]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +222,7 @@ pub struct Snapshot {
     pub interval_seconds: f64,
     pub counters: Counters,
     pub conn_table: ConnTable,
+    pub nat_table: ConnTable,
     pub topology: Arc<Topology>,
     /// Per VIP of the topology: its traffic, and its backends' in order.
     pub traffic: Vec<(Traffic, Vec<Traffic>)>,
@@ -234,7 +238,8 @@ pub struct Sampler {
     started: Instant,
     previous: Option<(Instant, HashMap<Slot, TrafficStats>)>,
     conn_entries: u64,
-    /// When the connection table is next counted.
+    nat_entries: u64,
+    /// When the connection and NAT tables are next counted.
     conn_count_due: Instant,
 }
 
@@ -245,6 +250,7 @@ impl Sampler {
             started: Instant::now(),
             previous: None,
             conn_entries: 0,
+            nat_entries: 0,
             conn_count_due: Instant::now(),
         })
     }
@@ -254,6 +260,7 @@ impl Sampler {
         let counting = Instant::now();
         if counting >= self.conn_count_due {
             self.conn_entries = self.maps.connections() as u64;
+            self.nat_entries = self.maps.nat_mappings() as u64;
             let took = counting.elapsed();
             self.conn_count_due = counting + CONN_COUNT_EVERY.max(took * CONN_COUNT_BUDGET);
         }
@@ -282,6 +289,10 @@ impl Sampler {
             conn_table: ConnTable {
                 entries: self.conn_entries,
                 capacity: u64::from(topology.conn_table_capacity),
+            },
+            nat_table: ConnTable {
+                entries: self.nat_entries,
+                capacity: u64::from(topology.nat_table_capacity),
             },
             topology: Arc::clone(topology),
             traffic,
@@ -314,6 +325,7 @@ struct SnapshotView<'a> {
     drops: BTreeMap<&'static str, u64>,
     events: BTreeMap<&'static str, u64>,
     conn_table: &'a ConnTable,
+    nat_table: &'a ConnTable,
     vips: Vec<VipView<'a>>,
     #[serde(skip_serializing_if = "bgp_off")]
     bgp: &'a BgpStatus,
@@ -403,6 +415,7 @@ impl Serialize for Snapshot {
             drops: DropReason::ALL.iter().map(|r| (r.name(), c.drop(*r))).collect(),
             events: Event::ALL.iter().map(|e| (e.name(), c.event(*e))).collect(),
             conn_table: &self.conn_table,
+            nat_table: &self.nat_table,
             vips,
             bgp: &self.bgp,
             cluster: &self.cluster,

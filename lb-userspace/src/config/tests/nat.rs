@@ -41,8 +41,10 @@ fn a_vips_own_nat_address_wins_and_round_trips() {
     assert_eq!(config.vips[0].nat_source(&config.global.nat), Some("10.77.1.3".parse().unwrap()));
     assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
     // Without any global address, the VIP's own is enough.
-    Config::from_toml(&nat_vip("", "fd77::100", "nat_address = \"fd77:1::2\"\n").replace("10.77.50.5", "fd77:50::5"))
-        .unwrap();
+    Config::from_toml(
+        &nat_vip("", "fd77::100", "nat_address = \"fd77:1::2\"\n").replace("10.77.50.5", "fd77:50::5"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -64,7 +66,12 @@ fn a_nat_vip_needs_an_address_of_its_family() {
 #[test]
 fn nat_keys_are_checked_where_they_are_written() {
     let bad = |global: &str, field: &str, value: &str, why: &str| {
-        problem(&nat_vip(&format!("nat_address = [\"10.77.1.2\"]\n{global}"), "10.77.100.1", ""), field, value, why);
+        problem(
+            &nat_vip(&format!("nat_address = [\"10.77.1.2\"]\n{global}"), "10.77.100.1", ""),
+            field,
+            value,
+            why,
+        );
     };
     bad("nat_ports = \"30000\"\n", "global.nat_ports", "\"30000\"", "not a port range");
     bad("nat_ports = \"30000-20000\"\n", "global.nat_ports", "\"30000-20000\"", "30000 is above 20000");
@@ -88,9 +95,13 @@ fn nat_keys_are_checked_where_they_are_written() {
 
 #[test]
 fn nat_needs_a_port_and_keeps_the_family_of_its_backends() {
-    let text = nat_vip("nat_address = [\"10.77.1.2\"]\n", "10.77.100.1", "").replace("port = 80\n", "port = 0\n");
+    let text =
+        nat_vip("nat_address = [\"10.77.1.2\"]\n", "10.77.100.1", "").replace("port = 80\n", "port = 0\n");
     let list = problems(&text);
-    assert!(list.iter().any(|p| p.field == "vip[0] (n).port" && p.reason.contains("needs a port")), "{list:#?}");
+    assert!(
+        list.iter().any(|p| p.field == "vip[0] (n).port" && p.reason.contains("needs a port")),
+        "{list:#?}"
+    );
     problem(
         &nat_vip("nat_address = [\"10.77.1.2\"]\n", "10.77.100.1", "").replace("10.77.50.5", "fd77:50::5"),
         "vip[0] (n).backend[0].address",

@@ -1,0 +1,139 @@
+//! Expiring NAT mappings, on a thread of its own (one system call per
+//! entry). The kernel makes a mapping's two entries and marks what it sees;
+//! only this removes them, so a mapping's port is free again exactly when
+//! its time is up. A mapping lives while either direction is seen within the
+//! timeout its flags call for ([`NatTimeouts::of`]).
+
+use std::time::Duration;
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use lb_common::{
+    maps::{NAT_FORWARD, NAT_REVERSE},
+    FlowKey, NatForward, NatReverse,
+};
+
+use super::{error::map_err, scan::coarse_now, Dataplane, DataplaneError, Result};
+use crate::config::nat::NatTimeouts;
+
+/// A reverse entry without its forward one is removed only once it is this
+/// old (coarse seconds): the kernel writes the reverse entry first, so a
+/// young orphan may be a mapping being made.
+const ORPHAN_GRACE: u32 = 3;
+
+/// Its own handles on the NAT tables: a sweep runs beside the loop.
+pub struct NatScanner {
+    forward: BpfHashMap<MapData, FlowKey, NatForward>,
+    reverse: BpfHashMap<MapData, FlowKey, NatReverse>,
+}
+
+/// What one sweep saw and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatSweep {
+    /// Mappings (forward entries) when the sweep began.
+    pub mappings: usize,
+    /// Mappings removed as timed out.
+    pub expired: usize,
+    /// Entries removed that had lost their other half.
+    pub orphans: usize,
+}
+
+impl Dataplane {
+    pub fn nat_scanner(&self) -> Result<NatScanner> {
+        Ok(NatScanner { forward: self.hash_handle(NAT_FORWARD)?, reverse: self.hash_handle(NAT_REVERSE)? })
+    }
+
+    fn hash_handle<V: aya::Pod>(&self, name: &'static str) -> Result<BpfHashMap<MapData, FlowKey, V>> {
+        let (_, fd) =
+            self.map_fds.iter().find(|(n, _)| *n == name).ok_or(DataplaneError::MissingMap(name))?;
+        let fd = fd.try_clone().map_err(|source| DataplaneError::Dup { name, source })?;
+        let data = MapData::from_fd(fd).map_err(map_err(name))?;
+        BpfHashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
+    }
+}
+
+/// `timeout` in the kernel's coarse seconds (2^30 ns), rounded up: never early.
+fn coarse(timeout: Duration) -> u32 {
+    u32::try_from((timeout.as_nanos() >> 30) + 1).unwrap_or(u32::MAX)
+}
+
+/// Whether a mapping last seen at `seen` (the later of its two directions)
+/// with `flags` (both directions') is over at `now`.
+pub fn expired(timeouts: &NatTimeouts, proto: u8, flags: u32, seen: u32, now: u32) -> bool {
+    now.wrapping_sub(seen) > coarse(timeouts.of(proto, flags))
+}
+
+/// The later of two coarse times, across wrapping.
+fn later(a: u32, b: u32) -> u32 {
+    if b.wrapping_sub(a) as i32 > 0 {
+        b
+    } else {
+        a
+    }
+}
+
+impl NatScanner {
+    pub fn sweep(&mut self, timeouts: &NatTimeouts) -> NatSweep {
+        let now = coarse_now();
+        let mut sweep = NatSweep::default();
+        let mut gone: Vec<(FlowKey, FlowKey)> = Vec::new();
+        for entry in self.forward.iter() {
+            // Removed between key and lookup (by the kernel: its backend went away).
+            let Ok((key, forward)) = entry else { continue };
+            sweep.mappings += 1;
+            let reverse_key = forward.reverse_key(key.proto, key.family);
+            let (seen, flags) = match self.reverse.get(&reverse_key, 0) {
+                Ok(reverse) => (later(forward.seen, reverse.seen), forward.flags | reverse.flags),
+                Err(_) => {
+                    sweep.orphans += 1;
+                    gone.push((key, reverse_key));
+                    continue;
+                }
+            };
+            if expired(timeouts, key.proto, flags, seen, now) {
+                sweep.expired += 1;
+                gone.push((key, reverse_key));
+            }
+        }
+        let mut orphans = Vec::new();
+        for entry in self.reverse.iter() {
+            let Ok((key, reverse)) = entry else { continue };
+            let forward_key = reverse.forward_key(key.proto, key.family);
+            if self.forward.get(&forward_key, 0).is_err() && now.wrapping_sub(reverse.seen) > ORPHAN_GRACE {
+                orphans.push(key);
+            }
+        }
+        // Removed after the walks: removing the key a walk stands on restarts it.
+        for (forward, reverse) in &gone {
+            let _ = self.forward.remove(forward);
+            let _ = self.reverse.remove(reverse);
+        }
+        for key in &orphans {
+            sweep.orphans += usize::from(self.reverse.remove(key).is_ok());
+        }
+        sweep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{
+        nat::{NAT_SEEN_CLOSE, NAT_SEEN_REPLY},
+        types::PROTO_TCP,
+    };
+
+    use super::*;
+
+    #[test]
+    fn a_mapping_expires_only_after_its_whole_timeout_across_wrapping() {
+        let s = Duration::from_secs;
+        let t = NatTimeouts { tcp: s(900), tcp_opening: s(5), tcp_closing: s(10), udp: s(60) };
+        // 5 s is 4.66 coarse seconds: 5 of them rounded up, expired beyond.
+        assert!(!expired(&t, PROTO_TCP, 0, 100, 105));
+        assert!(expired(&t, PROTO_TCP, 0, 100, 106));
+        assert!(!expired(&t, PROTO_TCP, NAT_SEEN_REPLY, 100, 106));
+        assert!(expired(&t, PROTO_TCP, NAT_SEEN_REPLY | NAT_SEEN_CLOSE, 100, 200));
+        assert!(!expired(&t, PROTO_TCP, NAT_SEEN_REPLY, u32::MAX - 2, 5), "across wrapping");
+        assert_eq!(later(u32::MAX, 3), 3);
+        assert_eq!(later(7, 3), 7);
+    }
+}
