@@ -156,3 +156,17 @@ fn a_mapping_times_out_by_what_it_has_seen() {
     assert_eq!(t.of(PROTO_UDP, 0), s(60));
     assert_eq!(t.of(PROTO_UDP, NAT_SEEN_REPLY), s(60));
 }
+
+#[test]
+fn the_example_of_each_mode_is_valid_and_of_that_mode() {
+    let examples = [
+        (include_str!("../../../../examples/dsr.toml"), Mode::Dsr),
+        (include_str!("../../../../examples/tunnel.toml"), Mode::Tunnel),
+        (include_str!("../../../../examples/nat.toml"), Mode::Nat),
+    ];
+    for (text, mode) in examples {
+        let config = Config::from_toml(text).unwrap_or_else(|e| panic!("the {mode:?} example: {e}"));
+        assert!(!config.vips.is_empty() && config.vips.iter().all(|v| v.mode == mode), "{mode:?}");
+        assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config);
+    }
+}
