@@ -1,16 +1,19 @@
 //! End to end on the namespace test bed: `wrk` in the client namespace against
-//! three nginx backends, (1) through the VIP with Always On (XDP, DSR), (2)
-//! through HAProxy 2.6 in TCP mode with roundrobin on the same LB namespace,
-//! (3) directly to one backend. Two workloads: keep-alive connections, and a
-//! new connection per request. Modes alternate over rounds in the same run;
-//! medians are reported, and ratios to HAProxy. Figures, not verdicts.
+//! three nginx backends, through one agent's VIPs in each forwarding mode
+//! ((1) DSR, (2) tunnel, the backends stripping IPIP with `alwayson decap`,
+//! (3) NAT, to the backends' own addresses), (4) through HAProxy 2.6 in TCP
+//! mode with roundrobin on the same LB namespace, (5) directly to one backend.
+//! Workloads: keep-alive connections, and a new connection per request.
+//! Paths alternate over rounds in the same run; medians are reported, and
+//! ratios to HAProxy. Figures, not verdicts.
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 use alwayson_tests::{
-    agent::{config_toml, Agent, VipConf},
+    agent::{config_toml_with, Agent, Tables, VipConf},
     bed::TestBed,
     bench::{dir, spread, Table},
+    decap::DecapAll,
     process::Process,
     wait_until,
 };
@@ -18,6 +21,11 @@ use serde_json::json;
 
 const PORT: u16 = 8088;
 const VIP: &str = "10.77.100.1";
+const TUNNEL_VIP: &str = "10.77.100.2";
+/// Held by no backend: NAT sends to their own addresses.
+const NAT_VIP: &str = "10.77.100.3";
+/// Outer sources of the tunnel: inside the test ranges, no address of the bed.
+const TUNNEL_SOURCE: &str = "10.77.108.0/24";
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 5;
 /// Connections of the saturating workloads; the light one uses 4.
@@ -27,16 +35,21 @@ const LIGHT: u32 = 4;
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
     AlwaysOn,
+    Tunnel,
+    Nat,
     Haproxy,
     Direct,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::AlwaysOn, Mode::Haproxy, Mode::Direct];
+    const ALL: [Mode; 5] = [Mode::AlwaysOn, Mode::Tunnel, Mode::Nat, Mode::Haproxy, Mode::Direct];
+    const HAPROXY: usize = 3;
 
     fn name(self) -> &'static str {
         match self {
             Mode::AlwaysOn => "Always On (XDP, DSR)",
+            Mode::Tunnel => "Always On (XDP, tunnel)",
+            Mode::Nat => "Always On (XDP, NAT)",
             Mode::Haproxy => "HAProxy 2.6 (TCP mode)",
             Mode::Direct => "direct to one backend",
         }
@@ -149,10 +162,11 @@ fn wait_listening(bed: &TestBed, target: &str) {
 }
 
 /// A grouped bar chart of requests per second, as SVG.
-fn chart(results: &[(&str, [f64; 3])], path: &Path) {
+fn chart(results: &[(&str, Vec<f64>)], path: &Path) {
     let (w, h, left, top, bottom) = (720.0, 300.0, 60.0, 30.0, 60.0);
     let max = results.iter().flat_map(|(_, v)| v.iter().copied()).fold(0.0, f64::max) * 1.1;
-    let colors = ["#2563eb", "#dc2626", "#6b7280"];
+    let colors = ["#2563eb", "#0891b2", "#7c3aed", "#dc2626", "#6b7280"];
+    let bars = Mode::ALL.len() as f64;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <text x=\"{left}\" y=\"18\" font-size=\"14\">Requests per second (higher is better), same bed, same run</text>\n"
@@ -162,9 +176,9 @@ fn chart(results: &[(&str, [f64; 3])], path: &Path) {
         let x0 = left + g as f64 * group + 20.0;
         for (k, v) in values.iter().enumerate() {
             let bh = (h - top - bottom) * v / max;
-            let x = x0 + k as f64 * (group - 40.0) / 3.0;
+            let x = x0 + k as f64 * (group - 40.0) / bars;
             let y = h - bottom - bh;
-            let bw = (group - 40.0) / 3.0 - 6.0;
+            let bw = (group - 40.0) / bars - 6.0;
             let _ = writeln!(
                 svg,
                 "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"{}\"/>",
@@ -186,7 +200,8 @@ fn chart(results: &[(&str, [f64; 3])], path: &Path) {
         );
     }
     for (k, mode) in Mode::ALL.iter().enumerate() {
-        let x = left + k as f64 * 200.0;
+        let x = left + (k % 3) as f64 * 220.0;
+        let h = h + 16.0 * (k / 3) as f64;
         let _ = writeln!(
             svg,
             "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>",
@@ -201,13 +216,31 @@ fn chart(results: &[(&str, [f64; 3])], path: &Path) {
 
 fn main() {
     alwayson_tests::require_root("the e2e benchmark");
-    let bed = TestBed::builder().clients(1).backends(3).start_servers(false).build().expect("bed");
+    let bed = TestBed::builder()
+        .clients(1)
+        .backends(3)
+        .vip(VIP)
+        .vip(TUNNEL_VIP)
+        .start_servers(false)
+        .build()
+        .expect("bed");
+    let lb = bed.lb_v4().to_string();
+    bed.client_ns(0)
+        .ip(&["route", "add", &format!("{NAT_VIP}/32"), "via", &lb, "dev", "eth0"])
+        .expect("route");
+    let _decap = DecapAll::attach(&bed).expect("decap on the backends");
     let _backends: Vec<Process> = (0..3).map(|i| nginx(&bed, i)).collect();
-    let config = config_toml(&bed, &[VipConf::new(VIP, PORT, "tcp").backends(0..3)]);
+    let vips = [(VIP, "dsr"), (TUNNEL_VIP, "tunnel"), (NAT_VIP, "nat")].map(|(address, mode)| {
+        VipConf::new(address, PORT, "tcp").backends(0..3).keys(&format!("mode = \"{mode}\""))
+    });
+    let global = format!("tunnel_source_v4 = \"{TUNNEL_SOURCE}\"\nnat_address = [\"{lb}\"]");
+    let config = config_toml_with(&bed, &vips, Tables { global: &global, ..Default::default() });
     let agent = Agent::start(&bed, &config, &[]).expect("agent");
     let _haproxy = haproxy(&bed);
     let targets = [
         (Mode::AlwaysOn, format!("{VIP}:{PORT}")),
+        (Mode::Tunnel, format!("{TUNNEL_VIP}:{PORT}")),
+        (Mode::Nat, format!("{NAT_VIP}:{PORT}")),
         (Mode::Haproxy, format!("{}:{PORT}", bed.lb_v4())),
         (Mode::Direct, format!("{}:{PORT}", bed.backend_v4(0))),
     ];
@@ -221,12 +254,13 @@ fn main() {
         (format!("new connection per request, {CONNECTIONS} at a time"), true, CONNECTIONS),
         (format!("light load: keep-alive, {LIGHT} connections"), false, LIGHT),
     ];
-    let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); 3]; workloads.len()];
+    let paths = targets.len();
+    let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); paths]; workloads.len()];
     for round in 0..ROUNDS {
         for (w, (name, close, connections)) in workloads.iter().enumerate() {
             // Rotate the order every round, so no mode always runs first or last.
-            for k in 0..3 {
-                let m = (k + round) % 3;
+            for k in 0..paths {
+                let m = (k + round) % paths;
                 let run = wrk(&bed, &targets[m].1, *close, *connections);
                 eprintln!(
                     "round {round} {name}: {} {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
@@ -244,7 +278,7 @@ fn main() {
         "e2e",
         &format!(
             "End to end: wrk -d{SECONDS}s, 3 nginx backends, 2 vCPUs shared by everything; \
-             median of {ROUNDS} alternating rounds"
+             median of {ROUNDS} alternating rounds; one agent serves a VIP of each mode"
         ),
         &["workload", "path", "requests/s", "p50 ms", "p99 ms", "errors", "× HAProxy req/s"],
     );
@@ -264,7 +298,7 @@ fn main() {
                 )
             })
             .collect();
-        let haproxy_rps = medians[1].0;
+        let haproxy_rps = medians[Mode::HAPROXY].0;
         for (m, (rps, p50, p99, errors)) in medians.iter().enumerate() {
             table.row(
                 &[
@@ -285,7 +319,7 @@ fn main() {
         if w < 2 {
             chart_rows.push((
                 if w == 0 { "keep-alive" } else { "new connection per request" },
-                [medians[0].0, medians[1].0, medians[2].0],
+                medians.iter().map(|m| m.0).collect(),
             ));
         }
     }

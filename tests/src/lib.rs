@@ -7,6 +7,7 @@ pub mod bed;
 pub mod bench;
 pub mod browser;
 pub mod cluster;
+pub mod decap;
 pub mod fixture;
 pub mod http;
 pub mod mariadb;
