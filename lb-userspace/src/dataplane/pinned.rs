@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use lb_common::{maps as names, Backend, ConnValue, FlowKey, TrafficStats, VipKey, VipValue};
+use lb_common::{maps as names, Backend, ConnValue, FlowKey, NatForward, TrafficStats, VipKey, VipValue};
 
 use super::{count_flows, counters, found, map_err, used_backends, Counters, DataplaneError};
 
@@ -15,6 +15,7 @@ pub struct PinnedStats {
     vips: HashMap<MapData, VipKey, VipValue>,
     backends: Array<MapData, Backend>,
     conns: HashMap<MapData, FlowKey, ConnValue>,
+    nat_forward: HashMap<MapData, FlowKey, NatForward>,
 }
 
 fn open<T: TryFrom<Map, Error = MapError>>(
@@ -35,6 +36,7 @@ impl PinnedStats {
             vips: open(dir, names::VIPS, Map::HashMap)?,
             backends: open(dir, names::BACKENDS, Map::Array)?,
             conns: open(dir, names::CONNS, Map::LruHashMap)?,
+            nat_forward: open(dir, names::NAT_FORWARD, Map::HashMap)?,
         })
     }
 
@@ -67,5 +69,10 @@ impl PinnedStats {
     /// no count of an LRU table): for tests and rationed stats.
     pub fn connections(&self) -> usize {
         count_flows(&self.conns)
+    }
+
+    /// NAT mappings (client flows), walking `NAT_FORWARD` key by key.
+    pub fn nat_mappings(&self) -> usize {
+        self.nat_forward.keys().filter(|k| k.is_ok()).count()
     }
 }
