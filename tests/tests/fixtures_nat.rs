@@ -409,3 +409,32 @@ fn icmp_too_big_about_a_nat_flow_passes() {
     let out = bed.run(&error);
     assert_eq!((out.action, &out.packet), (XDP_PASS, &error), "not translated: passed untouched");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_udp_checksum_that_comes_out_zero_is_sent_as_all_ones() {
+    require_root("a_udp_checksum_that_comes_out_zero_is_sent_as_all_ones");
+    let bed = nat_bed();
+    for (client, vip) in [(CLIENT4, VIP4_UDP), (CLIENT6, VIP6_UDP)] {
+        let first = Frame::udp(client, vip);
+        assert_eq!(bed.run(&first.bytes()).action, XDP_TX);
+        let (fwd, _) = mapping(&bed, &first.flow_key());
+        // The first payload word is what the rest sums to, complemented:
+        // the translated packet's checksum then comes out 0.
+        let mut probe = first.clone();
+        probe.payload = vec![0, 0, 1, 2, 3];
+        let l4 = packet::ETH_LEN + if first.src.is_ipv4() { 20 } else { 40 };
+        let mut out = toward_backend(&probe, &fwd).bytes();
+        out[l4 + 6..l4 + 8].fill(0);
+        let word = transport_checksum(&out, packet::ETH_LEN);
+        probe.payload[..2].copy_from_slice(&word.to_be_bytes());
+        let mut want = toward_backend(&probe, &fwd).bytes();
+        want[l4 + 6..l4 + 8].fill(0);
+        assert_eq!(transport_checksum(&want, packet::ETH_LEN), 0, "the checksum computed is 0");
+        want[l4 + 6..l4 + 8].copy_from_slice(&[0xff, 0xff]);
+        let out = bed.run(&probe.bytes());
+        assert_eq!(out.action, XDP_TX);
+        assert_out(&out.packet, &want, "checksum 0 sent as 0xffff");
+        assert_checksums(&out.packet, false);
+    }
+}
