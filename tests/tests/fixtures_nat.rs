@@ -255,7 +255,9 @@ fn traffic_to_the_host_passes_untouched() {
     let mut unmapped = reply_of(&syn, &fwd, ACK);
     unmapped.dst.set_port(unmapped.dst.port() ^ 1);
     let ssh = Frame::tcp(CLIENT4, &format!("{LB_V4}:22"));
-    for frame in [unmapped.bytes(), ssh.bytes(), Frame::udp("10.77.1.10:123", &format!("{LB_V4}:123")).bytes()] {
+    for frame in
+        [unmapped.bytes(), ssh.bytes(), Frame::udp("10.77.1.10:123", &format!("{LB_V4}:123")).bytes()]
+    {
         let out = bed.run(&frame);
         assert_eq!((out.action, &out.packet), (XDP_PASS, &frame), "passed untouched");
     }
@@ -370,7 +372,11 @@ fn a_down_backends_mapping_is_dropped_and_made_again_by_a_syn() {
         backend.state = BackendState::Down as u8;
         bed.dp.set_backend(down, backend).unwrap();
         let slots: Vec<Slot> = (3 * index..3 * index + 3)
-            .map(|i| Slot { slot: u32::from(i), addr: backend_v4(i), weight: u32::from(u32::from(i) != down) })
+            .map(|i| Slot {
+                slot: u32::from(i),
+                addr: backend_v4(i),
+                weight: u32::from(u32::from(i) != down),
+            })
             .collect();
         bed.write_ring(u32::from(index), &slots).unwrap();
 
