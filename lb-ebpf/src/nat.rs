@@ -26,7 +26,8 @@
 //! zero is sent as 0xffff. TTL / hop limit are left as they are.
 //!
 //! Not translated: ICMP errors about NAT flows (they pass to the host), IP
-//! fragments (the parser's policy: dropped to a VIP, passed otherwise).
+//! fragments (the parser's policy: dropped to a VIP, passed otherwise),
+//! IPv6 packets with extension headers (see `ipv6_ext_headers`).
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
 use lb_common::{
@@ -55,8 +56,6 @@ use crate::{
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
 
-/// The furthest the TCP / UDP header is taken to start.
-const MAX_L4: usize = 0x7fff;
 /// Where the checksum field lies in each header.
 const IPV4_CHECK: usize = 10;
 const TCP_CHECK: usize = 16;
@@ -88,6 +87,9 @@ static NAT_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// toward the backend.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, vip: &VipValue, now: u64) -> Result<Sent, DropReason> {
+    if ipv6_ext_headers(ctx, flow)? {
+        return Err(DropReason::Ipv6ExtChain);
+    }
     let seen = coarse_seconds(now);
     let mark = if flow.close { NAT_SEEN_CLOSE } else { 0 };
     let mut found = None;
@@ -126,6 +128,9 @@ pub fn reply(ctx: &XdpContext, flow: &Flow) -> Result<Verdict, DropReason> {
     if CONFIG.get(0).is_none_or(|config| config.flags & FLAG_NAT == 0) {
         return Ok(Verdict::Pass);
     }
+    if ipv6_ext_headers(ctx, flow)? {
+        return Ok(Verdict::Pass);
+    }
     let Some(entry) = NAT_REVERSE.get_ptr_mut(&flow.key) else { return Ok(Verdict::Pass) };
     let e = unsafe { &mut *entry };
     let seen = coarse_seconds(unsafe { bpf_ktime_get_coarse_ns() });
@@ -137,6 +142,21 @@ pub fn reply(ctx: &XdpContext, flow: &Flow) -> Result<Verdict, DropReason> {
     let verdict = forward::send(ctx, &hop)?;
     counters::traffic(vip, backend, u64::from(flow.len), false);
     Ok(verdict)
+}
+
+/// Whether an IPv6 packet carries extension headers: NAT finds the TCP / UDP
+/// header right behind the IP header (IPv4: behind its options), so such
+/// packets are not translated (a NAT VIP's drop as `ipv6_ext_chain`, replies
+/// pass). Walking the chain again here, or carrying its length from the
+/// parser, would multiply the paths the verifier has to walk.
+#[inline(always)]
+fn ipv6_ext_headers(ctx: &XdpContext, flow: &Flow) -> Result<bool, DropReason> {
+    if flow.key.family == FAMILY_V4 {
+        return Ok(false);
+    }
+    let (_, l3) = ethernet(ctx).ok_or(DropReason::Truncated)?;
+    let ip = ptr_at::<Ipv6Hdr>(ctx, l3).ok_or(DropReason::Truncated)?;
+    Ok(unsafe { (*ip).next_hdr } != flow.key.proto)
 }
 
 /// Marks an entry's direction as seen: `seen` written once a second at most
@@ -284,8 +304,10 @@ fn rewrite(
     let key = &flow.key;
     // The parser walked these already; walking again is cheaper than carrying them.
     let (_, l3) = ethernet(ctx).ok_or(DropReason::Truncated)?;
-    let addresses = if key.family == FAMILY_V4 {
+    let (addresses, l4) = if key.family == FAMILY_V4 {
         let ip = ptr_at::<Ipv4Hdr>(ctx, l3).ok_or(DropReason::Truncated)? as *mut u8;
+        // Behind the options, if any.
+        let l4 = l3 + usize::from(unsafe { *ip } & 0x0f) * 4;
         let delta = Delta::NONE.word(key.src[0], src[0]).word(key.dst[0], dst[0]);
         unsafe {
             let check = ip.add(IPV4_CHECK);
@@ -293,7 +315,7 @@ fn rewrite(
             store_u32(ip.add(12), src[0]);
             store_u32(ip.add(16), dst[0]);
         }
-        delta
+        (delta, l4)
     } else {
         let ip = ptr_at::<Ipv6Hdr>(ctx, l3).ok_or(DropReason::Truncated)? as *mut u8;
         for i in 0..4 {
@@ -302,15 +324,10 @@ fn rewrite(
                 store_u32(ip.add(24 + 4 * i), dst[i]);
             }
         }
-        Delta::NONE.words(&key.src, src).words(&key.dst, dst)
+        // No extension headers: `ipv6_ext_headers` turned them away.
+        (Delta::NONE.words(&key.src, src).words(&key.dst, dst), l3 + Ipv6Hdr::LEN)
     };
     let delta = addresses.word(ports(key.sport_be, key.dport_be), ports(sport_be, dport_be));
-    // Never true (a frame's linear part is at most a page), but the verifier
-    // marks no packet range past a pointer that may lie 64 KiB in.
-    let l4 = usize::from(flow.l4);
-    if l4 > MAX_L4 {
-        return Err(DropReason::Truncated);
-    }
     let (l4, check) = if key.proto == PROTO_TCP {
         (ptr_at::<TcpHdr>(ctx, l4).ok_or(DropReason::Truncated)? as *mut u8, TCP_CHECK)
     } else {

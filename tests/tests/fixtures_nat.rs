@@ -444,3 +444,24 @@ fn a_udp_checksum_that_comes_out_zero_is_sent_as_all_ones() {
         assert_checksums(&out.packet, false);
     }
 }
+
+#[test]
+#[ignore = "needs root"]
+fn ipv6_packets_with_extension_headers_are_not_translated() {
+    require_root("ipv6_packets_with_extension_headers_are_not_translated");
+    let bed = nat_bed();
+    let before = bed.dp.counters().unwrap();
+    let mut syn = Frame::syn(CLIENT6, VIP6).bytes();
+    packet::add_ipv6_ext(&mut syn, packet::ETH_LEN, &[0]);
+    assert_eq!(bed.run(&syn).action, XDP_DROP);
+    let moved = bed.dp.counters().unwrap().since(&before);
+    assert_eq!((moved.drop(DropReason::Ipv6ExtChain), moved.event(Event::NatMapped)), (1, 0), "{moved}");
+    // A reply of a mapped flow that carries one passes untouched.
+    let first = Frame::syn(CLIENT6, VIP6);
+    assert_eq!(bed.run(&first.bytes()).action, XDP_TX);
+    let (fwd, _) = mapping(&bed, &first.flow_key());
+    let mut reply = reply_of(&first, &fwd, ACK).bytes();
+    packet::add_ipv6_ext(&mut reply, packet::ETH_LEN, &[60]);
+    let out = bed.run(&reply);
+    assert_eq!((out.action, &out.packet), (XDP_PASS, &reply));
+}
