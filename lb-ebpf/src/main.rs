@@ -12,6 +12,7 @@ mod counters;
 mod forward;
 mod frame;
 mod maps;
+mod nat;
 mod notice;
 mod parse;
 mod record;
@@ -47,10 +48,11 @@ pub fn balancer(ctx: XdpContext) -> u32 {
     verdict.action()
 }
 
-/// `dsr` and `tunnel` are built; the other modes drop with their own reason.
+/// `dsr`, `tunnel` and `nat` are built; another mode (a newer agent's)
+/// drops with its own reason.
 #[inline(always)]
 fn supported(mode: u8) -> Result<(), DropReason> {
-    if mode == Mode::Dsr as u8 || mode == Mode::Tunnel as u8 {
+    if mode == Mode::Dsr as u8 || mode == Mode::Tunnel as u8 || mode == Mode::Nat as u8 {
         Ok(())
     } else {
         Err(DropReason::UnsupportedMode)
@@ -74,13 +76,25 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
         }
     };
     if !select::maybe_vip_address(&flow.key.dst, flow.key.family) {
-        return Ok(Verdict::Pass);
+        return not_for_a_vip(ctx, &flow, too_big);
     }
     let Some(vip) = select::vip(&flow.key) else {
-        return Ok(Verdict::Pass);
+        return not_for_a_vip(ctx, &flow, too_big);
     };
     supported(vip.mode)?;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if vip.mode == Mode::Nat as u8 {
+        // ICMP errors about NAT flows are not translated: they pass to the host.
+        if too_big {
+            return Ok(Verdict::Pass);
+        }
+        let sent = nat::forward(ctx, &flow, &vip, now)?;
+        if let Some(note) = flow.note {
+            counters::event(note);
+        }
+        counters::traffic(vip.index, sent.backend, u64::from(flow.len), sent.new_flow);
+        return Ok(sent.verdict);
+    }
     let choice = balance(ctx, &flow, &vip, !too_big, now)?;
     let verdict = if vip.mode == Mode::Tunnel as u8 {
         tunnel::encap(ctx, &flow, choice.index, &choice.backend, now)?
@@ -91,6 +105,22 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
         counters::event(note);
     }
     counters::traffic(vip.index, choice.index, u64::from(flow.len), choice.new_flow);
+    Ok(verdict)
+}
+
+/// A TCP or UDP packet to no VIP: a NAT reply (rewritten back to the
+/// client), or the host's own traffic, passed untouched.
+#[inline(always)]
+fn not_for_a_vip(ctx: &XdpContext, flow: &parse::Flow, too_big: bool) -> Result<Verdict, DropReason> {
+    if too_big {
+        return Ok(Verdict::Pass);
+    }
+    let verdict = nat::reply(ctx, flow)?;
+    if verdict != Verdict::Pass {
+        if let Some(note) = flow.note {
+            counters::event(note);
+        }
+    }
     Ok(verdict)
 }
 

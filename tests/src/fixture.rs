@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use anyhow::Result;
 use lb_common::{
     types::{addr_words, PROTO_TCP, PROTO_UDP},
-    Backend, BackendState, Mode, RingSlot, VipKey, VipValue, NO_BACKEND,
+    Backend, BackendState, Mode, NatSource, RingSlot, VipKey, VipValue, NO_BACKEND,
 };
 use lb_userspace::{
     dataplane::{Dataplane, LoadSettings, TestRunOutcome},
@@ -138,11 +138,36 @@ impl FixtureBed {
         Ok(ring)
     }
 
+    /// [`Self::set_vip_in`] for a `nat` VIP leaving from `source`, its
+    /// backends listening on `backend_port` (0: the VIP's port). Writes the
+    /// source first, then the VIP, and turns the search for replies on.
+    pub fn set_nat_vip(
+        &mut self,
+        vip: SocketAddr,
+        proto: u8,
+        index: u32,
+        backends: &[Slot],
+        source: NatSource,
+        backend_port: u16,
+    ) -> Result<Vec<u32>> {
+        self.dp.set_nat_source(index, source)?;
+        self.dp.set_nat(true)?;
+        let ring = self.set_vip_in(Mode::Nat, vip, proto, index, backends)?;
+        self.set_backend_slots_on(index, backends, backend_port)?;
+        Ok(ring)
+    }
+
     /// Writes `backends` of VIP `index`, all UP.
     pub fn set_backend_slots(&mut self, index: u32, backends: &[Slot]) -> Result<()> {
+        self.set_backend_slots_on(index, backends, 0)
+    }
+
+    /// Writes `backends` of VIP `index`, all UP, listening on `port`.
+    pub fn set_backend_slots_on(&mut self, index: u32, backends: &[Slot], port: u16) -> Result<()> {
         for b in backends {
             let (addr, family) = addr_words(b.addr);
-            let backend = Backend { addr, port_be: 0, family, state: BackendState::Up as u8, vip: index };
+            let backend =
+                Backend { addr, port_be: port.to_be(), family, state: BackendState::Up as u8, vip: index };
             self.dp.set_backend(b.slot, backend)?;
         }
         Ok(())
@@ -193,6 +218,11 @@ impl FixtureBed {
         self.ns
             .run(|| frames.iter().map(|f| dp.test_run(f, ifindex, 1).expect("BPF_PROG_TEST_RUN")).collect())
     }
+}
+
+/// A NAT source: `addr`, ports `port_min ..= port_min + port_count - 1`.
+pub fn nat_source(addr: IpAddr, port_min: u16, port_count: u16) -> NatSource {
+    NatSource { addr: addr_words(addr).0, port_min, port_count }
 }
 
 pub fn mac_str(mac: [u8; 6]) -> String {

@@ -293,3 +293,38 @@ pub fn encapsulated(
     out.extend_from_slice(inner);
     out
 }
+
+/// The RFC 1071 sum over the TCP or UDP segment of the IP packet at `l3`
+/// (no options, no extension headers) and its pseudo-header, checksum field
+/// included: 0 when the segment's checksum is right. Computed from scratch,
+/// to judge checksums the program updated incrementally.
+pub fn transport_checksum(frame: &[u8], l3: usize) -> u16 {
+    let (mut pseudo, l4) = if frame[l3] >> 4 == 4 {
+        (frame[l3 + 12..l3 + 20].to_vec(), l3 + 20)
+    } else {
+        (frame[l3 + 8..l3 + 40].to_vec(), l3 + 40)
+    };
+    let proto = if frame[l3] >> 4 == 4 { frame[l3 + 9] } else { frame[l3 + 6] };
+    let segment = &frame[l4..];
+    let len = if proto == PROTO_UDP {
+        usize::from(u16::from_be_bytes([segment[4], segment[5]]))
+    } else if frame[l3] >> 4 == 4 {
+        usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]])) - 20
+    } else {
+        usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]))
+    };
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    pseudo.extend_from_slice(&segment[..len]);
+    internet_checksum(&pseudo)
+}
+
+/// Sets the flags byte of the TCP header of the IP packet at `l3` (no
+/// options), with a checksum computed afresh.
+pub fn set_tcp_flags(frame: &mut [u8], l3: usize, flags: u8) {
+    let l4 = l3 + if frame[l3] >> 4 == 4 { 20 } else { 40 };
+    frame[l4 + 13] = flags;
+    frame[l4 + 16..l4 + 18].fill(0);
+    let sum = transport_checksum(frame, l3);
+    frame[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+}

@@ -232,13 +232,15 @@ fn pinned_flows_leave_down_backends_and_stay_on_draining_ones() {
 
 #[test]
 #[ignore = "needs root"]
-fn a_vip_in_a_mode_not_built_yet_drops_with_its_reason() {
-    require_root("a_vip_in_a_mode_not_built_yet_drops_with_its_reason");
+fn a_vip_in_a_mode_this_program_does_not_know_drops_with_its_reason() {
+    require_root("a_vip_in_a_mode_this_program_does_not_know_drops_with_its_reason");
     let mut bed = FixtureBed::new(settings()).expect("bed");
     bed.set_vip(addr("10.77.100.1:80"), PROTO_TCP, 0, &[Slot { slot: 0, addr: backend_v4(0), weight: 1 }])
         .unwrap();
     let key = VipKey::new("10.77.100.1".parse().unwrap(), 80, PROTO_TCP);
-    bed.dp.set_vip(key, VipValue { index: 0, mode: Mode::Nat as u8, _pad: [0; 3] }).unwrap();
+    // A newer agent's mode, one past the last this program builds.
+    let unknown = Mode::Nat as u8 + 1;
+    bed.dp.set_vip(key, VipValue { index: 0, mode: unknown, _pad: [0; 3] }).unwrap();
     let before = bed.dp.counters().unwrap();
     assert_eq!(bed.run(&Frame::syn("10.77.2.1:1", "10.77.100.1:80").bytes()).action, XDP_DROP);
     assert_eq!(bed.dp.counters().unwrap().since(&before).drop(DropReason::UnsupportedMode), 1);

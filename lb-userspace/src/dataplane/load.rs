@@ -21,7 +21,7 @@ use aya::{
 use lb_common::{
     maps::{self as names, SIZED_MAPS},
     sizes::MAX_RING_ENTRIES,
-    types::{FLAG_RECORD_EVERY_FLOW, LAYOUT_VERSION},
+    types::{FLAG_NAT, FLAG_RECORD_EVERY_FLOW, LAYOUT_VERSION},
     DataplaneConfig,
 };
 
@@ -75,7 +75,8 @@ impl LoadSettings {
             max_backends: self.max_backends,
             conn_table_size: self.conn_table_size,
             layout: LAYOUT_VERSION,
-            flags: if self.recording.every_flow { FLAG_RECORD_EVERY_FLOW } else { 0 },
+            flags: if self.recording.every_flow { FLAG_RECORD_EVERY_FLOW } else { 0 }
+                | if self.nat { FLAG_NAT } else { 0 },
             record_limit: self.recording.limit,
             tunnel: self.tunnel,
             too_big_limit: self.too_big_limit,

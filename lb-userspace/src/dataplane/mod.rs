@@ -6,6 +6,7 @@ mod counters;
 mod decap;
 mod error;
 mod load;
+mod nat;
 mod nat_scan;
 mod pinned;
 mod ring;
@@ -25,8 +26,8 @@ use lb_common::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_NAT_TABLE_SIZE,
         DEFAULT_RECORD_LIMIT, DEFAULT_RING_SIZE, DEFAULT_TOO_BIG_LIMIT,
     },
-    Backend, ConnValue, DataplaneConfig, FlowKey, NextHop, RingSlot, TrafficStats, TunnelSource, VipKey,
-    VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NatForward, NatReverse, NatSource, NextHop, RingSlot,
+    TrafficStats, TunnelSource, VipKey, VipValue,
 };
 
 use self::error::{found, map_err, Result};
@@ -67,6 +68,9 @@ pub struct LoadSettings {
     pub too_big_limit: u32,
     /// Entries per direction of the NAT tables.
     pub nat_table_size: u32,
+    /// Whether packets to non-VIP addresses may be NAT replies (`FLAG_NAT`);
+    /// changeable while running.
+    pub nat: bool,
 }
 
 /// Which flows the kernel records, and how many a CPU may record per second.
@@ -96,6 +100,7 @@ impl Default for LoadSettings {
             tunnel: TunnelSource::KATRAN,
             too_big_limit: DEFAULT_TOO_BIG_LIMIT,
             nat_table_size: DEFAULT_NAT_TABLE_SIZE,
+            nat: false,
         }
     }
 }
@@ -127,6 +132,9 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, u64>,
     vip_stats: PerCpuArray<MapData, TrafficStats>,
     backend_stats: PerCpuArray<MapData, TrafficStats>,
+    nat_sources: Array<MapData, NatSource>,
+    nat_forward: HashMap<MapData, FlowKey, NatForward>,
+    nat_reverse: HashMap<MapData, FlowKey, NatReverse>,
     /// Where the maps are pinned; `None` for a private, unattached data plane.
     pin_dir: Option<PathBuf>,
     /// A descriptor of every map, for what the kernel says about it.
@@ -191,6 +199,9 @@ impl Dataplane {
             counters: take(&mut ebpf, names::COUNTERS)?,
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
+            nat_sources: take(&mut ebpf, names::NAT_SOURCES)?,
+            nat_forward: take(&mut ebpf, names::NAT_FORWARD)?,
+            nat_reverse: take(&mut ebpf, names::NAT_REVERSE)?,
             ring,
             ebpf,
             settings,
