@@ -7,10 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{BackendState, Mode, VipKey};
+use lb_common::{types::addr_words, BackendState, Mode, NatSource, VipKey};
 
 use crate::{
-    config::{Backend, CheckKind, Config, OnAllDown},
+    config::{nat::NatSettings, Backend, CheckKind, Config, OnAllDown, Vip},
     health::BackendRef,
     runtime::AdminStates,
     stats::Admin,
@@ -21,6 +21,8 @@ use crate::{
 pub struct DesiredVip {
     pub key: VipKey,
     pub mode: Mode,
+    /// `mode = "nat"`: where new mappings take their address and ports from.
+    pub nat: Option<NatSource>,
     /// With no primary usable: all usable backups take flows, not just the first.
     pub allbackups: bool,
     pub backends: Vec<DesiredBackend>,
@@ -104,6 +106,15 @@ pub fn ramped_weight(weight: u32, elapsed: Duration, period: Duration) -> u32 {
     ((f64::from(weight) * share).ceil() as u32).clamp(1, weight)
 }
 
+/// Where NAT VIP `vip`'s mappings come from: its address (or `[global]`'s of
+/// its family) and the port range.
+fn nat_source(vip: &Vip, nat: &NatSettings) -> Option<NatSource> {
+    let (addr, _) = addr_words(vip.nat_source(nat)?);
+    let ports = nat.ports;
+    // The range is at most 1024..=65535: its length fits a u16.
+    Some(NatSource { addr, port_min: ports.first, port_count: ports.len() as u16 })
+}
+
 /// The desired state of `config`. A backend is held out of service while it
 /// waits for its first check (checked, but no `health` yet) or while its
 /// address is `resolving` (its neighbour entry is new): no flows until both are
@@ -156,7 +167,8 @@ pub fn desired(
                 }
                 kept.push(vip.name.clone());
             }
-            DesiredVip { key, mode: vip.mode.into(), allbackups: vip.allbackups, backends }
+            let nat = nat_source(vip, &config.global.nat);
+            DesiredVip { key, mode: vip.mode.into(), nat, allbackups: vip.allbackups, backends }
         })
         .collect();
     Desired { vips, ramping, kept }
@@ -182,6 +194,7 @@ mod tests {
         DesiredVip {
             key: VipKey::new("10.77.100.1".parse().unwrap(), 80, 6),
             mode: Mode::Dsr,
+            nat: None,
             allbackups,
             backends: backends
                 .iter()

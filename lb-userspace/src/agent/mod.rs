@@ -126,7 +126,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         None => None,
     };
     host::refuse_on_host(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
-    let dp = open(&file, &options)?;
+    let dp = open(&in_force, &options)?;
     let pin = file.global.pin_path.clone();
     match dp.program_id() {
         Ok(id) => kernel_log::forward(id),
@@ -292,8 +292,11 @@ fn sample_forever(
 
 fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
     let global = &config.global;
+    // An adopted data plane goes on looking for NAT replies from the start:
+    // one passed to the host meanwhile would be reset by it.
+    let nat = config.vips.iter().any(|v| v.mode == crate::config::Mode::Nat);
     let pinned = PinnedOptions {
-        settings: load_settings(global),
+        settings: LoadSettings { nat, ..load_settings(global) },
         pin_dir: global.pin_path.clone(),
         interface: global.interface.clone(),
         mode: global.xdp_mode,

@@ -2,7 +2,7 @@
 //! and writes when applying. [`Dataplane`] is the real one; the tests use a
 //! fake that checks the kernel's invariants after every write.
 
-use lb_common::{Backend, RingSlot, VipKey, VipValue};
+use lb_common::{Backend, NatSource, RingSlot, VipKey, VipValue};
 
 use crate::dataplane::{Dataplane, DataplaneError, LoadSettings};
 
@@ -25,6 +25,10 @@ pub trait Maps {
     fn clear_backend_stats(&mut self, slot: u32) -> Result<(), DataplaneError>;
     /// Drops a backend's cached next hop (every CPU's).
     fn forget_next_hop(&mut self, slot: u32) -> Result<(), DataplaneError>;
+    /// Where NAT VIP `vip`'s new mappings come from.
+    fn set_nat_source(&mut self, vip: u32, source: NatSource) -> Result<(), DataplaneError>;
+    /// Whether the kernel looks for NAT replies (`settings().nat` says now).
+    fn set_nat(&mut self, on: bool) -> Result<(), DataplaneError>;
 }
 
 impl Maps for Dataplane {
@@ -78,5 +82,13 @@ impl Maps for Dataplane {
 
     fn forget_next_hop(&mut self, slot: u32) -> Result<(), DataplaneError> {
         Dataplane::forget_next_hop(self, slot)
+    }
+
+    fn set_nat_source(&mut self, vip: u32, source: NatSource) -> Result<(), DataplaneError> {
+        Dataplane::set_nat_source(self, vip, source)
+    }
+
+    fn set_nat(&mut self, on: bool) -> Result<(), DataplaneError> {
+        Dataplane::set_nat(self, on)
     }
 }

@@ -38,7 +38,7 @@ use std::{
 
 use lb_common::{
     types::{addr_words, words_addr},
-    Backend, BackendState, VipKey, VipValue,
+    Backend, BackendState, NatSource, VipKey, VipValue,
 };
 
 use self::{capacity::wanted_backends, ids::IdPool};
@@ -93,6 +93,8 @@ struct VipState {
     index: u32,
     /// What the kernel's `VIPS` entry holds; `None` before it is written or when not known.
     written: Option<VipValue>,
+    /// What the kernel's `NAT_SOURCES` entry holds for a NAT VIP, as written.
+    nat_written: Option<NatSource>,
     backends: BTreeMap<SocketAddr, SlotState>,
     /// Ring members as last written; `None` rebuilds the ring.
     members: Option<Vec<Member>>,
@@ -125,6 +127,8 @@ impl<M: Maps> Reconciler<M> {
                 let state = VipState {
                     index: value.index,
                     written: Some(value),
+                    // Written again by the first apply: the same, or what the config says now.
+                    nat_written: None,
                     backends: BTreeMap::new(),
                     members: None,
                     flux: HashMap::new(),
@@ -208,10 +212,19 @@ impl<M: Maps> Reconciler<M> {
         let first = self.first_pass(desired)?;
         let kept: HashSet<VipKey> = desired.iter().map(|v| v.key.address_only()).collect();
         let mut report = ApplyReport::default();
+        // Replies are looked for before a NAT VIP can make a mapping, and no
+        // longer once none can.
+        let nat = desired.iter().any(|v| v.nat.is_some());
+        if nat && !self.dp.settings().nat {
+            self.dp.set_nat(true)?;
+        }
         if let Some(fits) = first {
             self.apply_pass(&fits, &kept, &mut report)?;
         }
         self.apply_pass(desired, &kept, &mut report)?;
+        if !nat && self.dp.settings().nat {
+            self.dp.set_nat(false)?;
+        }
         Ok(report)
     }
 
@@ -251,6 +264,11 @@ impl<M: Maps> Reconciler<M> {
         //    their address: also one a failed write or a previous agent left out).
         for vip in desired {
             let state = vips.get_mut(&vip.key).expect("indexed in step 1");
+            if let Some(source) = vip.nat.filter(|s| state.nat_written != Some(*s)) {
+                state.nat_written = None;
+                dp.set_nat_source(state.index, source)?;
+                state.nat_written = Some(source);
+            }
             let want = VipValue { index: state.index, mode: vip.mode as u8, _pad: [0; 3] };
             let address = vip.key.address_only();
             if state.written != Some(want) || !addresses.contains(&address) {
@@ -298,6 +316,7 @@ impl<M: Maps> Reconciler<M> {
                 e.insert(VipState {
                     index,
                     written: None,
+                    nat_written: None,
                     backends: BTreeMap::new(),
                     members: None,
                     flux: HashMap::new(),

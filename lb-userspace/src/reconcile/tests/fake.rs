@@ -7,7 +7,9 @@ use std::{
     net::SocketAddr,
 };
 
-use lb_common::{types::words_addr, Backend, BackendState, RingSlot, VipKey, VipValue, NO_BACKEND};
+use lb_common::{
+    types::words_addr, Backend, BackendState, Mode, NatSource, RingSlot, VipKey, VipValue, NO_BACKEND,
+};
 
 use crate::{
     dataplane::{DataplaneError, LoadSettings},
@@ -29,6 +31,7 @@ pub(super) struct Fake {
     pub(super) backend_writes: Vec<(u32, Backend)>,
     /// Backend slots whose cached next hop was forgotten, in order.
     pub(super) forgotten_hops: Vec<u32>,
+    pub(super) nat_sources: Vec<NatSource>,
     pub(super) writes: usize,
     /// The write that fails, and whether it takes effect before failing.
     pub(super) fail: Option<(usize, bool)>,
@@ -53,6 +56,7 @@ impl Fake {
             backend_stats: vec![0; max_backends as usize],
             backend_writes: Vec::new(),
             forgotten_hops: Vec::new(),
+            nat_sources: vec![NatSource::default(); max_vips as usize],
             writes: 0,
             fail: None,
             check_addresses: true,
@@ -74,6 +78,13 @@ impl Fake {
 
     fn check(&self) {
         for (key, value) in &self.vips {
+            if value.mode == Mode::Nat as u8 {
+                assert!(self.settings.nat, "NAT VIP {key:?} visible while replies are not looked for");
+                assert!(
+                    self.nat_sources[value.index as usize].port_count > 0,
+                    "NAT VIP {key:?} has no source"
+                );
+            }
             assert!(
                 !self.check_addresses || self.addresses.contains(&key.address_only()),
                 "the address of visible VIP {key:?}"
@@ -188,5 +199,13 @@ impl Maps for Fake {
 
     fn forget_next_hop(&mut self, slot: u32) -> Result<(), DataplaneError> {
         self.write(|f| f.forgotten_hops.push(slot))
+    }
+
+    fn set_nat_source(&mut self, vip: u32, source: NatSource) -> Result<(), DataplaneError> {
+        self.write(|f| f.nat_sources[vip as usize] = source)
+    }
+
+    fn set_nat(&mut self, on: bool) -> Result<(), DataplaneError> {
+        self.write(|f| f.settings.nat = on)
     }
 }

@@ -7,7 +7,7 @@ mod fake;
 
 use std::net::SocketAddr;
 
-use lb_common::{Backend, BackendState, Mode, VipKey};
+use lb_common::{Backend, BackendState, Mode, NatSource, VipKey};
 
 use self::fake::{Fake, Served, UNUSED};
 use super::{Maps, ReconcileError, Reconciler};
@@ -27,6 +27,7 @@ fn vip(at: &str, backends: &[(&str, u32, bool)]) -> DesiredVip {
     DesiredVip {
         key: key(at),
         mode: Mode::Dsr,
+        nat: None,
         allbackups: false,
         backends: backends
             .iter()
@@ -354,4 +355,26 @@ mod flux {
         assert_eq!(r.settle(&live(Instant::now(), &[]), HOUR, Instant::now()).unwrap(), its);
         assert_eq!(r.in_flux(), others);
     }
+}
+
+#[test]
+fn a_nat_vip_has_its_source_and_reply_lookups_before_it_is_visible() {
+    let source =
+        NatSource { addr: [u32::from_ne_bytes([10, 77, 0, 2]), 0, 0, 0], port_min: 20_000, port_count: 100 };
+    let dsr = [vip("10.77.100.1:80", &[("10.0.0.1:80", 1, true)])];
+    let nat = [DesiredVip { mode: Mode::Nat, nat: Some(source), ..dsr[0].clone() }];
+    // Fake::check fails any write that shows a NAT VIP without both.
+    let mut r = applied(1, 2, &dsr);
+    assert!(!r.dp.settings.nat, "no NAT VIP, no reply lookups");
+    r.apply(&nat).unwrap();
+    assert!(r.dp.settings.nat);
+    assert_eq!(r.dp.nat_sources[0], source);
+    let wider = NatSource { port_count: 200, ..source };
+    r.apply(&[DesiredVip { nat: Some(wider), ..nat[0].clone() }]).unwrap();
+    assert_eq!(r.dp.nat_sources[0], wider, "a changed range is written");
+    let writes = r.dp.writes;
+    r.apply(&[DesiredVip { nat: Some(wider), ..nat[0].clone() }]).unwrap();
+    assert_eq!(r.dp.writes, writes, "nothing changed, nothing written");
+    r.apply(&dsr).unwrap();
+    assert!(!r.dp.settings.nat, "the last NAT VIP gone, replies are no longer looked for");
 }
