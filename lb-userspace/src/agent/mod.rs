@@ -11,6 +11,7 @@ mod kernel_log;
 mod lock;
 mod memory;
 mod nat_sweep;
+mod pressure;
 
 pub use self::memory::{settle_allocator, Parsed};
 mod requests;
@@ -18,7 +19,11 @@ mod settle;
 mod signals;
 mod state;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, watch};
@@ -272,6 +277,8 @@ fn sample_forever(
 ) -> Result<watch::Receiver<Arc<Snapshot>>> {
     let mut sampler = Sampler::open(pin).context("opening the pinned maps for stats")?;
     let mut first = sampler.sample(&topology.borrow()).context("reading the counters")?;
+    let mut pressure = pressure::Pressure::new();
+    pressure.sample(&first.counters, Instant::now());
     first.bgp = Arc::clone(&bgp.borrow());
     first.cluster = Arc::clone(&cluster.borrow());
     let (tx, rx) = watch::channel(Arc::new(first));
@@ -280,6 +287,7 @@ fn sample_forever(
         let current = Arc::clone(&topology.borrow());
         match sampler.sample(&current) {
             Ok(mut stats) => {
+                pressure.sample(&stats.counters, Instant::now());
                 stats.bgp = Arc::clone(&bgp.borrow());
                 stats.cluster = Arc::clone(&cluster.borrow());
                 tx.send_replace(Arc::new(stats));
