@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use alwayson_tests::{
     bench::{spread, Table},
-    fixture::{backend_v4, nat_source, FixtureBed, Slot, CLIENT4, CLIENT6, LB_V4, VIP4, VIP4_UDP, VIP6},
+    fixture::{FixtureBed, CLIENT4, CLIENT6, VIP4, VIP4_UDP, VIP6},
     packet::Frame,
 };
-use lb_common::types::PROTO_TCP;
 use lb_userspace::dataplane::{Baseline, Recording};
 use serde_json::json;
 
@@ -176,10 +175,8 @@ fn main() {
         json!({"case": "new flow, every-flow", "adjusted_ns": n - one + floor_ns}),
     );
 
-    bed.dp.set_recording(Recording::default()).expect("recording");
-    nat_rows(&mut bed, &baseline, &mut table, floor_ns);
-
     // A million random flows on settled rings: how many entries they leave.
+    bed.dp.set_recording(Recording::default()).expect("recording");
     let before = bed.dp.connections();
     let (dp, ifindex) = (&bed.dp, bed.ifindex);
     bed.ns.run(|| {
@@ -200,71 +197,4 @@ fn main() {
         "verified_instructions": verified, "translated_bytes": translated, "jitted_bytes": jitted,
         "flood_mpps_one_core": flood_mpps, "entries_after_1m_random_flows": entries, "bytes_per_recorded_flow": per_flow,
     }));
-}
-
-/// `mode = "nat"`: a NAT VIP on the same bed (which turns the reply lookup on
-/// for non-VIP traffic). A NAT packet leaves rewritten, so a repeated run
-/// would measure another path: packets of a mapped flow are run once each
-/// and reported like new flows (XDP_DROP run the same way subtracted).
-fn nat_rows(bed: &mut FixtureBed, baseline: &Baseline, table: &mut Table, floor_ns: f64) {
-    const NAT_VIP: &str = "10.77.100.3:80";
-    let slots: Vec<Slot> = (12..16).map(|i| Slot { slot: i, addr: backend_v4(i as u8), weight: 1 }).collect();
-    let source = nat_source(LB_V4.parse().unwrap(), 16_384, 16_384);
-    bed.set_nat_vip(NAT_VIP.parse().unwrap(), PROTO_TCP, 5, &slots, source, 8080).expect("NAT VIP");
-    let syn = Frame::syn(CLIENT4, NAT_VIP);
-    let (dp, ifindex) = (&bed.dp, bed.ifindex);
-    let toward = bed.ns.run(|| dp.test_run(&syn.bytes(), ifindex, 1).expect("balancer")).packet;
-    // The backend's reply: the rewritten packet's addresses and ports swapped.
-    let (ip, l4) = (&toward[26..34], &toward[34..38]);
-    let reply = Frame::tcp(
-        &format!("{}.{}.{}.{}:{}", ip[4], ip[5], ip[6], ip[7], u16::from_be_bytes([l4[2], l4[3]])),
-        &format!("{}.{}.{}.{}:{}", ip[0], ip[1], ip[2], ip[3], u16::from_be_bytes([l4[0], l4[1]])),
-    )
-    .bytes();
-    let ack = Frame::tcp(CLIENT4, NAT_VIP).bytes();
-    let host = Frame::tcp(CLIENT4, "10.77.1.1:22").bytes();
-    let fresh: Vec<Vec<u8>> = (0..NEW_FLOWS / 2)
-        .map(|i| {
-            Frame::syn(
-                &format!("10.77.{}.{}:{}", 60 + i / 50_000, 7 + (i / 200) % 200, 1024 + i % 50_000),
-                NAT_VIP,
-            )
-            .bytes()
-        })
-        .collect();
-    let (mut pass, mut fwd, mut back, mut new, mut floor_one) = (vec![], vec![], vec![], vec![], vec![]);
-    bed.ns.run(|| {
-        for _ in 0..ROUNDS {
-            pass.push(ns(dp.test_run(&host, ifindex, REPEAT).expect("balancer").per_run));
-        }
-        for f in &fresh {
-            new.push(ns(dp.test_run(f, ifindex, 1).expect("balancer").per_run));
-            fwd.push(ns(dp.test_run(&ack, ifindex, 1).expect("balancer").per_run));
-            back.push(ns(dp.test_run(&reply, ifindex, 1).expect("balancer").per_run));
-            floor_one.push(ns(baseline.test_run_drop(f, 1).expect("xdp_drop").per_run));
-        }
-    });
-    let (one, _, _) = spread(&mut floor_one);
-    let (p, lo, hi) = spread(&mut pass);
-    table.row(
-        &[
-            "non-VIP packet, a NAT VIP configured (XDP_PASS)".into(),
-            format!("{p:.1}"),
-            format!("{lo:.1}..{hi:.1}"),
-            format!("{:.2}", p / floor_ns),
-        ],
-        json!({"case": "non-VIP, NAT on", "median_ns": p, "samples": pass}),
-    );
-    for (name, mut samples) in [
-        ("NAT VIP: established IPv4 TCP flow, toward the backend (one run each)", fwd),
-        ("NAT VIP: its reply, toward the client (one run each)", back),
-        ("NAT VIP: new IPv4 TCP flow, a mapping made (one run each)", new),
-    ] {
-        let (m, _, _) = spread(&mut samples);
-        let adjusted = m - one + floor_ns;
-        table.row(
-            &[name.into(), format!("{adjusted:.1}"), String::new(), format!("{:.2}", adjusted / floor_ns)],
-            json!({"case": name, "median_raw_ns": m, "xdp_drop_single_run_ns": one, "adjusted_ns": adjusted}),
-        );
-    }
 }
