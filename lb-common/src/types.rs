@@ -260,6 +260,10 @@ pub struct NextHop {
     pub ifindex: u32,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
+    /// The route's MTU towards the backend (`mtu_result`), for tunnel VIPs'
+    /// too-big answers; 0: unknown, or past 65,535 (`lo`), never too big.
+    pub mtu: u16,
+    pub _pad: [u8; 6],
 }
 
 /// One `RING` map entry: `RING_CHUNK` consecutive ring slots ([`RingSlot`]s).
@@ -406,7 +410,7 @@ const _: () = {
     assert!(size_of::<ConnValue>() == 16);
     assert!(size_of::<RingSlot>() == 8);
     assert!(RingSlot(0).owner() == NO_BACKEND && RingSlot(0).is_settled());
-    assert!(size_of::<NextHop>() == 24);
+    assert!(size_of::<NextHop>() == 32);
     assert!(size_of::<TrafficStats>() == 24);
     assert!(size_of::<TunnelSource>() == 32);
     assert!(size_of::<DataplaneConfig>() == 72);
