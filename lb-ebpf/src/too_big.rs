@@ -76,7 +76,8 @@ pub fn answer(ctx: &XdpContext, l3: usize, flow: &Flow, mtu: u16, now: u64) -> R
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, l3: usize, flow: &Flow, mtu: u16, now: u64) -> Result<(), DropReason> {
     let inner: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
-    let (vihl, frags, total) = unsafe { ((*inner).vihl, (*inner).frags, u16::from_be_bytes((*inner).tot_len)) };
+    let (vihl, frags, total) =
+        unsafe { ((*inner).vihl, (*inner).frags, u16::from_be_bytes((*inner).tot_len)) };
     if frags[0] & IPV4_DF == 0 {
         return Err(DropReason::EncapTooBig);
     }
@@ -128,8 +129,18 @@ fn ipv6(ctx: &XdpContext, l3: usize, flow: &Flow, mtu: u16, now: u64) -> Result<
         payload_len: length.to_be_bytes(),
         next_hdr: IPPROTO_ICMPV6,
         hop_limit: TTL,
-        src_addr: tunnel::concat(s[0].to_ne_bytes(), s[1].to_ne_bytes(), s[2].to_ne_bytes(), s[3].to_ne_bytes()),
-        dst_addr: tunnel::concat(d[0].to_ne_bytes(), d[1].to_ne_bytes(), d[2].to_ne_bytes(), d[3].to_ne_bytes()),
+        src_addr: tunnel::concat(
+            s[0].to_ne_bytes(),
+            s[1].to_ne_bytes(),
+            s[2].to_ne_bytes(),
+            s[3].to_ne_bytes(),
+        ),
+        dst_addr: tunnel::concat(
+            d[0].to_ne_bytes(),
+            d[1].to_ne_bytes(),
+            d[2].to_ne_bytes(),
+            d[3].to_ne_bytes(),
+        ),
     };
     write(ctx, l3, ip)?;
     // Packet too big: the MTU in 32 bits.
@@ -151,7 +162,13 @@ fn ipv6(ctx: &XdpContext, l3: usize, flow: &Flow, mtu: u16, now: u64) -> Result<
 /// `longest`, within the frame's linear part, whole 8-byte words; too big
 /// to answer (dropped) when that is less than `least`.
 #[inline(always)]
-fn quote_len(ctx: &XdpContext, l3: usize, total: usize, longest: usize, least: usize) -> Result<usize, DropReason> {
+fn quote_len(
+    ctx: &XdpContext,
+    l3: usize,
+    total: usize,
+    longest: usize,
+    least: usize,
+) -> Result<usize, DropReason> {
     let linear = (ctx.data_end() - ctx.data()).saturating_sub(l3);
     let quote = total.min(linear).min(longest) & !7;
     if quote < least {

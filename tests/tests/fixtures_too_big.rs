@@ -157,6 +157,8 @@ fn assert_error(out: &TestRunOutcome, input: &[u8], l3: usize, what: &str) {
 fn ipv4_with_df_too_big_once_encapsulated_gets_fragmentation_needed_exactly() {
     require_root("ipv4_with_df_too_big_once_encapsulated_gets_fragmentation_needed_exactly");
     let bed = bed(1000);
+    let (verified, _, jitted) = bed.dp.program_size().expect("program info");
+    eprintln!("balancer: {verified:?} instructions verified, {jitted} bytes JIT-compiled");
     let plain = input(Frame::tcp(CLIENT4, VIP4), 1381, true);
     let tagged = Frame::udp(CLIENT4, VIP4_UDP).vlan(100).vlan(200);
     let tagged_l3 = tagged.l3();

@@ -78,7 +78,8 @@ pub fn load_settings(global: &Global) -> LoadSettings {
             >= tracing::level_filters::LevelFilter::DEBUG,
         recording: recording(global),
         tunnel: global.tunnel_source(),
-        // Set from [global] by the too-big and NAT work; defaults until then.
+        too_big_limit: global.icmp_too_big_limit,
+        // nat_table_size: set from [global] by the NAT work; the default until then.
         ..LoadSettings::default()
     }
 }
@@ -124,6 +125,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
         None => None,
     };
     host::refuse_capture(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
+    host::refuse_small_mtu(&in_force)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
     let dp = open(&file, &options)?;
     let pin = file.global.pin_path.clone();
     match dp.program_id() {

@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use super::{host, memory, state::Agent};
 use crate::{
     api::{ApiError, Applied, Caller, Reloaded, Request},
-    config::{capture, Config, ConfigError},
+    config::{capture, mtu, Config, ConfigError},
     runtime,
 };
 
@@ -32,6 +32,7 @@ impl Agent {
             (config, admin) = runtime::apply(&config, &admin, op)?;
         }
         refuse_capture_by_new_vips(&self.config, &config)?;
+        refuse_small_mtu_for_new_tunnels(&self.config, &config)?;
         // Whatever does not get applied must not be remembered either.
         if let Err(e) = self.switch_to(Arc::new(config), admin) {
             error!("applying an API change failed: {e:#}");
@@ -63,7 +64,7 @@ impl Agent {
                 _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
             }
         })?;
-        if let Err(e) = host::refuse_capture(&file) {
+        if let Err(e) = host::refuse_capture(&file).and_then(|()| host::refuse_small_mtu(&file)) {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             return Err(ApiError::invalid(format!("the config file is invalid: {e}"), e.problems()));
         }
@@ -135,6 +136,32 @@ impl Agent {
             warn!("cannot save runtime changes to {path}: {e} (they are lost if the agent restarts)");
         }
     }
+}
+
+/// A VIP the API adds, or turns into a tunnel, must fit the interface's MTU
+/// (see [`mtu`]); named as the request names its keys.
+fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(), ApiError> {
+    let interface = &after.global.interface;
+    let was_tunnel = |v: &crate::config::Vip| {
+        before.vips.iter().any(|b| b.key() == v.key() && b.mode == crate::config::Mode::Tunnel)
+    };
+    let mut new = after.vips.iter().filter(|v| !was_tunnel(v) && mtu::too_small(v, interface, 0).is_some());
+    let Some(vip) = new.next() else { return Ok(()) };
+    let found = host::interface_mtu(interface).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the MTU of {interface} cannot be read ({e}), which an IPv6 tunnel VIP needs"),
+        )
+    })?;
+    for vip in std::iter::once(vip).chain(new) {
+        if let Some(reason) = mtu::too_small(vip, interface, found) {
+            return Err(ApiError::invalid(
+                format!("mode: {reason}"),
+                &[crate::config::Problem::new("mode", "\"tunnel\"", reason)],
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A VIP the API adds must not capture the host's own traffic (see

@@ -19,6 +19,7 @@ pub mod cluster;
 mod error;
 mod health;
 pub mod listeners;
+pub mod mtu;
 mod problems;
 mod raw;
 mod repeats;
@@ -176,6 +177,9 @@ pub struct Global {
     pub tunnel_source_v4: Prefix,
     /// The same for IPv6.
     pub tunnel_source_v6: Prefix,
+    /// ICMP too-big errors one CPU may send per second for tunnel VIPs
+    /// (packets too big for the egress once encapsulated); 0 = none.
+    pub icmp_too_big_limit: u32,
 }
 
 /// An address prefix, `address/len`, its host bits zero.

@@ -40,6 +40,7 @@ pub(super) struct RawGlobal {
     pub check_user: Option<Spanned<String>>,
     pub tunnel_source_v4: Option<Spanned<String>>,
     pub tunnel_source_v6: Option<Spanned<String>>,
+    pub icmp_too_big_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
