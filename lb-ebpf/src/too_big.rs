@@ -9,8 +9,8 @@
 //! 64, to the MAC the frame came from. Its MTU is the egress MTU less the
 //! outer header (20 or 40 bytes). It quotes the start of the client's packet
 //! from the frame's linear part, the whole error within 576 bytes (IPv4,
-//! RFC 1812) or 1,280 (IPv6, RFC 4443), the quote a multiple of 8 bytes so
-//! the checksum loop reads whole words. The frame grows at its head by the
+//! RFC 1812) or 1,280 (IPv6, RFC 4443), the quote a multiple of 8 bytes
+//! (`bpf_csum_diff` sums whole 32-bit words). The frame grows at its head by the
 //! new IP and ICMP headers, the quote stays where it is, and the tail (the
 //! fragments of a multi-buffer frame included) is cut after the quote.
 //!
@@ -21,7 +21,8 @@
 //! a reflector: past it, `too_big_limited` and the packet drops.
 
 use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    cty::c_void,
+    helpers::{bpf_csum_diff, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
     macros::map,
     maps::PerCpuArray,
     programs::XdpContext,
@@ -39,7 +40,7 @@ use crate::{
     checksum, counters,
     frame::{ptr_at, ETH_P_IPV4, ETH_P_IPV6},
     maps::CONFIG,
-    parse::{load_u32, Flow},
+    parse::Flow,
     tunnel,
 };
 
@@ -57,6 +58,18 @@ const ICMP_HEADER_LEN: usize = 8;
 /// in whole 8-byte words.
 const QUOTE_V4: usize = (576 - Ipv4Hdr::LEN - ICMP_HEADER_LEN) & !7;
 const QUOTE_V6: usize = (1280 - Ipv6Hdr::LEN - ICMP_HEADER_LEN) & !7;
+/// The longest ICMP message (header and quote).
+const MESSAGE_MAX: usize = ICMP_HEADER_LEN + QUOTE_V6;
+/// The most `bpf_csum_diff` sums in one call.
+const CSUM_CHUNK: usize = 512;
+/// The last chunk starts at 1,024 and the verifier knows its length as at
+/// most 1,020 (`mask_1020`); and `mask_2040` bounds the copy.
+const SCRATCH_LEN: usize = 2048;
+
+/// Per CPU: the ICMP message, copied for its checksum.
+#[map]
+static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Where the MAC addresses end.
 const MACS_LEN: usize = 12;
 
@@ -108,7 +121,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, flow: &Flow, mtu: u16, now: u64) -> Result<
     let icmp = l3 + Ipv4Hdr::LEN;
     write(ctx, icmp, [3u8, 4, 0, 0, 0, 0, m0, m1])?;
     cut(ctx, l3 + by + quote)?;
-    let sum = words(ctx, icmp, ICMP_HEADER_LEN + quote, QUOTE_V4)?;
+    let sum = sum(ctx, icmp, ICMP_HEADER_LEN + quote)?;
     write(ctx, icmp + 2, checksum::fold(sum))
 }
 
@@ -154,7 +167,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, flow: &Flow, mtu: u16, now: u64) -> Result<
     for i in 0..4 {
         sum += u64::from(s[i]) + u64::from(d[i]);
     }
-    sum += words(ctx, icmp, ICMP_HEADER_LEN + quote, QUOTE_V6)?;
+    sum += self::sum(ctx, icmp, ICMP_HEADER_LEN + quote)?;
     write(ctx, icmp + 2, checksum::fold(sum))
 }
 
@@ -225,18 +238,55 @@ fn cut(ctx: &XdpContext, len: usize) -> Result<(), DropReason> {
     Ok(())
 }
 
-/// The one's-complement sum (unfolded) of the `len` bytes at `at`, a multiple
-/// of 8 and at most `ICMP_HEADER_LEN + longest`.
+/// The one's-complement sum (unfolded) of the `len` bytes at `at` (the
+/// ICMP message: a multiple of 8, at most [`MESSAGE_MAX`]). Copied to
+/// scratch first: `bpf_csum_diff` sums up to 512 bytes a call and wants
+/// memory the verifier can bound for any length, which packet data of a
+/// variable length is not.
 #[inline(always)]
-fn words(ctx: &XdpContext, at: usize, len: usize, longest: usize) -> Result<u64, DropReason> {
+fn sum(ctx: &XdpContext, at: usize, len: usize) -> Result<u64, DropReason> {
+    let buf = SCRATCH.get_ptr_mut(0).ok_or(DropReason::Internal)?;
+    // Bounds the verifier sees: 8..=2040 bytes, within the scratch space.
+    let len = mask_2040(len as u64);
+    if len == 0 || len > MESSAGE_MAX as u64 {
+        return Err(DropReason::EncapTooBig);
+    }
+    // SAFETY: the helper bounds-checks the frame; buf holds SCRATCH_LEN bytes.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, at as u32, buf as *mut c_void, len as u32) } != 0 {
+        return Err(DropReason::EncapTooBig);
+    }
     let mut sum = 0u64;
-    for i in 0..(ICMP_HEADER_LEN + longest) / 8 {
-        if 8 * i >= len {
-            break;
+    for k in 0..MESSAGE_MAX.div_ceil(CSUM_CHUNK) {
+        let from = (k * CSUM_CHUNK) as u64;
+        let part = if len > from { (len - from).min(CSUM_CHUNK as u64) } else { 0 };
+        // SAFETY: at most 1,020 bytes from at most 1,024 in: within buf.
+        let r = unsafe {
+            let to = (buf as *mut u8).add(k * CSUM_CHUNK) as *mut u32;
+            bpf_csum_diff(core::ptr::null_mut(), 0, to, mask_1020(part) as u32, 0)
+        };
+        if r < 0 {
+            return Err(DropReason::EncapTooBig);
         }
-        let p: *const [u8; 8] = ptr_at(ctx, at + 8 * i).ok_or(DropReason::Truncated)?;
-        let p = p as *const u8;
-        sum += u64::from(load_u32(p)) + u64::from(load_u32(unsafe { p.add(4) }));
+        sum += r as u64;
     }
     Ok(sum)
+}
+
+// Masks stated in assembly: LLVM drops a mask it can prove changes nothing,
+// and the verifier, which proves less, then sees no bound.
+
+/// `v & 0x7f8`: 0..=2040, whole 8-byte words.
+#[inline(always)]
+fn mask_2040(mut v: u64) -> u64 {
+    // SAFETY: arithmetic on a register, nothing else.
+    unsafe { core::arch::asm!("{v} &= 2040", v = inout(reg) v, options(pure, nomem, nostack)) };
+    v
+}
+
+/// `v & 0x3fc`: 0..=1020, whole 32-bit words (512 and less unchanged when so).
+#[inline(always)]
+fn mask_1020(mut v: u64) -> u64 {
+    // SAFETY: arithmetic on a register, nothing else.
+    unsafe { core::arch::asm!("{v} &= 1020", v = inout(reg) v, options(pure, nomem, nostack)) };
+    v
 }
