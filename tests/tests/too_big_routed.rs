@@ -29,7 +29,9 @@ const LB_MTU: &str = "1500";
 /// Sends [`BULK`] bytes through `vip` and checks the echo.
 fn bulk_echo(bed: &RoutedBed, vip: SocketAddr) {
     let stream = bed.bed().tcp_connect(0, vip, TIMEOUT).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
+    // Timeouts both ways: a path that loses full-size packets must fail the test, not hang it.
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut name = String::new();
@@ -61,7 +63,9 @@ fn clients_learn_the_tunnels_path_mtu_from_the_balancer_and_bulk_uploads_complet
         assert!(out.status.success(), "decap on backend {i}: {}{}", out.stdout, out.stderr);
     }
     let lb = bed.bed().lb_ns();
+    // Both ends of its link, so a frame past it is really lost, not carried anyway.
     lb.ip(&["link", "set", "eth0", "mtu", LB_MTU]).expect("lowering the balancer's MTU");
+    bed.bed().bridge_ns().ip(&["link", "set", "lb", "mtu", LB_MTU]).expect("lowering its peer's MTU");
     let vips = [(VIP4, 80, "tcp"), (VIP6, 80, "tcp")];
     let config = bed.config(&vips).replace("[api]", "icmp_too_big_limit = 200\n\n[api]");
     let mut agent = Agent::start(bed.bed(), &config, &[]).expect("agent");
