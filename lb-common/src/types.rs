@@ -260,6 +260,10 @@ pub struct NextHop {
     pub ifindex: u32,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
+    /// The route's MTU towards the backend (`mtu_result`), for tunnel VIPs'
+    /// too-big answers; 0: unknown, or past 65,535 (`lo`), never too big.
+    pub mtu: u16,
+    pub _pad: [u8; 6],
 }
 
 /// One `RING` map entry: `RING_CHUNK` consecutive ring slots ([`RingSlot`]s).
@@ -267,7 +271,7 @@ pub type RingChunk = [u64; crate::sizes::RING_CHUNK as usize];
 
 /// Bumped whenever a map's key or value layout changes: pinned maps of another
 /// layout cannot be adopted.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// The single entry of the `CONFIG` map.
 #[repr(C)]
@@ -406,7 +410,7 @@ const _: () = {
     assert!(size_of::<ConnValue>() == 16);
     assert!(size_of::<RingSlot>() == 8);
     assert!(RingSlot(0).owner() == NO_BACKEND && RingSlot(0).is_settled());
-    assert!(size_of::<NextHop>() == 24);
+    assert!(size_of::<NextHop>() == 32);
     assert!(size_of::<TrafficStats>() == 24);
     assert!(size_of::<TunnelSource>() == 32);
     assert!(size_of::<DataplaneConfig>() == 72);

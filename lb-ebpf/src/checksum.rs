@@ -1,5 +1,6 @@
-//! The Internet checksum (RFC 1071): of an IPv4 header the program writes,
-//! and incremental updates (RFC 1624) of checksums over fields it rewrites.
+//! The Internet checksum (RFC 1071) of the headers the program writes (an
+//! IPv4 header; the ICMP errors of `too_big.rs`, by `fold`), and incremental
+//! updates (RFC 1624) of checksums over fields it rewrites.
 //! One's-complement sums do not care about byte order, so the header's words
 //! are summed as they lie in memory and the result is stored the same way.
 
@@ -53,4 +54,17 @@ impl Delta {
         sum = (sum & 0xffff) + (sum >> 16);
         !(sum as u16)
     }
+}
+
+/// The checksum field for data whose 32-bit words, loaded as they lie in
+/// memory, add up to `sum` (a one's-complement sum may be taken over wider
+/// words and folded: RFC 1071, 2(B)).
+#[inline(always)]
+pub fn fold(sum: u64) -> [u8; 2] {
+    let mut sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_ne_bytes()
 }

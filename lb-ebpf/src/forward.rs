@@ -108,7 +108,14 @@ pub fn next_hop(
         && (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
         && via_gateway(&params, backend)
     {
-        let hop = NextHop { stamp_ns: now.max(1), ifindex: NOT_ON_LINK, dmac: [0; 6], smac: [0; 6] };
+        let hop = NextHop {
+            stamp_ns: now.max(1),
+            ifindex: NOT_ON_LINK,
+            dmac: [0; 6],
+            smac: [0; 6],
+            mtu: 0,
+            _pad: [0; 6],
+        };
         unsafe { *cached = hop };
         return Err(DropReason::NotOnLink);
     }
@@ -117,7 +124,16 @@ pub fn next_hop(
         BPF_FIB_LKUP_RET_NO_NEIGH => return Err(DropReason::NoNeighbour),
         _ => return Err(DropReason::NoRoute),
     }
-    let hop = NextHop { stamp_ns: now.max(1), ifindex: params.ifindex, dmac: params.dmac, smac: params.smac };
+    // On success the kernel leaves the route's MTU where the (zero) packet length was.
+    let mtu = unsafe { params.__bindgen_anon_1.mtu_result };
+    let hop = NextHop {
+        stamp_ns: now.max(1),
+        ifindex: params.ifindex,
+        dmac: params.dmac,
+        smac: params.smac,
+        mtu,
+        _pad: [0; 6],
+    };
     unsafe { *cached = hop };
     Ok(hop)
 }

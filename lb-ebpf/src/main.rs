@@ -17,6 +17,7 @@ mod notice;
 mod parse;
 mod record;
 mod select;
+mod too_big;
 mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
@@ -97,7 +98,11 @@ fn process(ctx: &XdpContext) -> Result<Verdict, DropReason> {
     }
     let choice = balance(ctx, &flow, &vip, !too_big, now)?;
     let verdict = if vip.mode == Mode::Tunnel as u8 {
-        tunnel::encap(ctx, &flow, choice.index, &choice.backend, now)?
+        match tunnel::encap(ctx, &flow, choice.index, &choice.backend, now, !too_big)? {
+            tunnel::Sent::Backend(verdict) => verdict,
+            // Answered, not forwarded: no traffic for the VIP or the backend.
+            tunnel::Sent::TooBig => return Ok(Verdict::Tx),
+        }
     } else {
         forward::dsr(ctx, choice.index, &choice.backend, now)?
     };

@@ -137,7 +137,8 @@ pub fn reply(ctx: &XdpContext, flow: &Flow) -> Result<Verdict, DropReason> {
     let mark = NAT_SEEN_REPLY | if flow.close { NAT_SEEN_CLOSE } else { 0 };
     touch(&mut e.seen, &mut e.flags, seen, mark);
     rewrite(ctx, flow, &e.vip_addr, &e.client, e.vip_port_be, e.client_port_be)?;
-    let hop = NextHop { stamp_ns: 0, ifindex: e.ifindex, dmac: e.peer_mac, smac: e.own_mac };
+    let hop =
+        NextHop { stamp_ns: 0, ifindex: e.ifindex, dmac: e.peer_mac, smac: e.own_mac, mtu: 0, _pad: [0; 6] };
     let (vip, backend) = (e.vip, e.backend);
     let verdict = forward::send(ctx, &hop)?;
     counters::traffic(vip, backend, u64::from(flow.len), false);

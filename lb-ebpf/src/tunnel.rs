@@ -13,6 +13,10 @@
 //! is set: the outer source already differs per client, which is what ECMP
 //! and the backend's receive hashing need.
 //!
+//! An outer packet longer than the egress MTU (`mtu_result` of the FIB
+//! lookup, cached with the next hop) is not sent: `too_big.rs` answers the
+//! client instead, so its path MTU discovery sees the tunnel's overhead.
+//!
 //! Lengths come from the inner header, which the parser checked against the
 //! whole frame (fragments of a multi-buffer frame included): the frame's own
 //! length may hold Ethernet padding that is no part of the packet.
@@ -31,6 +35,7 @@ use crate::{
     frame::{ethernet, ptr_at, ETH_P_IPV4, ETH_P_IPV6},
     maps::CONFIG,
     parse::Flow,
+    too_big,
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -41,6 +46,18 @@ const IPV4_DF: u8 = 0x40;
 /// Where the MAC addresses end and the VLAN tags (if any) begin.
 const MACS_LEN: usize = 12;
 
+/// What became of a tunnel VIP's packet.
+pub enum Sent {
+    /// Encapsulated and sent towards the backend.
+    Backend(Verdict),
+    /// Too big for the egress once encapsulated: answered with an ICMP error
+    /// to the client (`too_big.rs`), XDP_TX.
+    TooBig,
+}
+
+/// Encapsulates the packet towards `backend`; one too big for the egress
+/// MTU is answered instead, unless `answerable` is false (the packet is an
+/// ICMP error itself), when it drops.
 #[inline(always)]
 pub fn encap(
     ctx: &XdpContext,
@@ -48,17 +65,31 @@ pub fn encap(
     index: u32,
     backend: &Backend,
     now: u64,
-) -> Result<Verdict, DropReason> {
+    answerable: bool,
+) -> Result<Sent, DropReason> {
     let source = CONFIG.get(0).ok_or(DropReason::Internal)?.tunnel;
     let hop = forward::next_hop(ctx, index, backend, now, Reach::AnyHop)?;
     // The parser walked these already; walking again is cheaper than carrying them.
     let (_, l3) = ethernet(ctx).ok_or(DropReason::Truncated)?;
-    if flow.key.family == FAMILY_V4 {
-        ipv4(ctx, l3, flow, backend, &source)?;
+    let fits = if flow.key.family == FAMILY_V4 {
+        ipv4(ctx, l3, flow, backend, &source, hop.mtu)?
     } else {
-        ipv6(ctx, l3, flow, backend, &source)?;
+        ipv6(ctx, l3, flow, backend, &source, hop.mtu)?
+    };
+    if !fits {
+        if !answerable {
+            return Err(DropReason::EncapTooBig);
+        }
+        too_big::answer(ctx, l3, flow, hop.mtu, now)?;
+        return Ok(Sent::TooBig);
     }
-    forward::send(ctx, &hop)
+    forward::send(ctx, &hop).map(Sent::Backend)
+}
+
+/// Whether an outer packet of `len` bytes exceeds the egress MTU (0: unknown).
+#[inline(always)]
+fn too_big(len: u32, mtu: u16) -> bool {
+    mtu != 0 && len > u32::from(mtu)
 }
 
 #[inline(always)]
@@ -68,11 +99,15 @@ fn ipv4(
     flow: &Flow,
     backend: &Backend,
     source: &TunnelSource,
-) -> Result<(), DropReason> {
+    mtu: u16,
+) -> Result<bool, DropReason> {
     let inner: *const Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
     let (tos, id, frags, inner_len) =
         unsafe { ((*inner).tos, (*inner).id, (*inner).frags, u16::from_be_bytes((*inner).tot_len)) };
     let total = inner_len.checked_add(Ipv4Hdr::LEN as u16).ok_or(DropReason::EncapNoRoom)?;
+    if too_big(u32::from(total), mtu) {
+        return Ok(false);
+    }
     let src = source.v4(flow.key.src[0], flow.key.sport_be);
     let mut outer = Ipv4Hdr {
         vihl: 0x45,
@@ -97,7 +132,7 @@ fn ipv4(
     grow(ctx, Ipv4Hdr::LEN, l3, ETH_P_IPV4)?;
     let at: *mut Ipv4Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
     unsafe { at.write(outer) };
-    Ok(())
+    Ok(true)
 }
 
 #[inline(always)]
@@ -107,11 +142,16 @@ fn ipv6(
     flow: &Flow,
     backend: &Backend,
     source: &TunnelSource,
-) -> Result<(), DropReason> {
+    mtu: u16,
+) -> Result<bool, DropReason> {
     let inner: *const Ipv6Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
     let (vcf, inner_payload) = unsafe { ((*inner).vcf, u16::from_be_bytes((*inner).payload_len)) };
     // No jumbograms: a payload beyond 65,535 bytes needs a hop-by-hop option.
     let payload = inner_payload.checked_add(Ipv6Hdr::LEN as u16).ok_or(DropReason::EncapNoRoom)?;
+    // The outer packet is its payload and its own header.
+    if too_big(u32::from(payload) + Ipv6Hdr::LEN as u32, mtu) {
+        return Ok(false);
+    }
     let src = source.v6(&flow.key.src, flow.key.sport_be);
     let word = |w: u32| w.to_ne_bytes();
     let (s, d) = (src, backend.addr);
@@ -127,11 +167,11 @@ fn ipv6(
     grow(ctx, Ipv6Hdr::LEN, l3, ETH_P_IPV6)?;
     let at: *mut Ipv6Hdr = ptr_at(ctx, l3).ok_or(DropReason::Truncated)?;
     unsafe { at.write(outer) };
-    Ok(())
+    Ok(true)
 }
 
 #[inline(always)]
-fn concat(a: [u8; 4], b: [u8; 4], c: [u8; 4], d: [u8; 4]) -> [u8; 16] {
+pub(crate) fn concat(a: [u8; 4], b: [u8; 4], c: [u8; 4], d: [u8; 4]) -> [u8; 16] {
     [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]]
 }
 
@@ -141,7 +181,7 @@ fn concat(a: [u8; 4], b: [u8; 4], c: [u8; 4], d: [u8; 4]) -> [u8; 16] {
 /// `forward::send` writes). The EtherType stays `ether_type`: the outer
 /// header has the inner one's family.
 #[inline(always)]
-fn grow(ctx: &XdpContext, by: usize, l3: usize, ether_type: u16) -> Result<(), DropReason> {
+pub(crate) fn grow(ctx: &XdpContext, by: usize, l3: usize, ether_type: u16) -> Result<(), DropReason> {
     // SAFETY: the helper checks the headroom itself; it fails rather than overrun.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(by as i32)) } != 0 {
         return Err(DropReason::EncapNoRoom);

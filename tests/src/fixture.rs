@@ -1,6 +1,8 @@
 //! A bed for `BPF_PROG_TEST_RUN` fixtures: one namespace with the balancer
 //! loaded, an interface `lb0` the frames "arrive" on, and permanent neighbour
 //! entries for the backends, so `bpf_fib_lookup` resolves them to known MACs.
+//! `lb0` has the largest MTU a veth takes, so tunnel VIPs encapsulate even
+//! jumbo frames; a test of the too-big answers lowers it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -21,6 +23,8 @@ pub const LB_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
 /// Where client frames come from (the upstream router).
 pub const ROUTER_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0xfe];
 pub const LB_V4: &str = "10.77.1.1";
+/// `lb0`'s MTU: a veth's largest, so even a 16,000-byte frame fits once encapsulated.
+pub const LB_MTU: u32 = 65_535;
 pub const LB_V6: &str = "fd77:1::1";
 /// Backends the bed knows the MAC of: 0..BACKENDS.
 pub const BACKENDS: u8 = 16;
@@ -74,7 +78,7 @@ impl FixtureBed {
         let ns = Netns::new("fix")?;
         let mac = mac_str(LB_MAC);
         ns.ip(&["link", "add", "lb0", "address", &mac, "type", "veth", "peer", "name", "lb0p"])?;
-        ns.ip(&["link", "set", "lb0", "up"])?;
+        ns.ip(&["link", "set", "lb0", "mtu", &LB_MTU.to_string(), "up"])?;
         ns.ip(&["link", "set", "lb0p", "up"])?;
         ns.ip(&["addr", "add", &format!("{LB_V4}/24"), "dev", "lb0"])?;
         ns.ip(&["-6", "addr", "add", &format!("{LB_V6}/64"), "dev", "lb0", "nodad"])?;

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::{load_settings, lock::InterfaceLock};
 use crate::{
     config::{
-        capture,
+        capture, mtu,
         nat::{self, PortRange},
         Config, ConfigError, Global, Mode, Problem, Token,
     },
@@ -130,6 +130,56 @@ fn local_port_range() -> Option<PortRange> {
     let mut ports = text.split_whitespace().map(|p| p.parse::<u16>().ok());
     let (first, last) = (ports.next()??, ports.next()??);
     Some(PortRange { first, last })
+}
+
+/// The MTU of interface `name` in this process's network namespace (asked
+/// by ioctl: sysfs may show another namespace's interfaces).
+pub fn interface_mtu(name: &str) -> std::io::Result<u32> {
+    let bytes = name.as_bytes();
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if bytes.len() >= request.ifr_name.len() {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(bytes) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: a plain socket call; the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_mtu of a valid ifreq.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::SIOCGIFMTU, &mut request) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled in the MTU member.
+    Ok(unsafe { request.ifr_ifru.ifru_mtu } as u32)
+}
+
+/// Refuses a config with an IPv6 tunnel VIP the interface's MTU is too
+/// small for (see [`mtu`]).
+pub fn refuse_small_mtu(config: &Config) -> Result<(), ConfigError> {
+    let interface = &config.global.interface;
+    if !config.vips.iter().any(|v| mtu::too_small(v, interface, 0).is_some()) {
+        return Ok(());
+    }
+    let found = interface_mtu(interface).map_err(|e| {
+        ConfigError::Invalid(vec![crate::config::Problem::new(
+            "global.interface",
+            format!("{interface:?}"),
+            format!("its MTU cannot be read ({e}), which IPv6 tunnel VIPs need to know"),
+        )])
+    })?;
+    let problems = mtu::problems(config, found);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 /// Puts back what agents on this interface changed (on a stop that detaches).

@@ -85,7 +85,7 @@ pub fn load_settings(global: &Global) -> LoadSettings {
         recording: recording(global),
         tunnel: global.tunnel_source(),
         nat_table_size: global.nat.table_size,
-        // Set from [global] by the too-big work; the default until then.
+        too_big_limit: global.icmp_too_big_limit,
         ..LoadSettings::default()
     }
 }
@@ -130,7 +130,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
         Some(cluster) => Some(Member::start(cluster, runtime::encode(&effective.ops), cluster_tx).await?),
         None => None,
     };
-    host::refuse_on_host(&in_force).map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
+    host::refuse_on_host(&in_force)
+        .and_then(|()| host::refuse_small_mtu(&in_force))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", options.config_path.display()))?;
     let dp = open(&in_force, &options)?;
     let pin = file.global.pin_path.clone();
     match dp.program_id() {

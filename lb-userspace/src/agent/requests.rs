@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 use super::{host, memory, state::Agent};
 use crate::{
     api::{ApiError, Applied, Caller, Reloaded, Request},
-    config::{capture, Config, ConfigError},
+    config::{capture, mtu, Config, ConfigError},
     runtime,
 };
 
@@ -33,6 +33,7 @@ impl Agent {
         }
         refuse_capture_by_new_vips(&self.config, &config)?;
         refuse_new_nat_problems(&self.config, &config)?;
+        refuse_small_mtu_for_new_tunnels(&self.config, &config)?;
         // Whatever does not get applied must not be remembered either.
         if let Err(e) = self.switch_to(Arc::new(config), admin) {
             error!("applying an API change failed: {e:#}");
@@ -64,7 +65,7 @@ impl Agent {
                 _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
             }
         })?;
-        if let Err(e) = host::refuse_on_host(&file) {
+        if let Err(e) = host::refuse_on_host(&file).and_then(|()| host::refuse_small_mtu(&file)) {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             return Err(ApiError::invalid(format!("the config file is invalid: {e}"), e.problems()));
         }
@@ -138,8 +139,32 @@ impl Agent {
     }
 }
 
-/// A VIP the API adds must not capture the host's own traffic (see
-/// [`capture`]); named as the request names its keys.
+/// A VIP the API adds, or turns into a tunnel, must fit the interface's MTU
+/// (see [`mtu`]); named as the request names its keys.
+fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(), ApiError> {
+    let interface = &after.global.interface;
+    let was_tunnel = |v: &crate::config::Vip| {
+        before.vips.iter().any(|b| b.key() == v.key() && b.mode == crate::config::Mode::Tunnel)
+    };
+    let mut new = after.vips.iter().filter(|v| !was_tunnel(v) && mtu::too_small(v, interface, 0).is_some());
+    let Some(vip) = new.next() else { return Ok(()) };
+    let found = host::interface_mtu(interface).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the MTU of {interface} cannot be read ({e}), which an IPv6 tunnel VIP needs"),
+        )
+    })?;
+    for vip in std::iter::once(vip).chain(new) {
+        if let Some(reason) = mtu::too_small(vip, interface, found) {
+            return Err(ApiError::invalid(
+                format!("mode: {reason}"),
+                &[crate::config::Problem::new("mode", "\"tunnel\"", reason)],
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A change may not bring NAT problems of its own; those the running config
 /// already has (an address removed from the interface since) are logged
 /// where they arise and do not block unrelated changes.
@@ -152,6 +177,8 @@ fn refuse_new_nat_problems(before: &Config, after: &Config) -> Result<(), ApiErr
     }
 }
 
+/// A VIP the API adds must not capture the host's own traffic (see
+/// [`capture`]); named as the request names its keys.
 fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), ApiError> {
     let host = host::addresses();
     let listeners = capture::listeners(after);

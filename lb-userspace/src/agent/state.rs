@@ -257,6 +257,11 @@ impl Agent {
             let g = &self.config.global;
             info!("tunnel sources now {} and {}", g.tunnel_source_v4, g.tunnel_source_v6);
         }
+        let too_big_limit = self.config.global.icmp_too_big_limit;
+        if self.reconciler.dataplane().settings().too_big_limit != too_big_limit {
+            self.reconciler.dataplane_mut().set_too_big_limit(too_big_limit)?;
+            info!("ICMP too-big errors now at most {too_big_limit} a second per CPU");
+        }
         self.applied = true;
         self.last_apply = started.elapsed();
         self.timings.reconciled(self.last_apply);

@@ -19,6 +19,7 @@ pub mod cluster;
 mod error;
 mod health;
 pub mod listeners;
+pub mod mtu;
 pub mod nat;
 mod problems;
 mod raw;
@@ -180,6 +181,9 @@ pub struct Global {
     /// `mode = "nat"`: addresses, ports, table size, timeouts (`nat_*` keys).
     #[serde(flatten)]
     pub nat: nat::NatSettings,
+    /// ICMP too-big errors one CPU may send per second for tunnel VIPs
+    /// (packets too big for the egress once encapsulated); 0 = none.
+    pub icmp_too_big_limit: u32,
 }
 
 /// An address prefix, `address/len`, its host bits zero.

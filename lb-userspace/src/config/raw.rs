@@ -47,6 +47,7 @@ pub(super) struct RawGlobal {
     pub nat_tcp_opening_timeout: Option<Spanned<RawDuration>>,
     pub nat_tcp_closing_timeout: Option<Spanned<RawDuration>>,
     pub nat_udp_timeout: Option<Spanned<RawDuration>>,
+    pub icmp_too_big_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@ use std::{
 
 use lb_common::sizes::{
     DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_RECORD_LIMIT, DEFAULT_RING_SIZE,
-    MAX_RING_ENTRIES,
+    DEFAULT_TOO_BIG_LIMIT, MAX_RING_ENTRIES,
 };
 use toml::Spanned;
 
@@ -26,8 +26,8 @@ use super::{
     values::{
         self, choice, duration, entry_name, family, in_range, interface_name, ip, CONN_TABLE_SIZE,
         DEFAULT_FLOW_IDLE_TIMEOUT, DEFAULT_WEIGHT, FLOW_IDLE_TIMEOUT, FLOW_RECORDINGS, FLOW_RECORD_LIMIT,
-        MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, TUNNEL_SOURCE_V4, TUNNEL_SOURCE_V4_LEN,
-        TUNNEL_SOURCE_V6, TUNNEL_SOURCE_V6_LEN, WEIGHT, XDP_MODES,
+        ICMP_TOO_BIG_LIMIT, MAX_BACKENDS, MAX_VIPS, ON_ALL_DOWN, PROTOCOLS, TUNNEL_SOURCE_V4,
+        TUNNEL_SOURCE_V4_LEN, TUNNEL_SOURCE_V6, TUNNEL_SOURCE_V6_LEN, WEIGHT, XDP_MODES,
     },
     Backend, CheckKind, Config, FlowRecording, Global, Mode, OnAllDown, Problem, Protocol, Vip, XdpMode,
     DEFAULT_CHECK_USER, DEFAULT_HASH_SEED, DEFAULT_PIN_ROOT,
@@ -155,6 +155,12 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
             values::tunnel_source(s, TUNNEL_SOURCE_V6, TUNNEL_SOURCE_V6_LEN)
         });
     let nat = nat::global(raw, p);
+    let icmp_too_big_limit = p.check_or(
+        field("icmp_too_big_limit"),
+        raw.icmp_too_big_limit.as_ref(),
+        DEFAULT_TOO_BIG_LIMIT,
+        in_range(ICMP_TOO_BIG_LIMIT),
+    );
     check_ring_entries(raw, max_vips, ring_size, p);
     let global = (|| {
         Some(Global {
@@ -175,6 +181,7 @@ fn global(raw: &RawGlobal, p: &mut Problems) -> (Option<Global>, Limits) {
             tunnel_source_v4: tunnel_source_v4?,
             tunnel_source_v6: tunnel_source_v6?,
             nat: nat?,
+            icmp_too_big_limit: icmp_too_big_limit?,
         })
     })();
     (global, Limits { ring_size, max_vips, max_backends })

@@ -21,6 +21,7 @@ pub(super) const MAX_VIPS: RangeInclusive<i64> = 1..=65_536;
 pub(super) const MAX_BACKENDS: RangeInclusive<i64> = 1..=1_048_576;
 pub(super) const CONN_TABLE_SIZE: RangeInclusive<i64> = 1_024..=67_108_864;
 pub(super) const FLOW_RECORD_LIMIT: RangeInclusive<i64> = 0..=100_000_000;
+pub(super) const ICMP_TOO_BIG_LIMIT: RangeInclusive<i64> = 0..=100_000_000;
 pub(super) const FLOW_RECORDINGS: &[(&str, FlowRecording)] =
     &[("changed-slots", FlowRecording::ChangedSlots), ("every-flow", FlowRecording::EveryFlow)];
 pub(super) const DEFAULT_FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(900);

@@ -230,6 +230,14 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Changes how many ICMP too-big errors a CPU may send per second, from the next packet on.
+    pub fn set_too_big_limit(&mut self, too_big_limit: u32) -> Result<()> {
+        let settings = LoadSettings { too_big_limit, ..self.settings };
+        self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
+        self.settings = settings;
+        Ok(())
+    }
+
     /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
     pub fn map_memory(&self) -> Vec<(&'static str, u64)> {
         use std::os::fd::AsRawFd as _;
@@ -359,7 +367,7 @@ impl Dataplane {
 
     /// Drops the cached FIB result of a backend on every CPU.
     pub fn forget_next_hop(&mut self, index: u32) -> Result<()> {
-        let zero = NextHop { stamp_ns: 0, ifindex: 0, dmac: [0; 6], smac: [0; 6] };
+        let zero = NextHop { stamp_ns: 0, ifindex: 0, dmac: [0; 6], smac: [0; 6], mtu: 0, _pad: [0; 6] };
         set_every_cpu(&mut self.nexthops, names::NEXTHOPS, index, zero)
     }
 

@@ -517,6 +517,20 @@ fn tunnel_sources_are_prefixes_of_their_family_and_a_length_the_flow_fills() {
 }
 
 #[test]
+fn icmp_too_big_limit_is_a_count_from_zero_and_defaults_to_1000() {
+    assert_eq!(Config::from_toml(GLOBAL).unwrap().global.icmp_too_big_limit, 1000);
+    for n in [0, 1, 250_000, 100_000_000] {
+        let config = Config::from_toml(&with(&format!("icmp_too_big_limit = {n}\n"))).unwrap();
+        assert_eq!(config.global.icmp_too_big_limit, n);
+        assert_eq!(Config::from_toml(&config.to_toml()).unwrap(), config, "round trip");
+        assert_eq!(crate::agent::load_settings(&config.global).too_big_limit, n, "into the data plane");
+    }
+    let field = "global.icmp_too_big_limit";
+    problem(&with("icmp_too_big_limit = -1\n"), field, "-1", "0..=100000000");
+    problem(&with("icmp_too_big_limit = 100000001\n"), field, "100000001", "0..=100000000");
+}
+
+#[test]
 fn unknown_mode_is_rejected() {
     problem(
         &with("[[vip]]\naddress = \"10.77.100.1\"\nport = 80\nmode = \"DR\"\n"),

@@ -28,6 +28,7 @@ fn minimal_config_gets_every_default() {
                 tunnel_source_v4: Prefix { address: "172.16.0.0".parse().unwrap(), len: 16 },
                 tunnel_source_v6: Prefix { address: "100::".parse().unwrap(), len: 64 },
                 nat: crate::config::nat::NatSettings::default(),
+                icmp_too_big_limit: lb_common::sizes::DEFAULT_TOO_BIG_LIMIT,
             },
             api: Api {
                 socket: "/run/alwayson/eth0.sock".into(),
