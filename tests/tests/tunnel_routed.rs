@@ -110,11 +110,6 @@ fn tunnel_vips_reach_routed_backends_through_decap_over_tcp_and_udp_v4_and_v6() 
     for address in [VIP4, VIP6] {
         bulk_echo(&bed, SocketAddr::new(address.parse().unwrap(), 80));
     }
-    // The last connection's closing packets (the client's FIN and final ACK)
-    // may still be on their way: counted here before the balancer saw them,
-    // they would be decapsulated without being counted as sent.
-    std::thread::sleep(Duration::from_millis(500));
-
     // The last packets (a closing FIN, a late ACK) may still be on their way
     // when the balancer's counters are read: compare until they have arrived.
     let settled = Instant::now();
