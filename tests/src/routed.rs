@@ -31,8 +31,10 @@
 
 use std::{
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -309,6 +311,29 @@ impl RoutedBed {
             out.push('\n');
         }
         out
+    }
+
+    /// Sends `bytes` bytes through `vip` from client 0 and checks the echo.
+    /// Both directions time out after `patience`: a path that loses
+    /// full-size packets fails the test rather than hanging it.
+    pub fn bulk_echo(&self, vip: SocketAddr, bytes: usize, patience: Duration) {
+        let stream =
+            self.bed.tcp_connect(0, vip, patience).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
+        stream.set_read_timeout(Some(patience)).unwrap();
+        stream.set_write_timeout(Some(patience)).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut name = String::new();
+        reader.read_line(&mut name).unwrap_or_else(|e| panic!("{vip}: name line: {e}"));
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        std::thread::scope(|scope| {
+            let sent = &data;
+            let send = scope.spawn(move || writer.write_all(sent));
+            let mut echo = vec![0u8; bytes];
+            reader.read_exact(&mut echo).unwrap_or_else(|e| panic!("{vip}: reading the echo: {e}"));
+            send.join().unwrap().unwrap_or_else(|e| panic!("{vip}: sending: {e}"));
+            assert!(echo == data, "{vip}: the echo differs from what was sent");
+        });
     }
 }
 

@@ -7,11 +7,7 @@
 //! interface at 1300, a reload of the same config (an IPv6 tunnel VIP) is
 //! refused, naming the VIP and the MTU, and the running config stays.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use alwayson_tests::{
     agent::{Agent, REFUSED},
@@ -20,32 +16,10 @@ use alwayson_tests::{
 };
 use lb_common::{DropReason, Event};
 
-const TIMEOUT: Duration = Duration::from_secs(3);
 const BACKENDS: usize = 2;
 const BULK: usize = 1 << 20;
 /// The balancer's egress: the clients' MTU, no room for an outer header.
 const LB_MTU: &str = "1500";
-
-/// Sends [`BULK`] bytes through `vip` and checks the echo.
-fn bulk_echo(bed: &RoutedBed, vip: SocketAddr) {
-    let stream = bed.bed().tcp_connect(0, vip, TIMEOUT).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
-    // Timeouts both ways: a path that loses full-size packets must fail the test, not hang it.
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut name = String::new();
-    reader.read_line(&mut name).unwrap_or_else(|e| panic!("{vip}: name line: {e}"));
-    let data: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
-    std::thread::scope(|scope| {
-        let sent = &data;
-        let send = scope.spawn(move || writer.write_all(sent));
-        let mut echo = vec![0u8; BULK];
-        reader.read_exact(&mut echo).unwrap_or_else(|e| panic!("{vip}: reading the echo: {e}"));
-        send.join().unwrap().unwrap_or_else(|e| panic!("{vip}: sending: {e}"));
-        assert!(echo == data, "{vip}: the echo differs from what was sent");
-    });
-}
 
 /// What the client's kernel holds for the route to `vip` (its path MTU among it).
 fn client_route(bed: &RoutedBed, vip: &str) -> String {
@@ -75,7 +49,7 @@ fn clients_learn_the_tunnels_path_mtu_from_the_balancer_and_bulk_uploads_complet
     }
 
     for vip in [VIP4, VIP6] {
-        bulk_echo(&bed, SocketAddr::new(vip.parse().unwrap(), 80));
+        bed.bulk_echo(SocketAddr::new(vip.parse().unwrap(), 80), BULK, Duration::from_secs(20));
     }
 
     // The kernel took the MTUs the errors carried: 1500 less the outer header.
@@ -102,6 +76,6 @@ fn clients_learn_the_tunnels_path_mtu_from_the_balancer_and_bulk_uploads_complet
         assert!(log.contains(part), "{part:?} missing from the refusal ({refusal}); log:\n{log}");
     }
     lb.ip(&["link", "set", "eth0", "mtu", LB_MTU]).expect("restoring the MTU");
-    bulk_echo(&bed, SocketAddr::new(VIP4.parse().unwrap(), 80));
+    bed.bulk_echo(SocketAddr::new(VIP4.parse().unwrap(), 80), BULK, Duration::from_secs(20));
     agent.stop().expect("agent stop");
 }

@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -50,25 +49,6 @@ fn spread(bed: &RoutedBed, vip: SocketAddr, tcp: bool) -> BTreeMap<String, usize
     counts
 }
 
-/// Sends [`BULK`] bytes through `vip` and reads the echo back.
-fn bulk_echo(bed: &RoutedBed, vip: SocketAddr) {
-    let stream = bed.bed().tcp_connect(0, vip, TIMEOUT).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut name = String::new();
-    reader.read_line(&mut name).unwrap_or_else(|e| panic!("{vip}: name line: {e}"));
-    let data: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
-    std::thread::scope(|scope| {
-        let sent = &data;
-        let send = scope.spawn(move || writer.write_all(sent));
-        let mut echo = vec![0u8; BULK];
-        reader.read_exact(&mut echo).unwrap_or_else(|e| panic!("{vip}: reading the echo: {e}"));
-        send.join().unwrap().unwrap_or_else(|e| panic!("{vip}: sending: {e}"));
-        assert!(echo == data, "{vip}: the echo differs from what was sent");
-    });
-}
-
 /// `name value` lines of `alwayson decap --stats`.
 fn decap_stats(bed: &RoutedBed, i: usize) -> BTreeMap<String, u64> {
     let out = bed.decap(i, &["--stats"]).expect("alwayson decap --stats");
@@ -108,7 +88,7 @@ fn tunnel_vips_reach_routed_backends_through_decap_over_tcp_and_udp_v4_and_v6() 
         assert_even(&counts, &bed, &format!("{protocol} to {vip}"));
     }
     for address in [VIP4, VIP6] {
-        bulk_echo(&bed, SocketAddr::new(address.parse().unwrap(), 80));
+        bed.bulk_echo(SocketAddr::new(address.parse().unwrap(), 80), BULK, Duration::from_secs(10));
     }
     // The last packets (a closing FIN, a late ACK) may still be on their way
     // when the balancer's counters are read: compare until they have arrived.
