@@ -8,11 +8,13 @@ pub mod hash;
 pub mod maps;
 pub mod nat;
 pub mod sizes;
+pub mod tunnel;
 pub mod types;
 
 pub use counters::{DecapCounter, DropReason, Event, Verdict};
 pub use nat::{NatForward, NatReverse, NatSource};
+pub use tunnel::TunnelSource;
 pub use types::{
     Backend, BackendState, ConnValue, DataplaneConfig, FlowKey, Mode, NextHop, RingSlot, TrafficStats,
-    TunnelSource, VipKey, VipValue, NO_BACKEND,
+    VipKey, VipValue, NO_BACKEND,
 };
