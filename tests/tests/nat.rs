@@ -93,7 +93,8 @@ fn plain_backends_serve_nat_vips_over_tcp_and_udp_v4_and_v6() {
     let counters = stats.counters().unwrap();
     println!("balancer: {counters}; NAT mappings now {}", stats.nat_mappings());
     assert_eq!(counters.drops.iter().sum::<u64>(), 0, "{counters}");
-    assert!(counters.event(Event::NatMapped) >= 2 * (CONNECTIONS + DATAGRAMS) as u64, "{counters}");
+    // A mapping per TCP connection; datagrams from a reused port share one.
+    assert!(counters.event(Event::NatMapped) > 2 * CONNECTIONS as u64, "{counters}");
     assert!(stats.nat_mappings() > 0, "the mappings are in the table");
 }
 
