@@ -112,7 +112,7 @@ fn nat_source(vip: &Vip, nat: &NatSettings) -> Option<NatSource> {
     let (addr, _) = addr_words(vip.nat_source(nat)?);
     let ports = nat.ports;
     // The range is at most 1024..=65535: its length fits a u16.
-    Some(NatSource { addr, port_min: ports.first, port_count: ports.len() as u16 })
+    Some(NatSource { addr, port_min: ports.first, port_count: ports.count() as u16 })
 }
 
 /// The desired state of `config`. A backend is held out of service while it

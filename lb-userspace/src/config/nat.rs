@@ -111,7 +111,8 @@ impl NatTimeouts {
 }
 
 impl PortRange {
-    pub fn len(self) -> u32 {
+    /// How many ports: never none, a range is checked to hold at least 8.
+    pub fn count(self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
@@ -163,8 +164,8 @@ pub(super) fn port_range(s: &str) -> Result<PortRange, String> {
     if range.first > range.last {
         return Err(format!("{} is above {}", range.first, range.last));
     }
-    if range.len() < MIN_PORTS {
-        return Err(format!("{} ports: at least {MIN_PORTS} are needed", range.len()));
+    if range.count() < MIN_PORTS {
+        return Err(format!("{} ports: at least {MIN_PORTS} are needed", range.count()));
     }
     Ok(range)
 }
