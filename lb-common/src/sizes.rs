@@ -13,7 +13,7 @@ pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 /// NAT table entries per direction (`NAT_FORWARD`, `NAT_REVERSE`).
 pub const DEFAULT_NAT_TABLE_SIZE: u32 = 262_144;
 /// Source ports the kernel tries for a new NAT mapping before it gives up
-/// (`nat_no_port`): the first from the flow's hash, then its neighbours.
+/// (`nat_no_port`): the first where this CPU's cursor stands, then its neighbours.
 pub const NAT_PORT_TRIES: u32 = 8;
 /// The default NAT source ports: below Linux's default
 /// `ip_local_port_range` (32768–60999), which the host's own connections use.

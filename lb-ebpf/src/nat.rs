@@ -9,8 +9,8 @@
 //! `NAT_REVERSE` by the backend's reply flow. Only a TCP SYN or a UDP packet
 //! creates one; the backend is the ring slot's owner (the mapping pins the
 //! flow, so the connection table plays no part). The source port comes from
-//! the VIP's range in `NAT_SOURCES`: the flow hash picks the first candidate,
-//! then up to `NAT_PORT_TRIES` consecutive ports (wrapping in the range) are
+//! the VIP's range in `NAT_SOURCES`: a per-CPU cursor picks the first
+//! candidate, then up to `NAT_PORT_TRIES` consecutive ports (wrapping in the range) are
 //! tried, each by inserting the reverse entry with `BPF_NOEXIST`, so two CPUs
 //! can never take one port toward one backend. A VIP with no ports
 //! (`port_count` 0, not written yet) drops as `nat_no_port`.
@@ -29,7 +29,12 @@
 //! fragments (the parser's policy: dropped to a VIP, passed otherwise),
 //! IPv6 packets with extension headers (see `ipv6_ext_headers`).
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
+    macros::map,
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
 use lb_common::{
     nat::{NAT_SEEN_CLOSE, NAT_SEEN_REPLY},
     sizes::NAT_PORT_TRIES,
@@ -77,7 +82,12 @@ struct Scratch {
     reply: FlowKey,
     reverse: NatReverse,
     forward: NatForward,
+    /// Where this CPU's next port search starts, counted in allocations.
+    next: u32,
 }
+
+/// Spreads the CPUs' cursors over a range, so they do not search one place.
+const CPU_SPREAD: u32 = 40_503;
 
 /// The kernel's own; the agent never reads it.
 #[map]
@@ -221,7 +231,7 @@ fn map(
     if key.proto == PROTO_TCP && !flow.syn {
         return Err(DropReason::NatNoEntry);
     }
-    let (index, backend, hash) = select::ring_owner(key, vip)?;
+    let (index, backend) = select::ring_owner(key, vip)?;
     let source = NAT_SOURCES.get(vip.index).ok_or(DropReason::Internal)?;
     let count = u32::from(source.port_count);
     if count == 0 {
@@ -253,9 +263,15 @@ fn map(
     k.family = key.family;
     k._pad = [0; 2];
 
-    let mut offset = hash % count;
+    // A cursor, not the flow hash, picks the first port: it walks the range
+    // in order, so it comes to each port about when that port's previous
+    // mapping, made a whole lap earlier, has expired. Starting at random
+    // places would meet live mappings far sooner as the range fills.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let mut offset = s.next.wrapping_add(cpu.wrapping_mul(CPU_SPREAD)) % count;
     let mut free = false;
     for _ in 0..NAT_PORT_TRIES {
+        s.next = s.next.wrapping_add(1);
         s.reply.dport_be = source.port_min.wrapping_add(offset as u16).to_be();
         match NAT_REVERSE.insert(&s.reply, &s.reverse, BPF_NOEXIST) {
             Ok(()) => {

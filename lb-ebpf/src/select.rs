@@ -117,29 +117,21 @@ pub fn backend(flow: &Flow, vip: &VipValue, record: bool, now: u64) -> Result<Ch
     Ok(Choice { index, backend, new_flow: true, remembered })
 }
 
-/// The owner of the flow's ring slot, and the flow's hash: where a flow
-/// goes that something else pins once chosen (NAT: its mapping), so the
-/// connection table and prior owners play no part.
+/// The owner of the flow's ring slot: where a flow goes that something else
+/// pins once chosen (NAT: its mapping), so the connection table and prior
+/// owners play no part.
 #[inline(always)]
-pub fn ring_owner(key: &FlowKey, vip: &VipValue) -> Result<(u32, Backend, u32), DropReason> {
+pub fn ring_owner(key: &FlowKey, vip: &VipValue) -> Result<(u32, Backend), DropReason> {
     let config = CONFIG.get(0).ok_or(DropReason::Internal)?;
-    let hash = key.hash(config.hash_seed);
-    let (index, backend) = owner(ring_slot_of(hash, vip, config)?, vip)?;
-    Ok((index, backend, hash))
+    owner(ring_slot(key, vip, config)?, vip)
 }
 
 /// The flow's slot on its VIP's ring.
 #[inline(always)]
 fn ring_slot(key: &FlowKey, vip: &VipValue, config: &DataplaneConfig) -> Result<RingSlot, DropReason> {
-    ring_slot_of(key.hash(config.hash_seed), vip, config)
-}
-
-/// The slot of flow hash `hash` on its VIP's ring.
-#[inline(always)]
-fn ring_slot_of(hash: u32, vip: &VipValue, config: &DataplaneConfig) -> Result<RingSlot, DropReason> {
     let ring_size = config.ring_size;
     // checked_rem: a ring size the agent has not written yet must not become a panic path.
-    let offset = hash.checked_rem(ring_size).ok_or(DropReason::Internal)?;
+    let offset = key.hash(config.hash_seed).checked_rem(ring_size).ok_or(DropReason::Internal)?;
     let slot = vip.index * ring_size + offset;
     let chunk = RING.get(slot / RING_CHUNK).ok_or(DropReason::Internal)?;
     Ok(RingSlot(chunk[(slot % RING_CHUNK) as usize]))

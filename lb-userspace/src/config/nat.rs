@@ -25,8 +25,11 @@ pub(super) const NAT_TABLE_SIZE: RangeInclusive<i64> = 1_024..=67_108_864;
 pub(super) const DEFAULT_TCP: Duration = Duration::from_secs(900);
 /// TCP mappings whose backend never answered (a SYN alone).
 pub(super) const DEFAULT_TCP_OPENING: Duration = Duration::from_secs(10);
-/// TCP mappings after a FIN or RST, in either direction.
-pub(super) const DEFAULT_TCP_CLOSING: Duration = Duration::from_secs(10);
+/// TCP mappings after a FIN or RST, in either direction: long enough for a
+/// few retransmitted FINs, short because a closed connection's port is only
+/// free again once its mapping goes, and connections that last one request
+/// close thousands a second (a half-closed one still sending stays fresh).
+pub(super) const DEFAULT_TCP_CLOSING: Duration = Duration::from_secs(2);
 pub(super) const DEFAULT_UDP: Duration = Duration::from_secs(60);
 const TIMEOUT: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
 /// Fewer ports than this per backend is a typo rather than a plan.
