@@ -166,8 +166,8 @@ fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(
 }
 
 /// A change may not bring NAT problems of its own; those the running config
-/// already has (an address removed from the interface since) are logged
-/// where they arise and do not block unrelated changes.
+/// already has (an address removed from the interface since) do not block
+/// unrelated changes: a reload or a restart names them.
 fn refuse_new_nat_problems(before: &Config, after: &Config) -> Result<(), ApiError> {
     let old = host::nat_problems(before);
     let new: Vec<_> = host::nat_problems(after).into_iter().filter(|p| !old.contains(p)).collect();
