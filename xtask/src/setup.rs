@@ -54,7 +54,7 @@ pub fn build_tools() -> Result<()> {
     )?;
     step(
         "bpf-linker",
-        "build it against the nightly's LLVM: see DESIGN.md's toolchain recipe, or rerun with network access",
+        "it is built from crates.io against the nightly's own libLLVM (see bpf_linker() in xtask/src/setup.rs): rerun with network access",
         bpf_linker,
     )
 }
