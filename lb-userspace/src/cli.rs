@@ -7,14 +7,14 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value as Json};
 
 use crate::{
     api::client::{segment, Answer, Client},
     cluster::member::Source,
-    config::Config,
+    config::{Config, ConfigError},
     stats::Stats,
 };
 
@@ -22,9 +22,15 @@ use crate::{
 pub fn socket(socket: Option<PathBuf>, config: &Path) -> Result<PathBuf> {
     match socket {
         Some(s) => Ok(s),
-        None => {
-            Ok(Config::load(config).with_context(|| "finding the API socket (or give --socket)")?.api.socket)
-        }
+        None => match Config::load(config) {
+            Ok(config) => Ok(config.api.socket),
+            Err(ConfigError::Read { path, error }) => Err(anyhow!(
+                "no agent config to find the API socket in ({}: {error}): give the running agent's \
+                 config with --config FILE, or its socket with --socket PATH",
+                path.display()
+            )),
+            Err(e) => Err(anyhow!(e).context(format!("finding the API socket in {}", config.display()))),
+        },
     }
 }
 

@@ -112,3 +112,12 @@ fn run_refuses_clearly_without_root_a_missing_interface_or_bpffs() {
     let link = bed.lb_ns().ip(&["link", "show", "dev", "eth0"]).expect("ip link");
     assert!(!link.contains("xdp"), "{link}");
 }
+
+#[test]
+fn stats_without_an_agent_config_says_what_to_give_once() {
+    let out = cli(&["stats", "--config", "/nonexistent/alwayson.toml"]).expect("alwayson stats");
+    assert!(!out.status.success(), "{out:?}");
+    let said = out.stderr.trim();
+    assert!(said.contains("--config FILE") && said.contains("--socket PATH"), "{said}");
+    assert_eq!(said.matches("No such file or directory").count(), 1, "each cause once: {said}");
+}

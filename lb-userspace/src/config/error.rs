@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    // `error`, not `source`: said once, in this message, and not again as
+    // the cause of it.
+    #[error("reading {}: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     /// Not TOML, or not our schema: unknown keys, wrong types, missing
     /// required keys. The message carries line and column.
     #[error("{}", .0.to_string().trim_end())]
