@@ -154,8 +154,10 @@ fn vip(name: String, bind: &proxy::Bind, pool: &Proxy, options: &Options, w: &mu
                         server.line,
                         format!(
                             "server `{}` skipped for VIP {name}: port {port} differs from the VIP's port {} \
-                             and {:?} mode cannot translate ports (use --mode nat)",
-                            server.name, bind.port, options.mode
+                             and mode {} cannot translate ports (use --mode nat)",
+                            server.name,
+                            bind.port,
+                            super::emit::mode(options.mode)
                         ),
                     );
                     continue;

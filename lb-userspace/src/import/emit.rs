@@ -10,7 +10,7 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-fn mode(mode: Mode) -> &'static str {
+pub(super) fn mode(mode: Mode) -> &'static str {
     match mode {
         Mode::Dsr => "dsr",
         Mode::Tunnel => "tunnel",

@@ -87,6 +87,8 @@ pub fn import_haproxy(text: &str, options: &Options) -> Result<Import, ImportErr
     let mut warnings = Warnings::default();
     let vips = convert::vips(&sections, options, &mut warnings);
     let toml = emit::toml(&vips, options);
+    // In the file's order; those of one line in the order found.
+    warnings.0.sort_by_key(|w| w.line);
     match Config::from_toml(&toml) {
         Ok(_) => Ok(Import { toml, warnings: warnings.0 }),
         Err(error) => Err(ImportError::Invalid { error, warnings: warnings.0 }),
