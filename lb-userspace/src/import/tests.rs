@@ -267,3 +267,44 @@ fn syntax_errors_name_the_line() {
     let e = import_haproxy("backend b\n  server a \"10.0.0.1:80\n", &Options::default()).unwrap_err();
     assert_eq!(e.to_string(), "line 2: unterminated \"quote\"");
 }
+
+#[test]
+fn unconditional_use_backend_and_odd_values_are_warned() {
+    let text = "\
+defaults
+    option allbackups
+frontend f
+    bind 192.0.2.1:80,192.0.2.2:80-81
+    default_backend a
+    use_backend b
+backend a
+    server a1 10.0.0.1:80
+backend b
+    no option allbackups
+    option httpchk HEAD /x HTTP/1.1
+    http-check expect rstring ok
+    server b1 10.0.0.2:80 check inter 5ms weight 300 ipv6@fe80::1
+    server b2 10.0.0.3:80 check inter 2h
+";
+    let i = import(text);
+    let vip = i.vip("f");
+    assert_eq!(vip.address, ip("192.0.2.1"));
+    assert!(!vip.allbackups);
+    let names: Vec<_> = vip.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["b1", "b2"], "use_backend without a condition wins");
+    let b1 = backend(vip, "b1");
+    assert_eq!((b1.check.kind, b1.check.http_path.as_str(), b1.weight), (CheckKind::Http, "/x", 1));
+    i.warns(4, "`bind 192.0.2.2:80-81` skipped");
+    i.warns(7, "backend `a` is used by no frontend");
+    i.warns(11, "method HEAD not carried over");
+    i.warns(11, "version and headers `HTTP/1.1` not carried over");
+    i.warns(12, "`http-check expect rstring ok` not carried over");
+    i.warns(13, "`weight 300`");
+    i.warns(13, "`inter` 5ms is out of Always On's range");
+    i.warns(13, "`ipv6@fe80::1` without a value");
+    i.warns(14, "`inter` 7200000ms is out of Always On's range");
+    // Sorted by line.
+    let lines: Vec<usize> =
+        i.warnings.iter().map(|w| w[5..].split(':').next().unwrap().parse().unwrap()).collect();
+    assert!(lines.windows(2).all(|p| p[0] <= p[1]), "{lines:?}");
+}
