@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod decap;
 pub mod desired;
 pub mod health;
+pub mod import;
 pub mod maglev;
 pub mod neighbours;
 pub mod reconcile;

@@ -7,8 +7,8 @@ use lb_userspace::{
     agent::{self, RunOptions},
     api::client::Client,
     cli,
-    config::Config,
-    decap,
+    config::{Config, Mode},
+    decap, import,
 };
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
@@ -54,6 +54,23 @@ enum Command {
     },
     /// Validate a config file and print it with every default filled in.
     CheckConfig { file: PathBuf },
+    /// Convert an HAProxy configuration: the Always On config on stdout, what
+    /// was not carried over on stderr (with the HAProxy file's line numbers).
+    ImportHaproxy {
+        file: PathBuf,
+        /// Every VIP's mode.
+        #[arg(long, default_value = "dsr", value_parser = ["dsr", "tunnel", "nat"])]
+        mode: String,
+        /// `[global] interface` of the config.
+        #[arg(long, default_value = "eth0")]
+        interface: String,
+        /// The VIP address of `bind :PORT` / `bind *:PORT` (skipped, with a warning, without it).
+        #[arg(long)]
+        vip_address: Option<std::net::IpAddr>,
+        /// `[global] nat_address` for `--mode nat` (one per family; repeatable).
+        #[arg(long)]
+        nat_address: Vec<std::net::IpAddr>,
+    },
     /// For the agent: parse and validate a config, print the result as JSON.
     #[command(hide = true)]
     ParseConfig { file: PathBuf },
@@ -195,6 +212,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::ImportHaproxy { file, mode, interface, vip_address, nat_address } = &cli.command {
+        return import_haproxy(file, mode, interface, *vip_address, nat_address);
+    }
     if let Command::CheckConfig { file } = &cli.command {
         return match Config::load(file) {
             Ok(config) => {
@@ -253,6 +273,52 @@ fn main() -> ExitCode {
     }
 }
 
+fn import_haproxy(
+    file: &std::path::Path,
+    mode: &str,
+    interface: &str,
+    vip_address: Option<std::net::IpAddr>,
+    nat_address: &[std::net::IpAddr],
+) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("alwayson import-haproxy: {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = match mode {
+        "tunnel" => Mode::Tunnel,
+        "nat" => Mode::Nat,
+        _ => Mode::Dsr,
+    };
+    let options = import::Options {
+        mode,
+        interface: interface.to_owned(),
+        vip_address,
+        nat_address: nat_address.to_vec(),
+    };
+    let warn = |w: &[import::Warning]| {
+        for w in w {
+            eprintln!("{}:{}: warning: {}", file.display(), w.line, w.message);
+        }
+    };
+    match import::import_haproxy(&text, &options) {
+        Ok(imported) => {
+            warn(&imported.warnings);
+            print!("{}", imported.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let import::ImportError::Invalid { warnings, .. } = &e {
+                warn(warnings);
+            }
+            eprintln!("alwayson import-haproxy: {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn command(command: Command) -> anyhow::Result<()> {
     let client = |t: &Target| -> anyhow::Result<Client> {
         Ok(Client::new(&cli::socket(t.socket.clone(), &t.config)?))
@@ -262,6 +328,7 @@ async fn command(command: Command) -> anyhow::Result<()> {
             agent::run(RunOptions { config_path: config, replace, fresh, keep_running_on_exit }).await
         }
         Command::CheckConfig { .. }
+        | Command::ImportHaproxy { .. }
         | Command::ParseConfig { .. }
         | Command::KeepRoutes { .. }
         | Command::Decap { .. } => {
