@@ -139,7 +139,11 @@ enum Generated {
 }
 
 /// The man pages (section 8: a system administration command) or completions.
-fn generate(what: Generated, shell: Option<clap_complete::Shell>, dir: Option<PathBuf>) -> std::io::Result<()> {
+fn generate(
+    what: Generated,
+    shell: Option<clap_complete::Shell>,
+    dir: Option<PathBuf>,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let command = Cli::command();
     match (what, shell) {

@@ -118,24 +118,35 @@ pub fn verify(deb: &Path) -> Result<()> {
         let Ok(text) = fs::read_to_string(control.join(script)) else { continue };
         for word in ["enable", "start", "deb-systemd-invoke", "restart"] {
             let code = text.lines().filter(|l| !l.trim_start().starts_with('#'));
-            ensure!(!code.clone().any(|l| l.contains(word)), "{script} mentions {word:?}: installing must not start the unit");
+            ensure!(
+                !code.clone().any(|l| l.contains(word)),
+                "{script} mentions {word:?}: installing must not start the unit"
+            );
         }
     }
     let binary = dir.join(BINARY);
     output(Command::new(&binary).arg("check-config").arg(dir.join(CONFIG)))
         .context("the packaged binary rejects the packaged config")?;
     verify_unit(&dir)?;
+    verify_stop_helper(&dir)?;
     let help = output(Command::new(&binary).arg("--help"))?;
     let man = output(Command::new("gzip").arg("-dc").arg(dir.join(MAN)))?;
     let man = man.replace("\\-", "-");
     let commands = subcommands(&help);
     ensure!(commands.len() >= 5, "found too few subcommands in --help: {commands:?}");
     for name in &commands {
-        ensure!(man.contains(&format!("alwayson-{name}(8)")), "the man page does not mention `alwayson-{name}(8)`");
+        ensure!(
+            man.contains(&format!("alwayson-{name}(8)")),
+            "the man page does not mention `alwayson-{name}(8)`"
+        );
         let page = dir.join(MAN_DIR).join(format!("alwayson-{name}.8.gz"));
-        ensure!(page.is_file(), "the package has no page for `{name}`: /{}", page.strip_prefix(&dir)?.display());
+        ensure!(
+            page.is_file(),
+            "the package has no page for `{name}`: /{}",
+            page.strip_prefix(&dir)?.display()
+        );
     }
-    println!("xtask: {} checked: files, conffile, maintainer scripts, check-config, systemd-analyze verify, man page ({} subcommands)", deb.display(), commands.len());
+    println!("xtask: {} checked: files, conffile, maintainer scripts, check-config, systemd-analyze verify, the stop helper, man pages ({} subcommands)", deb.display(), commands.len());
     fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -154,7 +165,8 @@ fn verify_unit(dir: &Path) -> Result<()> {
         let inside = dir.join(tool);
         if !inside.exists() {
             fs::create_dir_all(inside.parent().expect("in bin"))?;
-            fs::copy(fs::canonicalize(&host)?, &inside).with_context(|| format!("copying {}", host.display()))?;
+            fs::copy(fs::canonicalize(&host)?, &inside)
+                .with_context(|| format!("copying {}", host.display()))?;
         }
     }
     let out = Command::new("systemd-analyze")
@@ -169,6 +181,37 @@ fn verify_unit(dir: &Path) -> Result<()> {
     if !out.status.success() || !said.trim().is_empty() {
         bail!("systemd-analyze verify on the unit ({}):\n{said}", out.status);
     }
+    Ok(())
+}
+
+/// The ExecStop= helper with a fake `systemctl`: during a restart job it
+/// leaves the agent alone, during a stop job it sends SIGUSR2 and waits.
+fn verify_stop_helper(dir: &Path) -> Result<()> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let fake = dir.join("fake-bin");
+    fs::create_dir_all(&fake)?;
+    fs::write(fake.join("systemctl"), "#!/bin/sh\nprintf '%s\\n' \"$FAKE_JOBS\"\n")?;
+    fs::set_permissions(fake.join("systemctl"), fs::Permissions::from_mode(0o755))?;
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let helper = |agent: u32, jobs: &str| {
+        Command::new(dir.join(STOP))
+            .arg("alwayson.service")
+            .env("PATH", &path)
+            .env("MAINPID", agent.to_string())
+            .env("FAKE_JOBS", jobs)
+            .spawn()
+    };
+    let mut agent = Command::new("sleep").arg("60").spawn()?;
+    let restart = "17 alwayson.service restart running\n18 other.service stop waiting";
+    ensure!(helper(agent.id(), restart)?.wait()?.success(), "alwayson-stop failed on a restart");
+    ensure!(agent.try_wait()?.is_none(), "alwayson-stop signalled the agent during a restart");
+    let mut stopping = helper(agent.id(), "17 alwayson.service stop running")?;
+    let ended = agent.wait()?;
+    ensure!(stopping.wait()?.success(), "alwayson-stop failed on a stop");
+    ensure!(
+        ended.signal() == Some(libc::SIGUSR2),
+        "alwayson-stop ended the agent with {ended:?}, not SIGUSR2"
+    );
     Ok(())
 }
 

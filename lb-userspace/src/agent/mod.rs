@@ -179,10 +179,6 @@ pub async fn run(options: RunOptions) -> Result<()> {
         agent.last_apply.as_secs_f64() * 1000.0,
         agent.last_report
     );
-    let notifier = Notifier::from_env();
-    notifier.ready();
-    let watchdog_every = notifier.watchdog_every();
-    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
 
     let (cluster_status_tx, cluster_status) = watch::channel(Arc::new(ClusterStatus::default()));
     let _flow_sender = match file.cluster.as_ref().filter(|c| c.share_flows) {
@@ -197,6 +193,11 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let (requests_tx, mut requests) = mpsc::channel(16);
     let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx.clone(), timings };
     let socket_file = listeners.serve(shared);
+    // systemd (Type=notify): started once the config is applied and the API served.
+    let notifier = Notifier::from_env();
+    notifier.ready();
+    let watchdog_every = notifier.watchdog_every();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
 
     let (events_tx, mut events) = mpsc::channel(16);
     tokio::spawn(signals.forward(events_tx));

@@ -32,7 +32,12 @@ impl Notifier {
         Self::new(socket.as_deref(), watchdog_usec.as_deref(), watchdog_pid.as_deref(), std::process::id())
     }
 
-    pub fn new(socket: Option<&str>, watchdog_usec: Option<&str>, watchdog_pid: Option<&str>, pid: u32) -> Self {
+    pub fn new(
+        socket: Option<&str>,
+        watchdog_usec: Option<&str>,
+        watchdog_pid: Option<&str>,
+        pid: u32,
+    ) -> Self {
         let target = match socket {
             Some(s) if s.starts_with('@') => Some(Target::Abstract(s.as_bytes()[1..].to_vec())),
             Some(s) if s.starts_with('/') => Some(Target::Path(PathBuf::from(s))),
