@@ -48,7 +48,8 @@ enum Command {
         /// Start from empty maps even if a running data plane is pinned (drops the connection table).
         #[arg(long)]
         fresh: bool,
-        /// On SIGTERM/SIGINT, leave the data plane attached and pinned for the next agent.
+        /// On SIGTERM/SIGINT, leave the data plane attached and pinned for the next agent
+        /// (SIGUSR2 still detaches: the systemd unit's stop).
         #[arg(long)]
         keep_running_on_exit: bool,
     },

@@ -158,7 +158,7 @@ pub fn verify(deb: &Path) -> Result<()> {
 fn verify_unit(dir: &Path) -> Result<()> {
     let units = dir.join("usr/lib/systemd");
     fs::create_dir_all(&units)?;
-    status(Command::new("cp").args(["-a", "/usr/lib/systemd/system"]).arg(&units))?;
+    status(Command::new("cp").args(["-a", "/lib/systemd/system"]).arg(&units))?;
     // What the unit runs from outside the package (/bin/kill, /bin/sh for the stop script).
     for tool in ["bin/kill", "bin/sh"] {
         let host = Path::new("/").join(tool);
