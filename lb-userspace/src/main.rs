@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use lb_userspace::{
     agent::{self, RunOptions},
     api::client::Client,
@@ -48,7 +48,8 @@ enum Command {
         /// Start from empty maps even if a running data plane is pinned (drops the connection table).
         #[arg(long)]
         fresh: bool,
-        /// On SIGTERM/SIGINT, leave the data plane attached and pinned for the next agent.
+        /// On SIGTERM/SIGINT, leave the data plane attached and pinned for the next agent
+        /// (SIGUSR2 still detaches: the systemd unit's stop).
         #[arg(long)]
         keep_running_on_exit: bool,
     },
@@ -134,6 +135,60 @@ enum Command {
         #[arg(long)]
         discard_runtime: bool,
     },
+    /// For packaging: write the man page or a shell's completions, generated
+    /// from this very command line, to stdout.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        /// The shell, for `completions`.
+        #[arg(value_enum, required_if_eq("what", "completions"))]
+        shell: Option<clap_complete::Shell>,
+        /// For `man`: write alwayson.8 and a page per subcommand into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    Man,
+    Completions,
+}
+
+/// The man pages (section 8: a system administration command) or completions.
+fn generate(
+    what: Generated,
+    shell: Option<clap_complete::Shell>,
+    dir: Option<PathBuf>,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let command = Cli::command();
+    match (what, shell) {
+        (Generated::Man, _) => match dir {
+            Some(dir) => {
+                let mut command = command.disable_help_subcommand(true);
+                command.build();
+                man_pages(command, &dir)
+            }
+            None => clap_mangen::Man::new(command).section("8").render(&mut out),
+        },
+        (Generated::Completions, Some(shell)) => {
+            let name = command.get_name().to_string();
+            clap_complete::generate(shell, &mut command.clone(), name, &mut out);
+            Ok(())
+        }
+        (Generated::Completions, None) => unreachable!("clap requires the shell"),
+    }
+}
+
+/// A page for the command and for each of its visible subcommands, which
+/// its SUBCOMMANDS section names (alwayson-run(8), alwayson-vip-add(8)).
+fn man_pages(command: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+        man_pages(sub, dir)?;
+    }
+    clap_mangen::Man::new(command).section("8").generate_to(dir).map(drop)
 }
 
 #[derive(Subcommand)]
@@ -193,6 +248,15 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    if let Command::Generate { what, shell, dir } = cli.command {
+        return match generate(what, shell, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("alwayson generate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::KeepRoutes { grace_ms, device } = &cli.command {
         return match lb_userspace::cluster::keeper::run(std::time::Duration::from_millis(*grace_ms), device) {
             Ok(()) => ExitCode::SUCCESS,
@@ -331,7 +395,8 @@ async fn command(command: Command) -> anyhow::Result<()> {
         | Command::ImportHaproxy { .. }
         | Command::ParseConfig { .. }
         | Command::KeepRoutes { .. }
-        | Command::Decap { .. } => {
+        | Command::Decap { .. }
+        | Command::Generate { .. } => {
             unreachable!("handled before the runtime starts")
         }
         Command::Stats { target, json, watch } => cli::stats(&client(&target)?, json, watch).await,

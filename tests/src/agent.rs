@@ -221,9 +221,16 @@ impl<'b> Agent<'b> {
 
     /// SIGTERM and the exit status (fails, with the log, if it does not exit).
     pub fn stop_status(&mut self) -> Result<ExitStatus> {
-        self.process.signal(libc::SIGTERM)?;
+        self.stop_by(libc::SIGTERM)
+    }
+
+    /// `signal` (SIGTERM, SIGINT, SIGUSR2) and the exit status.
+    pub fn stop_by(&mut self, signal: i32) -> Result<ExitStatus> {
+        self.process.signal(signal)?;
         let status = self.process.wait(Duration::from_secs(10));
-        status.ok_or_else(|| anyhow!("alwayson did not stop on SIGTERM within 10 s; log:\n{}", self.log()))
+        status.ok_or_else(|| {
+            anyhow!("alwayson did not stop on signal {signal} within 10 s; log:\n{}", self.log())
+        })
     }
 
     pub fn pid(&self) -> u32 {

@@ -163,6 +163,14 @@ fn a_clean_stop_detaches_unless_told_to_keep_running() {
     assert!(agent.log().contains("detached"), "{}", agent.log());
     assert!(!xdp_attached(), "XDP program still attached");
     assert!(!bed.pin_dir().exists(), "pins left behind in {}", bed.pin_dir().display());
+
+    // SIGUSR2 (the systemd unit's stop) detaches even with --keep-running-on-exit.
+    let mut agent = Agent::start(&bed, &config, &["--keep-running-on-exit"]).expect("agent");
+    let status = agent.stop_by(libc::SIGUSR2).expect("stop by SIGUSR2");
+    assert!(status.success(), "alwayson exited with {status} on SIGUSR2; log:\n{}", agent.log());
+    assert!(agent.log().contains("detached"), "{}", agent.log());
+    assert!(!xdp_attached(), "XDP program still attached after SIGUSR2");
+    assert!(!bed.pin_dir().exists(), "pins left behind after SIGUSR2 in {}", bed.pin_dir().display());
 }
 
 #[test]

@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use crate::setup::{output, status};
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn target_dir() -> Result<PathBuf> {
+pub fn target_dir() -> Result<PathBuf> {
     let meta = output(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
     let meta: Value = serde_json::from_str(&meta).context("parsing cargo metadata")?;
     meta["target_directory"]
@@ -90,7 +90,13 @@ pub fn test(args: &[String]) -> Result<()> {
             "xtask: not root: tests that need root are listed as ignored (run as root, or CI=true to fail)"
         );
     }
-    status(&mut test)
+    status(&mut test)?;
+    // The Debian package, built and checked after the tests (not for a filtered run).
+    if args.is_empty() {
+        let deb = crate::package::build()?;
+        crate::package::verify(&deb)?;
+    }
+    Ok(())
 }
 
 fn runs_root_tests() -> bool {

@@ -1,7 +1,8 @@
-//! `cargo xtask`: setup, build-ebpf, run, test, lint, bench. Every command that
+//! `cargo xtask`: setup, build-ebpf, run, test, lint, bench, package. Every command that
 //! builds first makes sure the machine can (see `setup`).
 
 mod build;
+mod package;
 mod setup;
 
 use std::process::ExitCode;
@@ -38,6 +39,12 @@ enum Command {
     Lint,
     /// Benchmarks: print figures (never pass/fail).
     Bench,
+    /// Build the Debian package target/package/alwayson_<version>_<arch>.deb.
+    Package {
+        /// Then unpack it and check it (what `cargo xtask test` does).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,13 @@ fn main() -> ExitCode {
         Command::Test { args } => setup::all().and_then(|()| build::test(&args)),
         Command::Lint => setup::build_tools().and_then(|()| build::lint()),
         Command::Bench => setup::all().and_then(|()| build::bench()),
+        Command::Package { check } => setup::build_tools().and_then(|()| {
+            let deb = package::build()?;
+            if check {
+                package::verify(&deb)?;
+            }
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

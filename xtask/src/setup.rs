@@ -25,6 +25,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // Several-node tests: shared health through etcd, route announcements through BIRD.
     ("etcd-server", "etcd"),
     ("bird2", "bird"),
+    // `cargo xtask package` and its checks.
+    ("dpkg", "dpkg-deb"),
+    ("binutils", "objcopy"),
+    ("systemd", "systemd-analyze"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 

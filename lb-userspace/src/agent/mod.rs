@@ -11,9 +11,13 @@ mod kernel_log;
 mod lock;
 mod memory;
 mod nat_sweep;
+mod notify;
 mod pressure;
 
-pub use self::memory::{settle_allocator, Parsed};
+pub use self::{
+    memory::{settle_allocator, Parsed},
+    notify::Notifier,
+};
 mod requests;
 mod settle;
 mod signals;
@@ -70,7 +74,8 @@ pub struct RunOptions {
 pub enum Event {
     /// Re-read the config file.
     Reload,
-    Shutdown,
+    /// Stop; `detach` (SIGUSR2) detaches even with `--keep-running-on-exit`.
+    Shutdown { detach: bool },
 }
 
 pub fn load_settings(global: &Global) -> LoadSettings {
@@ -188,6 +193,11 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let (requests_tx, mut requests) = mpsc::channel(16);
     let shared = Shared { requests: requests_tx, stats: stats_rx, config: config_rx.clone(), timings };
     let socket_file = listeners.serve(shared);
+    // systemd (Type=notify): started once the config is applied and the API served.
+    let notifier = Notifier::from_env();
+    notifier.ready();
+    let watchdog_every = notifier.watchdog_every();
+    let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
 
     let (events_tx, mut events) = mpsc::channel(16);
     tokio::spawn(signals.forward(events_tx));
@@ -210,6 +220,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut announced = None;
     let mut cluster_tick = tokio::time::interval(share::ROUND);
+    let mut detach = false;
     loop {
         // The cluster may forbid announcing (cut off, odd one out, rings differ).
         let held_back = agent.member.as_ref().and_then(|m| m.withdrawn_because().map(str::to_owned));
@@ -223,9 +234,16 @@ pub async fn run(options: RunOptions) -> Result<()> {
         }
         tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Reload) => { let _ = agent.reload(false).await; }
-                Some(Event::Shutdown) | None => break,
+                Some(Event::Reload) => {
+                    notifier.reloading();
+                    let _ = agent.reload(false).await;
+                    notifier.ready();
+                }
+                Some(Event::Shutdown { detach: d }) => { detach = d; break }
+                None => break,
             },
+            // The loop's own heartbeat: a hung loop stops it, and systemd restarts the agent.
+            _ = watchdog.tick(), if watchdog_every.is_some() => notifier.watchdog(),
             Some(report) = reports.recv() => agent.report(report),
             Some(request) = requests.recv() => agent.request(request).await,
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
@@ -244,8 +262,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
         }
     }
 
+    notifier.stopping();
     refresh.abort();
-    let keep = options.keep_running_on_exit;
+    let keep = options.keep_running_on_exit && !detach;
     // Routers first: traffic moves to other nodes before this one detaches.
     if keep {
         announcer.leave();

@@ -1,5 +1,7 @@
 //! Signals as events: SIGHUP asks for a reload (the loop re-reads and
-//! validates the file), SIGTERM/SIGINT for a shutdown.
+//! validates the file), SIGTERM/SIGINT for a shutdown, SIGUSR2 for a shutdown
+//! that detaches even under `--keep-running-on-exit` (the systemd unit's
+//! `ExecStop=` sends it on a real stop, not on a restart).
 //!
 //! The handlers are installed first thing, before anything that tells the
 //! world the agent is up (its socket, its log lines): a `systemctl stop` or a
@@ -18,6 +20,7 @@ pub struct Signals {
     hup: Signal,
     term: Signal,
     int: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -27,6 +30,7 @@ impl Signals {
             hup: install(SignalKind::hangup())?,
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,
+            usr2: install(SignalKind::user_defined2())?,
         })
     }
 
@@ -34,10 +38,11 @@ impl Signals {
         loop {
             let event = tokio::select! {
                 _ = self.hup.recv() => Event::Reload,
-                _ = self.term.recv() => Event::Shutdown,
-                _ = self.int.recv() => Event::Shutdown,
+                _ = self.term.recv() => Event::Shutdown { detach: false },
+                _ = self.int.recv() => Event::Shutdown { detach: false },
+                _ = self.usr2.recv() => Event::Shutdown { detach: true },
             };
-            let stop = matches!(event, Event::Shutdown);
+            let stop = matches!(event, Event::Shutdown { .. });
             if events.send(event).await.is_err() || stop {
                 return;
             }
