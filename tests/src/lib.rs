@@ -8,6 +8,7 @@ pub mod bench;
 pub mod browser;
 pub mod cluster;
 pub mod decap;
+pub mod demo;
 pub mod fixture;
 pub mod http;
 pub mod mariadb;

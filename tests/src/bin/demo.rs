@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -14,17 +13,11 @@ use alwayson_tests::{
     bed::TestBed,
     traffic::Opener,
 };
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 const VIP: &str = "10.77.100.1";
 const WEIGHTS: [u32; 3] = [1, 2, 1];
 const RUN_FOR: Duration = Duration::from_secs(10);
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
 
 fn main() {
     if let Err(e) = demo() {
@@ -34,16 +27,7 @@ fn main() {
 }
 
 fn demo() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the demo builds network namespaces and loads XDP programs: run it as root");
-    }
-    // Ctrl-C ends the demo early but still tears the bed down (Drop needs a normal exit).
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
-    }
+    alwayson_tests::demo::start()?;
 
     println!("Building the test bed: 1 client, the balancer, 3 backends on one bridge (network namespaces)…");
     let bed = TestBed::builder().clients(1).backends(3).build()?;
@@ -66,7 +50,7 @@ fn demo() -> Result<()> {
     let opener = Opener::start(&bed, 0, vip_addr, Duration::from_millis(2));
     let start = Instant::now();
     let mut last = 0;
-    while start.elapsed() < RUN_FOR && !INTERRUPTED.load(Ordering::Relaxed) {
+    while start.elapsed() < RUN_FOR && !alwayson_tests::demo::interrupted() {
         std::thread::sleep(Duration::from_secs(1));
         let stats = agent.stats()?;
         let mut by_backend = BTreeMap::new();

@@ -6,26 +6,17 @@
 //! a few seconds it silences one node (its traffic dropped, nothing said to
 //! the router) and shows the others take over; then it tears everything down.
 
-use std::{
-    sync::atomic::{AtomicBool, Ordering},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use alwayson_tests::{
     cluster::{vip, ClusterBed},
     traffic::Opener,
 };
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 const RUN_FOR: Duration = Duration::from_secs(14);
 const SILENCE_AT: Duration = Duration::from_secs(5);
 const SILENCED: usize = 2;
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::Relaxed);
-}
 
 fn main() {
     if let Err(e) = demo() {
@@ -35,15 +26,7 @@ fn main() {
 }
 
 fn demo() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the demo builds network namespaces and loads XDP programs: run it as root");
-    }
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
-    }
+    alwayson_tests::demo::start()?;
     println!(
         "Building the cluster bed: a client, a router (BIRD, ECMP, BFD), 3 LB nodes (alwayson, BIRD, etcd), \
          3 backends…"
@@ -63,7 +46,7 @@ fn demo() -> Result<()> {
     let mut before = bed.new_flows(80)?;
     let mut opened = 0;
     let mut silenced = false;
-    while start.elapsed() < RUN_FOR && !INTERRUPTED.load(Ordering::Relaxed) {
+    while start.elapsed() < RUN_FOR && !alwayson_tests::demo::interrupted() {
         std::thread::sleep(Duration::from_secs(1));
         if !silenced && start.elapsed() >= SILENCE_AT {
             bed.silence(SILENCED)?;
