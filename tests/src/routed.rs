@@ -37,14 +37,14 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::{
     agent::{Cli, WEB_LISTEN},
     bed::TestBed,
+    decap,
     fixture::mac_str,
     netns::Netns,
-    process::bin_path,
 };
 
 pub const VIP4: &str = "10.77.172.1";
@@ -262,27 +262,12 @@ impl RoutedBed {
 
     /// Where backend `i`'s decap program is pinned.
     pub fn decap_dir(&self, i: usize) -> PathBuf {
-        PathBuf::from(format!("{}-decap-b{i}", self.bed.pin_dir().display()))
+        decap::dir(&self.bed, i)
     }
 
-    /// `alwayson decap --interface eth0 --pin-path <decap_dir(i)> ARGS` in
-    /// backend `i`'s namespace, run to its end.
+    /// `alwayson decap` in backend `i`'s namespace ([`decap::run`]).
     pub fn decap(&self, i: usize, args: &[&str]) -> Result<Cli> {
-        let dir = self.decap_dir(i);
-        let out = self
-            .bed
-            .backend_ns(i)
-            .command(bin_path("alwayson")?)
-            .args(["decap", "--interface", "eth0", "--pin-path"])
-            .arg(&dir)
-            .args(args)
-            .output()
-            .context("running alwayson decap")?;
-        Ok(Cli {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        decap::run(&self.bed, i, args)
     }
 
     /// An agent config for the bed: native XDP on the LB's eth0, the bed's
