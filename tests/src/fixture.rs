@@ -59,6 +59,11 @@ pub const CLIENT6: &str = "[fd77:2::7]:40000";
 pub const ROUTER4: &str = "10.77.2.1";
 pub const ROUTER6: &str = "fd77:2::1";
 
+/// The actions a test run returns, as the program returns them.
+pub const XDP_DROP: u32 = lb_common::Verdict::Drop.action();
+pub const XDP_PASS: u32 = lb_common::Verdict::Pass.action();
+pub const XDP_TX: u32 = lb_common::Verdict::Tx.action();
+
 /// One backend of a VIP: its slot in `BACKENDS`, the known backend it is, its weight.
 #[derive(Clone, Copy, Debug)]
 pub struct Slot {

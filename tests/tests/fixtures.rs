@@ -7,17 +7,13 @@ use std::{collections::BTreeSet, net::SocketAddr};
 use alwayson_tests::{
     fixture::{
         backend_mac, backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC,
-        LB_V4, ROUTER4, ROUTER6, ROUTER_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP,
+        LB_V4, ROUTER4, ROUTER6, ROUTER_MAC, VIP4, VIP4_UDP, VIP6, VIP6_UDP, XDP_DROP, XDP_PASS, XDP_TX,
     },
     packet::{self, addr, Frame, L4},
     require_root,
 };
 use lb_common::{types::PROTO_TCP, DropReason, Event, Verdict};
 use lb_userspace::dataplane::Counters;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 fn counters(bed: &FixtureBed) -> Counters {
     bed.dp.counters().expect("counters")

@@ -4,17 +4,13 @@
 use alwayson_tests::{
     fixture::{
         backend_mac, backend_of_mac, FixtureBed, CLIENT4, CLIENT6, LB_MAC, ROUTER4, ROUTER6, VIP4, VIP4_UDP,
-        VIP6, VIP6_UDP,
+        VIP6, VIP6_UDP, XDP_DROP, XDP_PASS, XDP_TX,
     },
     packet::{self, Frame},
     require_root,
 };
 use lb_common::{DropReason, Event, Verdict};
 use lb_userspace::dataplane::{Counters, TestRunOutcome};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 /// Runs one frame; returns the outcome and what the counters did.
 fn run(bed: &FixtureBed, frame: &[u8]) -> (TestRunOutcome, Counters) {

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use alwayson_tests::{
     fixture::{
         backend_mac, backend_v4, backend_v6, nat_source, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC, LB_V4,
-        LB_V6, ROUTER4, ROUTER_MAC,
+        LB_V6, ROUTER4, ROUTER_MAC, XDP_DROP, XDP_PASS, XDP_TX,
     },
     packet::{self, addr, internet_checksum, transport_checksum, Frame, L4},
     require_root,
@@ -22,10 +22,6 @@ use lb_common::{
     BackendState, DropReason, Event, FlowKey, NatForward, NatReverse, Verdict,
 };
 use lb_userspace::dataplane::LoadSettings;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const VIP4: &str = "10.77.100.1:80";
 const VIP4_UDP: &str = "10.77.100.1:53";

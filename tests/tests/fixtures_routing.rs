@@ -7,15 +7,12 @@ use std::net::IpAddr;
 use alwayson_tests::{
     fixture::{
         backend_mac, backend_of_mac, mac_str, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC, ROUTER_MAC, VIP4,
-        VIP6,
+        VIP6, XDP_DROP, XDP_TX,
     },
     packet::{self, addr, Frame},
     require_root,
 };
 use lb_common::{types::PROTO_TCP, DropReason, Verdict};
-
-const XDP_DROP: u32 = 1;
-const XDP_TX: u32 = 3;
 
 /// A router on lb0's subnets, with a neighbour entry: the one the client frames come from.
 const GATEWAY4: &str = "10.77.1.254";

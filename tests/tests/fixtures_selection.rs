@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use alwayson_tests::{
-    fixture::{backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot},
+    fixture::{backend_of_mac, backend_v4, backend_v6, FixtureBed, Slot, XDP_DROP, XDP_TX},
     packet::{addr, Frame, L4},
     require_root,
 };
@@ -16,8 +16,6 @@ use lb_common::{
 use lb_userspace::dataplane::LoadSettings;
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 
-const XDP_DROP: u32 = 1;
-const XDP_TX: u32 = 3;
 const SEED: u32 = 0x5eed_0077;
 
 fn settings() -> LoadSettings {

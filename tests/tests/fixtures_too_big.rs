@@ -9,7 +9,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use alwayson_tests::{
-    fixture::{backend_mac, backend_v4, backend_v6, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC, ROUTER_MAC},
+    fixture::{
+        backend_mac, backend_v4, backend_v6, FixtureBed, Slot, CLIENT4, CLIENT6, LB_MAC, ROUTER_MAC,
+        XDP_DROP, XDP_TX,
+    },
     packet::{self, addr, internet_checksum, Frame},
     require_root,
 };
@@ -18,9 +21,6 @@ use lb_common::{
     DropReason, Event, Mode, Verdict,
 };
 use lb_userspace::dataplane::{coarse_now, Counters, LoadSettings, TestRunOutcome};
-
-const XDP_DROP: u32 = 1;
-const XDP_TX: u32 = 3;
 
 const VIP4: &str = "10.77.100.1:80";
 const VIP4_UDP: &str = "10.77.100.1:53";

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use alwayson_tests::{
     fixture::{
         backend_mac, backend_of_mac, backend_v4, backend_v6, mac_str, FixtureBed, Slot, CLIENT4, CLIENT6,
-        LB_MAC, ROUTER_MAC,
+        LB_MAC, ROUTER_MAC, XDP_DROP, XDP_PASS, XDP_TX,
     },
     packet::{self, addr, internet_checksum, Frame},
     require_root,
@@ -20,10 +20,6 @@ use lb_common::{
     DropReason, Mode, TunnelSource, Verdict,
 };
 use lb_userspace::dataplane::{DecapTestRun, LoadSettings, TestRunOutcome};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const VIP4: &str = "10.77.100.1:80";
 const VIP4_UDP: &str = "10.77.100.1:53";

@@ -19,7 +19,7 @@ use alwayson_tests::{
     bed::{Family, TestBed, UDP_PORT, VIP4, VIP6},
     fixture::{
         backend_mac, backend_of_mac, FixtureBed, CLIENT4, CLIENT6, LB_MAC, VIP4 as FIXTURE_VIP4, VIP4_UDP,
-        VIP6 as FIXTURE_VIP6, VIP6_UDP,
+        VIP6 as FIXTURE_VIP6, VIP6_UDP, XDP_DROP, XDP_PASS, XDP_TX,
     },
     packet::{self, Frame, L4},
     require_root,
@@ -30,9 +30,6 @@ use lb_common::{
 };
 use lb_userspace::dataplane::{Counters, TestRunOutcome};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 const JUMBO: usize = 9000;
 /// Frame sizes that fit the first page, just do not, and need several more.
 const SIZES: [usize; 4] = [1514, 4096, JUMBO, 16_000];
