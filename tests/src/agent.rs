@@ -4,7 +4,7 @@
 use std::{
     fmt::Write as _,
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitStatus},
     time::Duration,
 };
@@ -162,12 +162,13 @@ impl<'b> Agent<'b> {
         self.process.log()
     }
 
-    fn count(&self, needle: &str) -> usize {
+    /// How many lines of this run's log hold `needle`.
+    pub fn count(&self, needle: &str) -> usize {
         self.log().lines().filter(|l| l.contains(needle)).count()
     }
 
     /// Waits until `needle` has appeared `n` times in this run's log.
-    fn wait_for(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
+    pub fn wait_for(&mut self, needle: &str, n: usize, timeout: Duration) -> Result<()> {
         let what = format!("alwayson to log {needle:?}");
         let logged = try_wait_until(&what, timeout, POLL, || {
             if self.count(needle) >= n {
@@ -235,6 +236,16 @@ impl<'b> Agent<'b> {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// Sends `signal` to the agent and returns at once.
+    pub fn signal(&mut self, signal: i32) -> Result<()> {
+        self.process.signal(signal)
+    }
+
+    /// The config file the agent reads on start and on SIGHUP.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// The control API's unix socket.

@@ -6,8 +6,10 @@ use std::{collections::BTreeSet, time::Duration};
 use alwayson_tests::{
     agent::{config_toml, config_toml_with, Agent, Tables, VipConf, REFUSED},
     bed::{vip4, TestBed, VIP4},
+    proc_scan::pids_with_arg,
     require_root,
     traffic::{Opener, Streams},
+    wait::wait_until,
 };
 use lb_common::{types::PROTO_TCP, VipKey};
 
@@ -137,6 +139,50 @@ fn a_bad_config_on_reload_changes_nothing_and_is_logged() {
     let seen = bed.tcp_names(0, vip4(80), 300, TIMEOUT).expect("connections through the VIP");
     let want: BTreeSet<String> = (0..3).map(|i| bed.backend_name(i)).collect();
     assert_eq!(seen, want, "traffic must still follow the old config");
+    agent.stop().expect("stop");
+}
+
+/// The config is parsed by a child process so the agent's heap never holds
+/// the TOML document. When that child dies, the load fails: the agent must
+/// not parse the file itself instead. The config is a FIFO nobody writes, so
+/// the child blocks in its read until the test kills it (and an agent that
+/// fell back to parsing would block there too, never logging the refusal).
+#[test]
+#[ignore = "needs root"]
+fn a_killed_config_parser_fails_the_reload_and_the_agent_does_not_parse_it() {
+    require_root("a_killed_config_parser_fails_the_reload_and_the_agent_does_not_parse_it");
+    let bed = TestBed::builder().backends(2).build().expect("bed");
+    let good = config_toml(&bed, &[VipConf::new(VIP4, 80, "tcp").backends(0..2)]);
+    let mut agent = Agent::start(&bed, &good, &[]).expect("agent");
+    let path = agent.config_path().to_path_buf();
+    std::fs::remove_file(&path).expect("removing the config");
+    let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid C string; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+
+    let refused = agent.count(REFUSED);
+    agent.signal(libc::SIGHUP).expect("SIGHUP");
+    let agent_pid = agent.pid();
+    let wanted = path.to_string_lossy().into_owned();
+    let parser =
+        wait_until("the config parser to start", Duration::from_secs(10), Duration::from_millis(10), || {
+            let parsers = pids_with_arg(|arg| arg == "parse-config");
+            parsers
+                .into_iter()
+                .find(|&pid| pid != agent_pid && pids_with_arg(|arg| arg == wanted).contains(&pid))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", agent.log()));
+    // SAFETY: kill only sends a signal, to the pid just found.
+    assert_eq!(unsafe { libc::kill(parser as i32, libc::SIGKILL) }, 0, "killing the parser {parser}");
+    agent.wait_for(REFUSED, refused + 1, Duration::from_secs(10)).expect("the reload refused");
+    let log = agent.log();
+    assert!(log.contains("killed by signal 9"), "the refusal must say the parser was killed:\n{log}");
+
+    // The running config stayed, and a readable file reloads again.
+    std::fs::remove_file(&path).expect("removing the FIFO");
+    agent.reload(&good).expect("reload after the FIFO");
+    let seen = bed.tcp_names(0, vip4(80), 100, TIMEOUT).expect("connections through the VIP");
+    assert_eq!(seen.len(), 2, "both backends answer: {seen:?}");
     agent.stop().expect("stop");
 }
 

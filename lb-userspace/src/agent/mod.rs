@@ -12,12 +12,10 @@ mod lock;
 mod memory;
 mod nat_sweep;
 mod notify;
+mod parse_child;
 mod pressure;
 
-pub use self::{
-    memory::{settle_allocator, Parsed},
-    notify::Notifier,
-};
+pub use self::{memory::settle_allocator, notify::Notifier, parse_child::Parsed};
 mod requests;
 mod settle;
 mod signals;
@@ -104,7 +102,7 @@ pub fn recording(global: &Global) -> Recording {
 
 pub async fn run(options: RunOptions) -> Result<()> {
     let signals = signals::Signals::install()?;
-    let file = memory::load_config(&options.config_path)?;
+    let file = parse_child::load_config(&options.config_path)?;
     host::preflight(&file.global)?;
     host::raise_open_files_limit();
     // Nothing of the kernel's, and no socket, is touched before the lock is ours.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use tracing::{error, info, warn};
 
-use super::{host, memory, state::Agent};
+use super::{host, memory, parse_child, state::Agent};
 use crate::{
     api::{ApiError, Applied, Caller, Reloaded, Request},
     config::{capture, mtu, Config, ConfigError},
@@ -53,9 +53,13 @@ impl Agent {
     pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, ApiError> {
         // Parsing waits for a child process: off the runtime's workers.
         let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || memory::load_config(&path)).await.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the config file failed: {e}"))
-        })?;
+        let loaded =
+            tokio::task::spawn_blocking(move || parse_child::load_config(&path)).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the config file failed: {e}"),
+                )
+            })?;
         let file = loaded.map_err(|e| {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             match &e {
