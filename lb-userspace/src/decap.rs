@@ -6,23 +6,22 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{
-    config::XdpMode,
-    dataplane::{attach_decap, decap_counters, default_decap_pin_dir, detach_decap, DecapAttached},
+use crate::dataplane::{
+    attach_decap, decap_counters, default_decap_pin_dir, detach_decap, AttachMode, DecapAttached,
 };
 
 pub enum Action {
-    Attach(XdpMode),
+    Attach(AttachMode),
     Stats,
     Detach,
 }
 
 /// The `--xdp-mode` value (clap admits only these three).
-pub fn xdp_mode(name: &str) -> XdpMode {
+pub fn xdp_mode(name: &str) -> AttachMode {
     match name {
-        "native" => XdpMode::Native,
-        "generic" => XdpMode::Generic,
-        _ => XdpMode::Auto,
+        "native" => AttachMode::Native,
+        "generic" => AttachMode::Generic,
+        _ => AttachMode::Auto,
     }
 }
 

@@ -40,8 +40,8 @@ use crate::{
         member::{ClusterStatus, Member},
         share,
     },
-    config::{Config, FlowRecording, Global},
-    dataplane::{Dataplane, LoadSettings, Opened, PinnedOptions, Recording},
+    config::{Config, FlowRecording, Global, XdpMode},
+    dataplane::{AttachMode, Dataplane, LoadSettings, Opened, PinnedOptions, Recording},
     health::{self, Supervisor},
     neighbours,
     reconcile::{ApplyReport, Reconciler},
@@ -317,6 +317,15 @@ fn sample_forever(
     Ok(rx)
 }
 
+/// The config's word for how to attach, for the data plane (which knows no config).
+fn attach_mode(mode: XdpMode) -> AttachMode {
+    match mode {
+        XdpMode::Native => AttachMode::Native,
+        XdpMode::Generic => AttachMode::Generic,
+        XdpMode::Auto => AttachMode::Auto,
+    }
+}
+
 fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
     let global = &config.global;
     // An adopted data plane goes on looking for NAT replies from the start:
@@ -326,7 +335,7 @@ fn open(config: &Config, options: &RunOptions) -> Result<Dataplane> {
         settings: LoadSettings { nat, ..load_settings(global) },
         pin_dir: global.pin_path.clone(),
         interface: global.interface.clone(),
-        mode: global.xdp_mode,
+        mode: attach_mode(global.xdp_mode),
         replace: options.replace,
         fresh: options.fresh,
     };

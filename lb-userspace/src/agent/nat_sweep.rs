@@ -35,7 +35,7 @@ impl NatSweeper {
         let Some(mut scanner) = self.scanner.take() else { return };
         let done = self.done.clone();
         tokio::task::spawn_blocking(move || {
-            let sweep = scanner.sweep(&timeouts);
+            let sweep = scanner.sweep(|proto, flags| timeouts.of(proto, flags));
             let _ = done.blocking_send((scanner, sweep));
         });
     }

@@ -40,6 +40,7 @@ impl Counters {
     }
 
     /// What happened between `earlier` and `self`.
+    #[cfg(feature = "testing")]
     pub fn since(&self, earlier: &Counters) -> Counters {
         let sub = |a: &[u64], b: &[u64], out: &mut [u64]| {
             for ((o, a), b) in out.iter_mut().zip(a).zip(b) {

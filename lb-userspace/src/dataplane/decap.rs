@@ -8,17 +8,14 @@ use std::path::{Path, PathBuf};
 use aya::{
     maps::{Map, MapData, PerCpuArray},
     programs::Xdp,
-    Ebpf, EbpfLoader,
+    EbpfLoader,
 };
 use lb_common::{maps as names, DecapCounter};
 
 use super::{
-    load::{attach, ensure_bpffs, pin, remove_pins, stale_link, LINK_PIN},
-    map_err,
-    test_run::run,
-    DataplaneError, TestRunOutcome, DECAP_OBJECT,
+    load::{attach, ensure_bpffs, pin, remove_pins, stale_link, AttachMode, LINK_PIN},
+    map_err, DataplaneError, DECAP_OBJECT,
 };
-use crate::config::XdpMode;
 
 /// Everything pinned beside the link.
 const PINNED_MAPS: [&str; 1] = [names::DECAP_COUNTERS];
@@ -36,7 +33,11 @@ pub enum DecapAttached {
 
 /// Loads `decap`, attaches it to `interface` and pins the link and its
 /// counters in `pin_dir`, unless it already runs there.
-pub fn attach_decap(interface: &str, pin_dir: &Path, mode: XdpMode) -> Result<DecapAttached, DataplaneError> {
+pub fn attach_decap(
+    interface: &str,
+    pin_dir: &Path,
+    mode: AttachMode,
+) -> Result<DecapAttached, DataplaneError> {
     ensure_bpffs(pin_dir)?;
     let link_path = pin_dir.join(LINK_PIN);
     let stale = if link_path.exists() {
@@ -113,42 +114,4 @@ pub fn detach_decap(pin_dir: &Path) -> Result<bool, DataplaneError> {
 /// from the balancer's pins, so both can run on one host.
 pub fn default_decap_pin_dir(interface: &str) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/alwayson-decap/{interface}"))
-}
-
-/// The decap program loaded with a private counter map and attached
-/// nowhere, for `BPF_PROG_TEST_RUN`.
-pub struct DecapTestRun {
-    ebpf: Ebpf,
-}
-
-impl DecapTestRun {
-    pub fn load() -> Result<Self, DataplaneError> {
-        let mut ebpf = Ebpf::load(DECAP_OBJECT)?;
-        let name = names::DECAP_PROGRAM;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program { name, source })?;
-        program.load().map_err(|source| DataplaneError::Program { name, source })?;
-        Ok(Self { ebpf })
-    }
-
-    /// Runs the program once on `frame`.
-    pub fn run(&self, frame: &[u8]) -> Result<TestRunOutcome, DataplaneError> {
-        let name = names::DECAP_PROGRAM;
-        let program = self.ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
-        let program: &Xdp = program.try_into().map_err(|source| DataplaneError::Program { name, source })?;
-        run(program, name, frame, 0, 1)
-    }
-
-    pub fn counters(&self) -> Result<Vec<(DecapCounter, u64)>, DataplaneError> {
-        let name = names::DECAP_COUNTERS;
-        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
-        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(name))?;
-        DecapCounter::ALL
-            .into_iter()
-            .map(|c| Ok((c, map.get(&c.slot(), 0).map_err(map_err(name))?.iter().sum())))
-            .collect()
-    }
 }

@@ -26,7 +26,6 @@ use lb_common::{
 };
 
 use super::{Dataplane, DataplaneError, LoadSettings, BALANCER_OBJECT};
-use crate::config::XdpMode;
 
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -36,6 +35,17 @@ const BPFFS_ROOT: &CStr = c"/sys/fs/bpf";
 pub(super) const LINK_PIN: &str = "link";
 
 /// Where and how to run a pinned, attached data plane.
+/// How a program is attached to its interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver: fast, if the driver supports XDP.
+    Native,
+    /// In the generic network stack: works everywhere, slower.
+    Generic,
+    /// Native, falling back to generic with a warning.
+    Auto,
+}
+
 #[derive(Clone, Debug)]
 pub struct PinnedOptions {
     pub settings: LoadSettings,
@@ -43,7 +53,7 @@ pub struct PinnedOptions {
     pub pin_dir: PathBuf,
     pub interface: String,
     /// How the program is attached (`Auto`: native, falling back to generic with a warning).
-    pub mode: XdpMode,
+    pub mode: AttachMode,
     /// Swap this build's program in (atomically) even if one is running.
     pub replace: bool,
     /// Start from empty maps even if pinned ones exist (drops the connection table).
@@ -360,7 +370,7 @@ pub(super) fn attach(
     program: &mut Xdp,
     name: &'static str,
     interface: &str,
-    mode: XdpMode,
+    mode: AttachMode,
     link_path: &Path,
 ) -> Result<(FdLink, bool), DataplaneError> {
     let try_attach = |program: &mut Xdp, kernel_mode: KernelMode| {
@@ -372,9 +382,9 @@ pub(super) fn attach(
         })
     };
     let (id, fallback) = match mode {
-        XdpMode::Native => (try_attach(program, KernelMode::Driver)?, false),
-        XdpMode::Generic => (try_attach(program, KernelMode::Skb)?, false),
-        XdpMode::Auto => match try_attach(program, KernelMode::Driver) {
+        AttachMode::Native => (try_attach(program, KernelMode::Driver)?, false),
+        AttachMode::Generic => (try_attach(program, KernelMode::Skb)?, false),
+        AttachMode::Auto => match try_attach(program, KernelMode::Driver) {
             Ok(id) => (id, false),
             // Generic mode would meet the same program: falling back would only hide why.
             Err(occupied @ DataplaneError::Occupied { .. }) => return Err(occupied),

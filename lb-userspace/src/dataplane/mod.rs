@@ -11,6 +11,7 @@ mod nat_scan;
 mod pinned;
 mod ring;
 mod scan;
+#[cfg(feature = "testing")]
 mod test_run;
 
 use std::{os::fd::AsFd as _, path::PathBuf};
@@ -31,24 +32,23 @@ use lb_common::{
 };
 
 use self::error::{found, map_err, Result};
+#[cfg(feature = "testing")]
+pub use self::test_run::{Baseline, DecapTestRun, TestRunOutcome};
 pub use self::{
     counters::Counters,
-    decap::{attach_decap, decap_counters, default_decap_pin_dir, detach_decap, DecapAttached, DecapTestRun},
+    decap::{attach_decap, decap_counters, default_decap_pin_dir, detach_decap, DecapAttached},
     error::{DataplaneError, RefusedMap},
-    load::{attached_ifindex, Opened, PinnedOptions},
+    load::{attached_ifindex, AttachMode, Opened, PinnedOptions},
     nat_scan::{NatScanner, NatSweep},
     pinned::PinnedStats,
     ring::RingMemory,
     scan::{coarse_now, ConnScanner, Scan},
-    test_run::{Baseline, TestRunOutcome},
 };
 
 /// The balancer object, built by `build.rs` from the `lb-ebpf` crate.
 pub static BALANCER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/balancer"));
 /// `decap`: strips tunnel packets on backends of tunnel VIPs.
 pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap"));
-/// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
-pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// What is fixed when the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,31 +236,6 @@ impl Dataplane {
         self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
         self.settings = settings;
         Ok(())
-    }
-
-    /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
-    pub fn map_memory(&self) -> Vec<(&'static str, u64)> {
-        use std::os::fd::AsRawFd as _;
-        self.map_fds
-            .iter()
-            .map(|(name, fd)| {
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
-                    .unwrap_or_default();
-                let bytes =
-                    info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok());
-                (*name, bytes.unwrap_or(0))
-            })
-            .collect()
-    }
-
-    /// The loaded program's size: instructions the verifier processed, and
-    /// bytes of the translated and the JIT-compiled program.
-    pub fn program_size(&self) -> Result<(Option<u32>, Option<u32>, u32)> {
-        let info = self
-            .program()
-            .info()
-            .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
-        Ok((info.verified_instruction_count(), info.size_translated(), info.size_jitted()))
     }
 
     /// The id of the program attached (the pinned link's) or loaded here.

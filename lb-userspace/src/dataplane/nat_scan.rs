@@ -2,7 +2,8 @@
 //! entry). The kernel makes a mapping's two entries and marks what it sees;
 //! only this removes them, so a mapping's port is free again exactly when
 //! its time is up. A mapping lives while either direction is seen within the
-//! timeout its flags call for ([`NatTimeouts::of`]).
+//! timeout its protocol and flags call for (the caller's rule: the config's
+//! `nat_*_timeout` keys).
 
 use std::time::Duration;
 
@@ -13,7 +14,6 @@ use lb_common::{
 };
 
 use super::{error::map_err, scan::coarse_now, Dataplane, DataplaneError, Result};
-use crate::config::nat::NatTimeouts;
 
 /// A reverse entry without its forward one is removed only once it is this
 /// old (coarse seconds): the kernel writes the reverse entry first, so a
@@ -57,9 +57,9 @@ fn coarse(timeout: Duration) -> u32 {
 }
 
 /// Whether a mapping last seen at `seen` (the later of its two directions)
-/// with `flags` (both directions') is over at `now`.
-pub fn expired(timeouts: &NatTimeouts, proto: u8, flags: u32, seen: u32, now: u32) -> bool {
-    now.wrapping_sub(seen) > coarse(timeouts.of(proto, flags))
+/// and allowed `timeout` of silence is over at `now`.
+fn expired(timeout: Duration, seen: u32, now: u32) -> bool {
+    now.wrapping_sub(seen) > coarse(timeout)
 }
 
 /// The later of two coarse times, across wrapping.
@@ -72,7 +72,9 @@ fn later(a: u32, b: u32) -> u32 {
 }
 
 impl NatScanner {
-    pub fn sweep(&mut self, timeouts: &NatTimeouts) -> NatSweep {
+    /// Removes the mappings silent for longer than `timeout(protocol, flags)`
+    /// (`flags`: both directions' `NAT_SEEN_*`), and orphaned halves.
+    pub fn sweep(&mut self, timeout: impl Fn(u8, u32) -> Duration) -> NatSweep {
         let now = coarse_now();
         let mut sweep = NatSweep::default();
         let mut gone: Vec<(FlowKey, FlowKey)> = Vec::new();
@@ -89,7 +91,7 @@ impl NatScanner {
                     continue;
                 }
             };
-            if expired(timeouts, key.proto, flags, seen, now) {
+            if expired(timeout(key.proto, flags), seen, now) {
                 sweep.expired += 1;
                 gone.push((key, reverse_key));
             }
@@ -116,23 +118,17 @@ impl NatScanner {
 
 #[cfg(test)]
 mod tests {
-    use lb_common::{
-        nat::{NAT_SEEN_CLOSE, NAT_SEEN_REPLY},
-        types::PROTO_TCP,
-    };
-
     use super::*;
 
     #[test]
     fn a_mapping_expires_only_after_its_whole_timeout_across_wrapping() {
         let s = Duration::from_secs;
-        let t = NatTimeouts { tcp: s(900), tcp_opening: s(5), tcp_closing: s(10), udp: s(60) };
         // 5 s is 4.66 coarse seconds: 5 of them rounded up, expired beyond.
-        assert!(!expired(&t, PROTO_TCP, 0, 100, 105));
-        assert!(expired(&t, PROTO_TCP, 0, 100, 106));
-        assert!(!expired(&t, PROTO_TCP, NAT_SEEN_REPLY, 100, 106));
-        assert!(expired(&t, PROTO_TCP, NAT_SEEN_REPLY | NAT_SEEN_CLOSE, 100, 200));
-        assert!(!expired(&t, PROTO_TCP, NAT_SEEN_REPLY, u32::MAX - 2, 5), "across wrapping");
+        assert!(!expired(s(5), 100, 105));
+        assert!(expired(s(5), 100, 106));
+        assert!(!expired(s(900), 100, 106));
+        assert!(expired(s(10), 100, 200));
+        assert!(!expired(s(900), u32::MAX - 2, 5), "across wrapping");
         assert_eq!(later(u32::MAX, 3), 3);
         assert_eq!(later(7, 3), 7);
     }

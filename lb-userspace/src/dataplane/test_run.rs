@@ -1,14 +1,23 @@
-//! `BPF_PROG_TEST_RUN`: the program run on a crafted frame, for fixtures and
-//! per-packet cost figures.
+//! For tests and benchmarks (feature `testing`): `BPF_PROG_TEST_RUN`, the
+//! program run on a crafted frame, for fixtures and per-packet cost figures;
+//! the baseline programs; what the maps and the program take.
 
 use std::time::Duration;
 
 use aya::{
+    maps::{MapData, PerCpuArray},
     programs::{ProgramError, Xdp},
     Ebpf, TestRun as _, TestRunOptions,
 };
+use lb_common::{maps as names, DecapCounter};
 
-use super::{Dataplane, DataplaneError, BASELINE_OBJECT};
+use super::{
+    error::{map_err, Result},
+    Dataplane, DataplaneError, DECAP_OBJECT,
+};
+
+/// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
+static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 /// Room for programs that grow the frame (encapsulation).
 const HEADROOM_OUT: usize = 256;
@@ -64,7 +73,32 @@ impl Dataplane {
         ingress_ifindex: u32,
         repeat: u32,
     ) -> Result<TestRunOutcome, DataplaneError> {
-        run(self.program(), lb_common::maps::PROGRAM, frame, ingress_ifindex, repeat)
+        run(self.program(), names::PROGRAM, frame, ingress_ifindex, repeat)
+    }
+
+    /// Kernel memory of each map, as the kernel accounts it (`memlock` in fdinfo).
+    pub fn map_memory(&self) -> Vec<(&'static str, u64)> {
+        use std::os::fd::AsRawFd as _;
+        self.map_fds
+            .iter()
+            .map(|(name, fd)| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                    .unwrap_or_default();
+                let bytes =
+                    info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok());
+                (*name, bytes.unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// The loaded program's size: instructions the verifier processed, and
+    /// bytes of the translated and the JIT-compiled program.
+    pub fn program_size(&self) -> Result<(Option<u32>, Option<u32>, u32)> {
+        let info = self
+            .program()
+            .info()
+            .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+        Ok((info.verified_instruction_count(), info.size_translated(), info.size_jitted()))
     }
 }
 
@@ -103,5 +137,43 @@ impl Baseline {
     /// Runs `xdp_drop` on `frame`: the floor for per-packet cost.
     pub fn test_run_drop(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, DataplaneError> {
         run(self.program(Self::DROP)?, Self::DROP, frame, 0, repeat)
+    }
+}
+
+/// The decap program loaded with a private counter map and attached
+/// nowhere, for `BPF_PROG_TEST_RUN`.
+pub struct DecapTestRun {
+    ebpf: Ebpf,
+}
+
+impl DecapTestRun {
+    pub fn load() -> Result<Self, DataplaneError> {
+        let mut ebpf = Ebpf::load(DECAP_OBJECT)?;
+        let name = names::DECAP_PROGRAM;
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name, source })?;
+        program.load().map_err(|source| DataplaneError::Program { name, source })?;
+        Ok(Self { ebpf })
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn run(&self, frame: &[u8]) -> Result<TestRunOutcome, DataplaneError> {
+        let name = names::DECAP_PROGRAM;
+        let program = self.ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
+        let program: &Xdp = program.try_into().map_err(|source| DataplaneError::Program { name, source })?;
+        run(program, name, frame, 0, 1)
+    }
+
+    pub fn counters(&self) -> Result<Vec<(DecapCounter, u64)>, DataplaneError> {
+        let name = names::DECAP_COUNTERS;
+        let map = self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))?;
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err(name))?;
+        DecapCounter::ALL
+            .into_iter()
+            .map(|c| Ok((c, map.get(&c.slot(), 0).map_err(map_err(name))?.iter().sum())))
+            .collect()
     }
 }
