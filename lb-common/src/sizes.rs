@@ -23,7 +23,8 @@ pub const DEFAULT_TOO_BIG_LIMIT: u32 = 1_000;
 
 /// The largest ring the agent accepts; also bounds `max_vips * ring_size`.
 pub const MAX_RING_SIZE: u32 = 1_048_573;
-/// Upper bound on `max_vips * ring_size`: the ring is one array map of u32.
+/// Upper bound on `max_vips * ring_size`: every VIP's ring lives in one array
+/// map of 8-slot chunks (a slot is a u64: owner and prior owner).
 pub const MAX_RING_ENTRIES: u64 = 1 << 28;
 
 /// VLAN tags the parser skips (802.1Q / 802.1ad, so QinQ works).

@@ -34,7 +34,6 @@ const BPFFS_ROOT: &CStr = c"/sys/fs/bpf";
 /// The pinned XDP link, beside the maps.
 pub(super) const LINK_PIN: &str = "link";
 
-/// Where and how to run a pinned, attached data plane.
 /// How a program is attached to its interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -46,6 +45,7 @@ pub enum AttachMode {
     Auto,
 }
 
+/// Where and how to run a pinned, attached data plane.
 #[derive(Clone, Debug)]
 pub struct PinnedOptions {
     pub settings: LoadSettings,

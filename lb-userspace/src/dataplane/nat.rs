@@ -24,7 +24,8 @@ impl Dataplane {
     /// Turns the kernel's search for NAT replies on or off (`FLAG_NAT`), from
     /// the next packet on. Off, traffic to non-VIP addresses costs nothing
     /// more and replies of NAT mappings pass to the host untranslated, so it
-    /// is on while any VIP is NAT or mappings remain.
+    /// is on while any VIP is NAT. (Once none is, the client's side of every
+    /// mapping has no VIP left either: those flows are over.)
     pub fn set_nat(&mut self, nat: bool) -> Result<()> {
         let settings = LoadSettings { nat, ..self.settings };
         self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
