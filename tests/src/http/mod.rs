@@ -34,7 +34,8 @@ use self::exchange::{exchange, Socket};
 pub use self::response::Response;
 use crate::netns::{self, Netns};
 
-/// Connect, write and read timeout of a request unless [`Client::timeout`] says otherwise.
+/// A request's bound unless [`Client::timeout`] says otherwise: once for a
+/// TCP connect, once for the exchange (the request out, the whole response in).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a [`Client`] connects.
@@ -105,7 +106,7 @@ impl Client {
     }
 
     /// Opens a connection, sends `request` (with this client's headers
-    /// added) and reads the response, all within the client's timeout.
+    /// added) and reads the whole response, each within the client's timeout.
     pub fn send(&self, request: &Request) -> io::Result<Response> {
         let mut request = request.clone();
         for (name, value) in &self.headers {
