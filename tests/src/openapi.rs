@@ -1,11 +1,14 @@
 //! docs/openapi.json as a test oracle: loading, `$ref` resolution, the
-//! operations it declares, and a small JSON-schema validator that checks the
-//! agent's responses against them.
+//! operations it declares, and the agent's responses checked against their
+//! schemas by the `jsonschema` crate (src/openapi/schema.rs).
+
+mod schema;
 
 use std::{collections::BTreeSet, path::Path};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use self::schema::Schemas;
 use crate::http::Response;
 
 /// The HTTP methods an OpenAPI path item may hold.
@@ -20,6 +23,7 @@ pub fn repo_file(relative: &str) -> String {
 /// docs/openapi.json, parsed.
 pub struct Doc {
     pub root: Value,
+    schemas: Schemas,
 }
 
 /// One operation of the document.
@@ -34,7 +38,13 @@ impl Doc {
     pub fn load() -> Self {
         let text = repo_file("docs/openapi.json");
         let root: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("docs/openapi.json: {e}"));
-        Self { root }
+        Self::new(root)
+    }
+
+    /// A document given as JSON (docs/openapi.json, or a small one in a test).
+    pub fn new(root: Value) -> Self {
+        let schemas = Schemas::new(&root).unwrap_or_else(|e| panic!("the OpenAPI document's schemas: {e}"));
+        Self { root, schemas }
     }
 
     /// The target of a local reference `#/a/b`.
@@ -79,90 +89,10 @@ impl Doc {
             .unwrap_or_else(|| panic!("{method} {path} is not in docs/openapi.json"))
     }
 
-    /// Where `value` breaks `schema` (empty: it conforms). The subset of
-    /// OpenAPI 3.0 schemas this document uses; `pattern` and `format` are not checked.
+    /// Where `value` breaks `schema` (empty: it conforms), one line each.
+    /// `schema` is one of this document's: its `$ref`s are resolved in it.
     pub fn errors(&self, schema: &Value, value: &Value) -> Vec<String> {
-        let mut errors = Vec::new();
-        self.validate(schema, value, "$", &mut errors);
-        errors
-    }
-
-    fn validate(&self, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
-        let schema = self.resolve(schema);
-        if value.is_null() && schema["nullable"] == json!(true) {
-            return;
-        }
-        for sub in schema["allOf"].as_array().into_iter().flatten() {
-            self.validate(sub, value, at, errors);
-        }
-        if let Some(any) = schema["anyOf"].as_array() {
-            if !any.iter().any(|s| self.errors(s, value).is_empty()) {
-                errors.push(format!("{at}: matches none of anyOf: {value}"));
-            }
-        }
-        if let Some(one) = schema["oneOf"].as_array() {
-            let matching = one.iter().filter(|s| self.errors(s, value).is_empty()).count();
-            if matching != 1 {
-                errors.push(format!("{at}: matches {matching} of oneOf, not exactly 1: {value}"));
-            }
-        }
-        if let Some(ty) = schema["type"].as_str() {
-            let fits = match ty {
-                "object" => value.is_object(),
-                "array" => value.is_array(),
-                "string" => value.is_string(),
-                "integer" => value.is_i64() || value.is_u64(),
-                "number" => value.is_number(),
-                "boolean" => value.is_boolean(),
-                _ => false,
-            };
-            if !fits {
-                errors.push(format!("{at}: not of type {ty}: {value}"));
-                return;
-            }
-        }
-        if let Some(options) = schema["enum"].as_array() {
-            if !options.contains(value) {
-                errors.push(format!("{at}: {value} is not one of {options:?}"));
-            }
-        }
-        if let Some(n) = value.as_f64() {
-            if schema["minimum"].as_f64().is_some_and(|min| n < min) {
-                errors.push(format!("{at}: {n} below minimum {}", schema["minimum"]));
-            }
-            if schema["maximum"].as_f64().is_some_and(|max| n > max) {
-                errors.push(format!("{at}: {n} above maximum {}", schema["maximum"]));
-            }
-        }
-        if let (Some(s), Some(min)) = (value.as_str(), schema["minLength"].as_u64()) {
-            if (s.chars().count() as u64) < min {
-                errors.push(format!("{at}: shorter than {min}: {s:?}"));
-            }
-        }
-        if let (Some(items), Some(item_schema)) = (value.as_array(), schema.get("items")) {
-            for (i, item) in items.iter().enumerate() {
-                self.validate(item_schema, item, &format!("{at}[{i}]"), errors);
-            }
-        }
-        if let Some(object) = value.as_object() {
-            for name in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                if !object.contains_key(name) {
-                    errors.push(format!("{at}: required key {name:?} missing"));
-                }
-            }
-            if schema["minProperties"].as_u64().is_some_and(|min| (object.len() as u64) < min) {
-                errors.push(format!("{at}: fewer than {} keys", schema["minProperties"]));
-            }
-            for (key, item) in object {
-                let at = format!("{at}.{key}");
-                match (schema["properties"].get(key), schema.get("additionalProperties")) {
-                    (Some(property), _) => self.validate(property, item, &at, errors),
-                    (None, Some(Value::Bool(false))) => errors.push(format!("{at}: key not in the schema")),
-                    (None, Some(extra)) if extra.is_object() => self.validate(extra, item, &at, errors),
-                    (None, _) => {}
-                }
-            }
-        }
+        self.schemas.errors(schema, value).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Holds a response to the document: its status is one the operation

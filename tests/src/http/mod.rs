@@ -1,9 +1,9 @@
-//! A small HTTP/1.1 client for tests of the agent's API and web listener, and
-//! for WebDriver: one request per connection (`Connection: close`), the
-//! response read to where its framing (`Content-Length`, chunked) ends, or to
-//! EOF.
-//! Nothing clever, so that what a test sees is what the server sent. The
-//! response side, parsing and framing, is [`response`].
+//! The HTTP/1.1 client of tests of the agent's API and web listener:
+//! hyper's, one request per connection (`Connection: close`), the response
+//! read to where its framing ends. The tests open the socket themselves
+//! (src/http/exchange.rs takes it from there) so that a TCP connection can be made
+//! from inside a network namespace; what a test sends deliberately malformed
+//! or partial is no request and goes over a raw socket instead.
 //!
 //! The agent runs in the bed's LB namespace: its TCP listeners on 127.0.0.1
 //! are only reachable from inside it, so [`Client::tcp_in`] opens each
@@ -17,20 +17,25 @@
 //! let response = tcp.patch("/v1/vips/web/backends/web1", r#"{"weight": 0}"#)?;
 //! ```
 
+mod exchange;
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::{
-    io::{self, Read, Write},
+    io,
     net::{SocketAddr, TcpStream},
     os::unix::net::UnixStream,
     path::PathBuf,
     time::Duration,
 };
 
+use self::exchange::{exchange, Socket};
 pub use self::response::Response;
 use crate::netns::{self, Netns};
 
-/// Connect, write and read timeout of a request unless [`Client::timeout`] says otherwise.
+/// A request's bound unless [`Client::timeout`] says otherwise: once for a
+/// TCP connect, once for the exchange (the request out, the whole response in).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a [`Client`] connects.
@@ -100,8 +105,8 @@ impl Client {
         self.send(&Request::new("PATCH", path).json(json))
     }
 
-    /// Opens a connection, sends `request` (with this client's headers added)
-    /// and reads the response (see [`exchange`]).
+    /// Opens a connection, sends `request` (with this client's headers
+    /// added) and reads the whole response, each within the client's timeout.
     pub fn send(&self, request: &Request) -> io::Result<Response> {
         let mut request = request.clone();
         for (name, value) in &self.headers {
@@ -111,19 +116,15 @@ impl Client {
         }
         match &self.endpoint {
             Endpoint::Unix(path) => {
-                let mut stream = UnixStream::connect(path).map_err(|e| {
+                let stream = UnixStream::connect(path).map_err(|e| {
                     io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display()))
                 })?;
-                stream.set_read_timeout(Some(self.timeout))?;
-                stream.set_write_timeout(Some(self.timeout))?;
-                exchange(&mut stream, &request, "localhost")
+                exchange(Socket::Unix(stream), &request, "localhost", self.timeout)
             }
             Endpoint::Tcp { addr, netns } => {
-                let mut stream = tcp_connect(*addr, netns.as_deref(), self.timeout)
+                let stream = tcp_connect(*addr, netns.as_deref(), self.timeout)
                     .map_err(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")))?;
-                stream.set_read_timeout(Some(self.timeout))?;
-                stream.set_write_timeout(Some(self.timeout))?;
-                exchange(&mut stream, &request, &addr.to_string())
+                exchange(Socket::Tcp(stream), &request, &addr.to_string(), self.timeout)
             }
         }
     }
@@ -171,46 +172,6 @@ impl Request {
     pub fn header_value(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
-
-    /// The bytes on the wire: request line, `Host`, the headers,
-    /// `Content-Length` when there is a body, `Connection: close`.
-    pub fn to_bytes(&self, host: &str) -> Vec<u8> {
-        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
-        if self.header_value("Host").is_none() {
-            head.push_str(&format!("Host: {host}\r\n"));
-        }
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if let Some(body) = &self.body {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("Connection: close\r\n\r\n");
-        let mut out = head.into_bytes();
-        out.extend_from_slice(self.body.as_deref().unwrap_or_default());
-        out
-    }
-}
-
-/// Writes `request` to `stream` and reads the response: up to where its
-/// framing (`Content-Length`, chunked) says it ends, or to EOF when it has
-/// none. Not waiting for the close lets the same client talk to servers that
-/// keep the connection open despite `Connection: close` (chromedriver does).
-pub fn exchange<S: Read + Write>(stream: &mut S, request: &Request, host: &str) -> io::Result<Response> {
-    stream.write_all(&request.to_bytes(host))?;
-    stream.flush()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Response::parse(&raw);
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(response) = Response::parse_complete(&raw, false)? {
-            return Ok(response);
-        }
-    }
 }
 
 /// An `InvalidData` error saying `what` (also for the bed's own protocol checks).
@@ -230,79 +191,4 @@ pub fn percent_encode(segment: &str) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A server's side of a connection: `data` in pieces of 3 bytes, then
-    /// EOF if `closes`, else the read timeout of a connection left open.
-    struct Peer {
-        data: Vec<u8>,
-        at: usize,
-        closes: bool,
-    }
-
-    impl Read for Peer {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.at == self.data.len() {
-                return if self.closes { Ok(0) } else { Err(io::ErrorKind::TimedOut.into()) };
-            }
-            let n = buf.len().min(3).min(self.data.len() - self.at);
-            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
-            self.at += n;
-            Ok(n)
-        }
-    }
-
-    impl Write for Peer {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn over(data: &[u8], closes: bool) -> io::Result<Response> {
-        exchange(&mut Peer { data: data.to_vec(), at: 0, closes }, &Request::new("GET", "/"), "h")
-    }
-
-    #[test]
-    fn a_framed_response_ends_without_the_close() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n{}xx";
-        assert_eq!(over(plain, false).unwrap().body, b"{}xx");
-        let chunked = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
-        let r = over(chunked, false).unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, &b"{\"a\":1}"[..]));
-        // Without framing only the close ends the body.
-        let open = b"HTTP/1.1 500 Internal\r\nConnection: close\r\n\r\n{}";
-        assert_eq!(over(open, false).unwrap_err().kind(), io::ErrorKind::TimedOut);
-        assert_eq!(over(open, true).unwrap().body, b"{}");
-        // Cut short by the close, or malformed before the end: errors.
-        assert!(over(&plain[..plain.len() - 1], true).is_err());
-        assert!(over(&chunked[..chunked.len() - 12], true).is_err());
-        assert!(over(b"HTTP/1.1 200 OK\r\n", true).is_err());
-        assert_eq!(over(b"HTTP/1.1 OK\r\n\r\n", false).unwrap_err().kind(), io::ErrorKind::InvalidData);
-    }
-
-    #[test]
-    fn request_bytes() {
-        let r = Request::new("PATCH", "/v1/x").header("Authorization", "Bearer t").json("{}");
-        let text = String::from_utf8(r.to_bytes("localhost")).unwrap();
-        assert_eq!(
-            text,
-            "PATCH /v1/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\
-             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
-        );
-        assert!(!String::from_utf8(Request::new("GET", "/").to_bytes("h")).unwrap().contains("Length"));
-    }
-
-    #[test]
-    fn encodes_names() {
-        assert_eq!(percent_encode("10.77.100.1:80/tcp"), "10.77.100.1%3A80%2Ftcp");
-        assert_eq!(percent_encode("[fd77::1:10]:53"), "%5Bfd77%3A%3A1%3A10%5D%3A53");
-        assert_eq!(percent_encode("web 1"), "web%201");
-    }
 }
