@@ -9,7 +9,10 @@
 
 use std::{
     fmt,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use lb_common::{DropReason, Event, Verdict};
@@ -294,30 +297,22 @@ fn cluster(out: &mut DescriptorEncoder, snapshot: &Snapshot) -> fmt::Result {
 
 fn listeners(out: &mut DescriptorEncoder, timings: &Timings) -> fmt::Result {
     let listeners = timings.listeners.lock().unwrap_or_else(|e| e.into_inner());
-    type Count = fn(&ConnCounts) -> u64;
-    let each: [(&str, MetricType, &str, Count); 3] = [
-        ("alwayson_listener_connections", MetricType::Gauge, "Connections a listener is serving.", |c| {
-            c.open.load(Ordering::Relaxed)
-        }),
-        (
-            "alwayson_listener_refused",
-            MetricType::Counter,
-            "Connections closed at once because the listener's max_connections were being served.",
-            |c| c.refused.load(Ordering::Relaxed),
-        ),
-        (
-            "alwayson_listener_timeouts",
-            MetricType::Counter,
-            "Connections ended by the header-read or idle timeout.",
-            |c| c.timed_out.load(Ordering::Relaxed),
-        ),
-    ];
-    for (name, kind, help, count) in each {
-        let samples = listeners.iter().map(|(listener, counts)| ([("listener", *listener)], count(counts)));
-        match kind {
-            MetricType::Counter => counters(out, name, help, samples)?,
-            _ => gauges(out, name, help, samples)?,
-        }
-    }
-    Ok(())
+    let each = |count: fn(&ConnCounts) -> &AtomicU64| {
+        listeners
+            .iter()
+            .map(move |(name, counts)| ([("listener", *name)], count(counts).load(Ordering::Relaxed)))
+    };
+    gauges(out, "alwayson_listener_connections", "Connections a listener is serving.", each(|c| &c.open))?;
+    counters(
+        out,
+        "alwayson_listener_refused",
+        "Connections closed at once because the listener's max_connections were being served.",
+        each(|c| &c.refused),
+    )?;
+    counters(
+        out,
+        "alwayson_listener_timeouts",
+        "Connections ended by the header-read or idle timeout.",
+        each(|c| &c.timed_out),
+    )
 }
