@@ -12,8 +12,7 @@ use lb_common::{types::addr_words, BackendState, Mode, NatSource, VipKey};
 use crate::{
     config::{nat::NatSettings, Backend, CheckKind, Config, OnAllDown, Vip},
     health::BackendRef,
-    runtime::AdminStates,
-    stats::Admin,
+    runtime::{Admin, AdminStates},
 };
 
 /// One VIP as it should be.

@@ -101,8 +101,9 @@ fn counters_show_exactly_the_packets_and_bytes_sent() {
     let web = http::Client::tcp_in(bed.lb_ns(), WEB_LISTEN.parse().unwrap());
     let metrics = web.get("/metrics").expect("GET /metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.content_type().unwrap_or_default().starts_with("text/plain"));
+    assert_eq!(metrics.content_type().as_deref(), Some("application/openmetrics-text"));
     let text = metrics.text();
+    assert!(text.ends_with("\n# EOF\n"), "an OpenMetrics exposition ends with # EOF:\n{text}");
     let name = vip_stats["name"].as_str().unwrap();
     assert_eq!(
         metric(&text, &format!("alwayson_vip_packets_total{{vip=\"{name}\"}}")),

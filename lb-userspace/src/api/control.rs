@@ -19,8 +19,7 @@ use super::{
 };
 use crate::{
     config::{Config, Problem, WEIGHT},
-    runtime::{self, Op},
-    stats::Admin,
+    runtime::{self, Admin, Op},
 };
 
 type Reply<T> = Result<T, ApiError>;

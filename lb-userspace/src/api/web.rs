@@ -1,8 +1,10 @@
 //! The read-only listener: the dashboard, `/metrics`, `/api/stats`.
 
+use std::sync::Arc;
+
 use axum::{
     extract::State,
-    http::header,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
 };
 
@@ -27,6 +29,8 @@ pub async fn dashboard() -> Response {
 
 pub async fn metrics(State(shared): State<Shared>) -> Response {
     let snapshot = shared.stats.borrow().clone();
-    let text = metrics::render(&snapshot, &shared.timings);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+    match metrics::render(snapshot, Arc::clone(&shared.timings)) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }

@@ -1,8 +1,21 @@
-//! Admin states set through the API (drain, maintenance), by VIP and backend name.
+//! The operator's admin state of backends (ready, drain, maintenance), set
+//! through the API, by VIP and backend name.
 
 use std::collections::HashMap;
 
-use crate::stats::Admin;
+use serde::{Deserialize, Serialize};
+
+/// An operator's say over a backend, beside its health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    #[default]
+    Ready,
+    /// No new flows; established ones continue.
+    Drain,
+    /// Out of service: established flows are re-selected.
+    Maint,
+}
 
 /// Admin states by VIP name, then backend name; `Ready`, the default, is not stored.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -46,8 +46,7 @@
 //! Dropping an overwritten weight or admin state changes nothing there: within
 //! one life the backend is there for all of them or for none.
 
-use super::Op;
-use crate::stats::Admin;
+use super::{Admin, Op};
 
 /// Appends `ops` to `list`, which stays compacted.
 pub fn record(list: &mut Vec<Op>, ops: impl IntoIterator<Item = Op>) {

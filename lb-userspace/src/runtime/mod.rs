@@ -32,15 +32,12 @@ use serde_json::Value as Json;
 
 use self::document::{array_mut, check_fits, mini_document, table_of, validated_vip};
 pub use self::{
-    admin::AdminStates,
+    admin::{Admin, AdminStates},
     compact::record,
     restricted::{restricted_key, RESTRICTED_KEYS},
     saved::{decode, encode, load, save},
 };
-use crate::{
-    config::{Config, Problem, Vip},
-    stats::Admin,
-};
+use crate::config::{Config, Problem, Vip};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
