@@ -15,6 +15,7 @@ use crate::{
     api::client::{segment, Answer, Client},
     cluster::member::Source,
     config::{Config, ConfigError},
+    reconcile::ApplyReport,
     stats::Stats,
 };
 
@@ -249,7 +250,11 @@ pub async fn backend_set(
 pub async fn reload(client: &Client, discard_runtime: bool) -> Result<()> {
     let body = json!({ "discard_runtime": discard_runtime });
     let answer = expect(client.send(Method::POST, "/v1/reload", Some(&body)).await?, &[StatusCode::OK])?;
-    println!("reloaded: {}", answer["report"].as_str().unwrap_or(""));
+    // An answer this build cannot read is still shown, as the agent gave it.
+    match serde_json::from_value::<ApplyReport>(answer["report"].clone()) {
+        Ok(report) => println!("reloaded: {report}"),
+        Err(_) => println!("reloaded: {}", answer["report"]),
+    }
     for d in answer["dropped"].as_array().into_iter().flatten() {
         println!("dropped runtime change: {}", d.as_str().unwrap_or(""));
     }

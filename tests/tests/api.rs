@@ -25,17 +25,16 @@ const NEW_VIP_NAME: &str = "10.77.100.2:80/tcp";
 /// A name no VIP has.
 const NO_VIP: &str = "10.77.100.9:80/tcp";
 
-/// Whether an error body's `problems` name `field`: a segment of the field's
-/// path is it (`port`, `backend[0].weight`, an unknown key).
+/// Whether an error body's `problems` name `field`, the key's whole path as
+/// the request names it (`port`, `backend[0].weight`, an unknown key); in a
+/// reloaded file, the path ends with it (`vip[0].backend[0] (b0).weight`).
 fn names_field(body: &Value, field: &str) -> bool {
-    let segments = |s: &str| -> Vec<String> {
-        s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_string).collect()
-    };
     body["problems"]
         .as_array()
         .into_iter()
         .flatten()
-        .any(|p| p["field"].as_str().is_some_and(|f| segments(f).iter().any(|s| s == field)))
+        .filter_map(|p| p["field"].as_str())
+        .any(|f| f == field || f.ends_with(&format!(".{field}")))
 }
 
 /// A request the agent must refuse: what to send, the operation it is
@@ -129,9 +128,20 @@ fn refused_requests_change_nothing() {
             "POST",
             vips(),
             VIPS,
+            Some(&new_vip(
+                r#", "backend": [{"address": "10.77.1.12"}, {"address": "10.77.1.13", "wieght": 2}]"#,
+            )),
+            422,
+            Some("backend[1].wieght"),
+        ),
+        refused("POST", vips(), VIPS, Some(&new_vip(r#", "rise": "2""#)), 422, Some("rise")),
+        refused(
+            "POST",
+            vips(),
+            VIPS,
             Some(&new_vip(r#", "backend": [{"address": "10.77.1.12", "weight": 999}]"#)),
             422,
-            Some("weight"),
+            Some("backend[0].weight"),
         ),
         refused(
             "POST",
@@ -174,6 +184,14 @@ fn refused_requests_change_nothing() {
             Some("admin"),
         ),
         refused("POST", "/v1/reload".into(), "/v1/reload", Some(r#"{"bogus": true}"#), 422, Some("bogus")),
+        refused(
+            "POST",
+            "/v1/reload".into(),
+            "/v1/reload",
+            Some(r#"{"discard_runtime": "yes"}"#),
+            422,
+            Some("discard_runtime"),
+        ),
         // 404: no such VIP or backend.
         refused("POST", backends_path(NO_VIP), BACKENDS_T, Some(r#"{"address": "10.77.1.12"}"#), 404, None),
         refused("GET", vip_path(NO_VIP), VIP_T, None, 404, None),
@@ -337,10 +355,13 @@ fn valid_changes_go_through() {
     let up = wait_state(&doc, &api, "backend2", "up");
     assert_eq!((&up["admin"], &up["in_ring"]), (&json!("ready"), &json!(true)), "{up:#}");
 
-    // A reload replays the runtime changes on the file.
+    // A reload replays the runtime changes on the file: the same VIPs as before.
     let response = api.send(&Request::new("POST", "/v1/reload")).expect("POST /v1/reload");
     assert_eq!(response.status, 200, "{}", response.text());
-    doc.check("POST", "/v1/reload", &response);
+    let reloaded = doc.check("POST", "/v1/reload", &response);
+    let report = &reloaded["report"];
+    assert_eq!((&report["vips_added"], &report["vips_removed"]), (&json!(0), &json!(0)), "{reloaded:#}");
+    assert_eq!(reloaded["dropped"], json!([]), "{reloaded:#}");
     let vip = get_vip(&doc, &api, VIP_NAME).expect("the VIP");
     assert!(vip_backend(&vip, "backend2").is_some(), "the reload lost the runtime change: {vip:#}");
 
@@ -375,7 +396,10 @@ fn valid_changes_go_through() {
     assert!(runtime_file_mentions(&runtime, NEW_VIP), "{} does not hold the change", runtime.display());
     let response = api.post("/v1/reload", r#"{"discard_runtime": true}"#).expect("POST /v1/reload");
     assert_eq!(response.status, 200, "{}", response.text());
-    doc.check("POST", "/v1/reload", &response);
+    let reloaded = doc.check("POST", "/v1/reload", &response);
+    let report = &reloaded["report"];
+    let removed = (&report["vips_removed"], &report["backends_removed"], &report["vips_added"]);
+    assert_eq!(removed, (&json!(1), &json!(1), &json!(0)), "the added VIP and its backend go: {reloaded:#}");
     assert!(get_vip(&doc, &api, NEW_VIP_NAME).is_none(), "discard_runtime kept the added VIP");
     assert!(agent.stats().expect("maps").vip(&key).expect("VIPS").is_none(), "discarded, but in the kernel");
     assert!(!runtime_file_mentions(&runtime, NEW_VIP), "discarded, but {} still holds it", runtime.display());

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod host;
+pub mod inbox;
 mod judged;
 mod kernel_log;
 mod lock;
@@ -145,7 +146,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
 
     let timings = Arc::new(Timings::default());
     let (reports_tx, mut reports) = mpsc::channel(256);
-    let applied = api::Applied { config: Arc::clone(&in_force), admin: effective.admin.clone() };
+    let applied = inbox::Applied { config: Arc::clone(&in_force), admin: effective.admin.clone() };
     let (published_config, config_rx) = watch::channel(Arc::new(applied));
     let (published_topology, topology_rx) = watch::channel(Arc::new(Topology::default()));
     let mut agent = Agent {

@@ -3,15 +3,22 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use tracing::{error, info, warn};
 
-use super::{host, memory, parse_child, state::Agent};
+use super::{
+    host,
+    inbox::{Applied, Reloaded, Request, RequestError},
+    memory, parse_child,
+    state::Agent,
+};
 use crate::{
-    api::{ApiError, Applied, Caller, Reloaded, Request},
-    config::{capture, mtu, Config, ConfigError},
+    api::Caller,
+    config::{capture, mtu, Config, ConfigError, Problem},
     runtime,
 };
+
+/// Why the API may not set a restricted key.
+const RESTRICTED: &str = "only the config file may set this ([api] allow_exec = true lets the API)";
 
 impl Agent {
     pub async fn request(&mut self, request: Request) {
@@ -26,7 +33,12 @@ impl Agent {
         }
     }
 
-    fn apply_ops(&mut self, mut ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, ApiError> {
+    fn apply_ops(&mut self, mut ops: Vec<runtime::Op>, caller: &Caller) -> Result<Applied, RequestError> {
+        if !self.file.api.allow_exec {
+            if let Some(field) = ops.iter().find_map(runtime::restricted_key) {
+                return Err(RequestError::Forbidden { field, reason: RESTRICTED });
+            }
+        }
         let (mut config, mut admin) = ((*self.config).clone(), self.admin.clone());
         for op in &mut ops {
             (config, admin) = runtime::apply(&config, &admin, op)?;
@@ -35,10 +47,9 @@ impl Agent {
         refuse_new_nat_problems(&self.config, &config)?;
         refuse_small_mtu_for_new_tunnels(&self.config, &config)?;
         // Whatever does not get applied must not be remembered either.
-        if let Err(e) = self.switch_to(Arc::new(config), admin) {
-            error!("applying an API change failed: {e:#}");
-            let message = format!("applying the change failed: {e:#}");
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
+        if let Err(error) = self.switch_to(Arc::new(config), admin) {
+            error!("applying an API change failed: {error:#}");
+            return Err(RequestError::Dataplane { doing: "applying the change", error });
         }
         for op in &ops {
             info!(%caller, ?op, "API change applied");
@@ -50,32 +61,35 @@ impl Agent {
     }
 
     /// Re-reads the file and replays the runtime operations on it (or not).
-    pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, ApiError> {
+    pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, RequestError> {
         // Parsing waits for a child process: off the runtime's workers.
         let path = self.config_path.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || parse_child::load_config(&path)).await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("reading the config file failed: {e}"),
-                )
-            })?;
+        let loaded = tokio::task::spawn_blocking(move || parse_child::load_config(&path))
+            .await
+            .map_err(|e| RequestError::Internal(format!("reading the config file failed: {e}")))?;
         let file = loaded.map_err(|e| {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
-            match &e {
-                ConfigError::Invalid(problems) => {
-                    ApiError::invalid(format!("the config file is invalid: {e}"), problems)
-                }
-                _ => ApiError::invalid(format!("the config file cannot be used: {e}"), &[]),
-            }
+            let problems = e.problems().to_vec();
+            let message = match &e {
+                ConfigError::Invalid(_) => format!("the config file is invalid: {e}"),
+                _ => format!("the config file cannot be used: {e}"),
+            };
+            RequestError::Invalid { message, problems }
         })?;
         if let Err(e) = host::refuse_on_host(&file).and_then(|()| host::refuse_small_mtu(&file)) {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
-            return Err(ApiError::invalid(format!("the config file is invalid: {e}"), e.problems()));
+            let problems = e.problems().to_vec();
+            return Err(RequestError::Invalid {
+                message: format!("the config file is invalid: {e}"),
+                problems,
+            });
         }
         if let Some(why) = host::needs_restart(&self.file, &file) {
             error!("reload refused: {why}; the running config stays");
-            return Err(ApiError::invalid(format!("reload refused: {why}"), &[]));
+            return Err(RequestError::Invalid {
+                message: format!("reload refused: {why}"),
+                problems: Vec::new(),
+            });
         }
         memory::give_back();
         let file = Arc::new(file);
@@ -88,19 +102,18 @@ impl Agent {
         }
         // Without runtime changes, what is in force is the file itself.
         let next = if effective.ops.is_empty() { Arc::clone(&file) } else { Arc::new(effective.config) };
-        if let Err(e) = self.switch_to(next, effective.admin) {
-            error!("applying the reloaded config failed: {e:#}");
-            let message = format!("applying the reload failed: {e:#}");
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message));
+        if let Err(error) = self.switch_to(next, effective.admin) {
+            error!("applying the reloaded config failed: {error:#}");
+            return Err(RequestError::Dataplane { doing: "applying the reload", error });
         }
         self.file = file;
         self.ops = effective.ops;
         self.save_ops();
         self.share_ops();
         memory::give_back();
-        let report = format!("{:?}", self.last_report);
+        let report = self.last_report.clone();
         let ms = self.last_apply.as_secs_f64() * 1000.0;
-        info!(vips = self.config.vips.len(), "reloaded config applied in {ms:.1} ms: {report}");
+        info!(vips = self.config.vips.len(), "reloaded config applied in {ms:.1} ms: {report:?}");
         Ok(Reloaded { report, dropped })
     }
 
@@ -145,7 +158,7 @@ impl Agent {
 
 /// A VIP the API adds, or turns into a tunnel, must fit the interface's MTU
 /// (see [`mtu`]); named as the request names its keys.
-fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(), ApiError> {
+fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(), RequestError> {
     let interface = &after.global.interface;
     let was_tunnel = |v: &crate::config::Vip| {
         before.vips.iter().any(|b| b.key() == v.key() && b.mode == crate::config::Mode::Tunnel)
@@ -153,17 +166,13 @@ fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(
     let mut new = after.vips.iter().filter(|v| !was_tunnel(v) && mtu::too_small(v, interface, 0).is_some());
     let Some(vip) = new.next() else { return Ok(()) };
     let found = host::interface_mtu(interface).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the MTU of {interface} cannot be read ({e}), which an IPv6 tunnel VIP needs"),
-        )
+        RequestError::Internal(format!(
+            "the MTU of {interface} cannot be read ({e}), which an IPv6 tunnel VIP needs"
+        ))
     })?;
     for vip in std::iter::once(vip).chain(new) {
         if let Some(reason) = mtu::too_small(vip, interface, found) {
-            return Err(ApiError::invalid(
-                format!("mode: {reason}"),
-                &[crate::config::Problem::new("mode", "\"tunnel\"", reason)],
-            ));
+            return Err(RequestError::invalid(Problem::new("mode", "\"tunnel\"", reason)));
         }
     }
     Ok(())
@@ -172,28 +181,25 @@ fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(
 /// A change may not bring NAT problems of its own; those the running config
 /// already has (an address removed from the interface since) do not block
 /// unrelated changes: a reload or a restart names them.
-fn refuse_new_nat_problems(before: &Config, after: &Config) -> Result<(), ApiError> {
+fn refuse_new_nat_problems(before: &Config, after: &Config) -> Result<(), RequestError> {
     let old = host::nat_problems(before);
     let new: Vec<_> = host::nat_problems(after).into_iter().filter(|p| !old.contains(p)).collect();
-    match new.first() {
+    match new.first().map(Problem::to_string) {
         None => Ok(()),
-        Some(first) => Err(ApiError::invalid(format!("{first}"), &new)),
+        Some(message) => Err(RequestError::Invalid { message, problems: new }),
     }
 }
 
 /// A VIP the API adds must not capture the host's own traffic (see
 /// [`capture`]); named as the request names its keys.
-fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), ApiError> {
+fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), RequestError> {
     let host = host::addresses();
     let listeners = capture::listeners(after);
     let new = after.vips.iter().filter(|v| !before.vips.iter().any(|b| b.key() == v.key()));
     for vip in new {
         if let Some((key, reason)) = capture::captures(vip, &host, &listeners) {
             let value = if key == "port" { vip.port.to_string() } else { vip.address.to_string() };
-            return Err(ApiError::invalid(
-                format!("{key}: {reason}"),
-                &[crate::config::Problem::new(key, value, reason)],
-            ));
+            return Err(RequestError::invalid(Problem::new(key, value, reason)));
         }
     }
     Ok(())

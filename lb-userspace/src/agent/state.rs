@@ -21,7 +21,7 @@ use super::{
     lock::InterfaceLock,
 };
 use crate::{
-    api::Applied,
+    agent::inbox::Applied,
     cluster::member::Member,
     config::{CheckKind, Config},
     desired::{desired, BackendHealth},

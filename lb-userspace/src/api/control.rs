@@ -9,17 +9,15 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value as Json_;
 use tokio::sync::oneshot;
 
-use super::{
-    error::{ApiError, ErrorBody},
-    Applied, Caller, Request, Shared,
-};
+use super::{error::ApiError, Caller, Shared};
 use crate::{
-    config::{Config, Problem, WEIGHT},
-    runtime::{self, Admin, Op},
+    agent::inbox::{Applied, Reloaded, Request, RequestError},
+    config::{field_of, Config, Problem, WEIGHT},
+    runtime::{Admin, Op},
 };
 
 type Reply<T> = Result<T, ApiError>;
@@ -33,27 +31,30 @@ fn parse_object(body: &Bytes) -> Reply<Json_> {
     Ok(value)
 }
 
-async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<Reply<T>>) -> Request) -> Reply<T> {
+/// A small JSON body as `T`; a refused key is named by its path, as serde
+/// walked to it (an unknown key, or one of the wrong type).
+fn parse_body<T: DeserializeOwned>(value: Json_) -> Reply<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = match field_of(e.path()) {
+            f if f.is_empty() => "body".to_string(),
+            f => f,
+        };
+        let reason = e.inner().to_string();
+        ApiError::invalid(format!("{field}: {reason}"), vec![Problem::new(field, "", reason)])
+    })
+}
+
+async fn ask<T>(
+    shared: &Shared,
+    make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Request,
+) -> Reply<T> {
     let (tx, rx) = oneshot::channel();
     let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the agent is shutting down");
     shared.requests.send(make(tx)).await.map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())?
+    Ok(rx.await.map_err(|_| gone())??)
 }
 
 async fn apply(shared: &Shared, caller: Caller, ops: Vec<Op>) -> Reply<Applied> {
-    let allow_exec = shared.config.borrow().config.api.allow_exec;
-    for op in &ops {
-        if let (false, Some(field)) = (allow_exec, runtime::restricted_key(op)) {
-            let reason = "only the config file may set this ([api] allow_exec = true lets the API)";
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                body: ErrorBody {
-                    error: format!("{field}: {reason}"),
-                    problems: vec![Problem::new(field, "", reason)],
-                },
-            });
-        }
-    }
     ask(shared, |reply| Request::Apply { ops, caller, reply }).await
 }
 
@@ -158,19 +159,13 @@ pub async fn patch_backend(
     body: Bytes,
 ) -> Reply<Json<Json_>> {
     let value = parse_object(&body)?;
-    let patch: Patch = serde_json::from_value(value).map_err(|e| {
-        let field = Problem::key_of(&e.to_string(), "body");
-        ApiError::invalid(
-            e.to_string(),
-            &[Problem::new(field, "", "unknown field: only weight and admin can change")],
-        )
-    })?;
+    let patch: Patch = parse_body(value)?;
     let mut ops = Vec::new();
     if let Some(weight) = patch.weight {
         let weight = weight.as_i64().ok_or_else(|| {
             ApiError::invalid(
                 "weight must be an integer",
-                &[Problem::new("weight", weight.to_string(), format!("must be an integer {WEIGHT:?}"))],
+                vec![Problem::new("weight", weight.to_string(), format!("must be an integer {WEIGHT:?}"))],
             )
         })?;
         ops.push(Op::SetWeight { vip: vip.clone(), backend: backend.clone(), weight });
@@ -179,13 +174,13 @@ pub async fn patch_backend(
         let state = serde_json::from_value::<Admin>(admin.clone()).map_err(|_| {
             ApiError::invalid(
                 "admin must be ready, drain or maint",
-                &[Problem::new("admin", admin.to_string(), "must be \"ready\", \"drain\" or \"maint\"")],
+                vec![Problem::new("admin", admin.to_string(), "must be \"ready\", \"drain\" or \"maint\"")],
             )
         })?;
         ops.push(Op::SetAdmin { vip: vip.clone(), backend: backend.clone(), admin: state });
     }
     if ops.is_empty() {
-        return Err(ApiError::invalid("nothing to change: give weight and/or admin", &[]));
+        return Err(ApiError::invalid("nothing to change: give weight and/or admin", Vec::new()));
     }
     let applied = apply(&shared, caller(from), ops).await?;
     let mut body = backend_json(&applied.config, &vip, &backend)?;
@@ -201,25 +196,11 @@ struct ReloadBody {
     discard_runtime: bool,
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Reloaded {
-    pub report: String,
-    /// Runtime operations that no longer applied and were dropped.
-    pub dropped: Vec<String>,
-}
-
 pub async fn reload(State(shared): State<Shared>, from: Origin, body: Bytes) -> Reply<Json<Reloaded>> {
     let request: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReloadBody::default()
     } else {
-        serde_json::from_value(parse_object(&body)?).map_err(|e| {
-            let field = Problem::key_of(&e.to_string(), "body");
-            ApiError::invalid(
-                e.to_string(),
-                &[Problem::new(field, "", "unknown field: only discard_runtime")],
-            )
-        })?
+        parse_body(parse_object(&body)?)?
     };
     let outcome = ask(&shared, |reply| Request::Reload {
         discard_runtime: request.discard_runtime,

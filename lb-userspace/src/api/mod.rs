@@ -21,18 +21,17 @@ use axum::{
     routing::{self, MethodRouter},
     Router,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 pub use self::{
-    control::Reloaded,
     error::{ApiError, ErrorBody},
     serve::{Caller, HEADER_TIMEOUT, IDLE_TIMEOUT},
     socket::SocketFile,
 };
 use crate::{
+    agent::inbox::{Applied, Request},
     config::Config,
-    runtime::{AdminStates, Op},
     stats::{Snapshot, Timings},
 };
 
@@ -51,29 +50,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/api/stats"),
 ];
-
-/// What an accepted change left behind.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub config: Arc<Config>,
-    pub admin: AdminStates,
-}
-
-/// A change for the reconcile loop, with where to send its answer.
-#[derive(Debug)]
-pub enum Request {
-    /// Runtime operations, applied together or not at all.
-    Apply {
-        ops: Vec<Op>,
-        caller: Caller,
-        reply: oneshot::Sender<Result<Applied, ApiError>>,
-    },
-    Reload {
-        discard_runtime: bool,
-        caller: Caller,
-        reply: oneshot::Sender<Result<Reloaded, ApiError>>,
-    },
-}
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -230,6 +206,7 @@ impl Listeners {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::AdminStates;
 
     #[test]
     fn every_route_has_a_handler_and_routers_build() {

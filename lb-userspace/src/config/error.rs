@@ -12,9 +12,12 @@ pub enum ConfigError {
     #[error("reading {}: {error}", path.display())]
     Read { path: PathBuf, error: io::Error },
     /// Not TOML, or not our schema: unknown keys, wrong types, missing
-    /// required keys. The message carries line and column.
-    #[error("{}", .0.to_string().trim_end())]
-    Syntax(#[from] toml::de::Error),
+    /// required keys. The message carries line and column; `field` is the
+    /// path of the key that failed, as serde walked to it
+    /// (`vip[0].backend[1].wieght`), empty when the text is not TOML at all.
+    /// (Boxed: every `Result` that carries a `ConfigError` stays small.)
+    #[error("{}", error.to_string().trim_end())]
+    Syntax { field: String, error: Box<toml::de::Error> },
     /// Well-formed but wrong values; one line per problem.
     #[error("{}", lines(.0))]
     Invalid(Vec<Problem>),
@@ -31,6 +34,28 @@ impl ConfigError {
             _ => &[],
         }
     }
+}
+
+/// A serde path as a problem's field: `vip[0].backend[1].port`. Segments
+/// that serde's `Spanned` adds for itself (`$__serde_spanned_private_value`)
+/// are no key of the document, and are left out.
+pub fn field_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut field = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } if key.starts_with("$__") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    field
 }
 
 fn lines(problems: &[Problem]) -> String {
@@ -65,12 +90,6 @@ impl Problem {
             location: None,
             repeat: false,
         }
-    }
-
-    /// For a serde or toml error about one key: that key, which their messages
-    /// quote in backticks ("unknown field `wieght`"), else `whole`.
-    pub fn key_of(message: &str, whole: &str) -> String {
-        message.split('`').nth(1).unwrap_or(whole).to_string()
     }
 }
 

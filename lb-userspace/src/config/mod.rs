@@ -44,7 +44,7 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    error::{ConfigError, Location, Problem},
+    error::{field_of, ConfigError, Location, Problem},
     values::{show_duration, WEIGHT},
 };
 
@@ -471,7 +471,10 @@ impl Config {
     /// Parses and validates a config. Nothing is partially accepted: either
     /// the whole file is valid or every problem in it is reported.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text)?;
+        let raw: raw::RawConfig =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+                ConfigError::Syntax { field: field_of(e.path()), error: Box::new(e.into_inner()) }
+            })?;
         resolve::resolve(&raw, text).map_err(ConfigError::Invalid)
     }
 

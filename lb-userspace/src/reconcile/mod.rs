@@ -25,6 +25,7 @@
 mod capacity;
 mod ids;
 mod maps;
+mod report;
 mod rings;
 mod settle;
 #[cfg(test)]
@@ -42,7 +43,7 @@ use lb_common::{
 };
 
 use self::{capacity::wanted_backends, ids::IdPool};
-pub use self::{maps::Maps, settle::LiveFlows};
+pub use self::{maps::Maps, report::ApplyReport, settle::LiveFlows};
 use crate::{
     dataplane::{Dataplane, DataplaneError},
     desired::DesiredVip,
@@ -65,17 +66,6 @@ impl ReconcileError {
     fn no_backend_slot(max: u32) -> Self {
         Self::Full { what: "backend slot", max, setting: "global.max_backends" }
     }
-}
-
-/// What one `apply` changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ApplyReport {
-    pub vips_added: usize,
-    pub vips_removed: usize,
-    pub backends_added: usize,
-    pub backends_removed: usize,
-    pub backends_changed: usize,
-    pub ring_slots_written: usize,
 }
 
 #[derive(Debug)]
@@ -273,6 +263,7 @@ impl<M: Maps> Reconciler<M> {
             let address = vip.key.address_only();
             if state.written != Some(want) || !addresses.contains(&address) {
                 let mode_was = state.written.map(|w| w.mode);
+                report.vips_changed += usize::from(state.written.is_some_and(|w| w != want));
                 state.written = None;
                 // Before the write: one that fails part way may have registered it.
                 addresses.insert(address);

@@ -157,7 +157,9 @@ fn relative(problems: Vec<Problem>, prefixes: &[String]) -> Vec<Problem> {
             p.location = None;
             let mut rest = p.field.as_str();
             for prefix in prefixes {
-                let Some(after) = rest.strip_prefix(prefix.as_str()) else { return p };
+                // Whole segments only: `backend[1]` is no prefix of `backend[12]`.
+                let whole = |a: &&str| a.is_empty() || a.starts_with('.') || a.starts_with(" (");
+                let Some(after) = rest.strip_prefix(prefix.as_str()).filter(whole) else { return p };
                 let after = match after.strip_prefix(" (") {
                     Some(named) => named.split_once(')').map_or(after, |(_, r)| r),
                     None => after,
@@ -189,13 +191,15 @@ fn validate(doc: &toml::Table, prefixes: &[String]) -> Result<Config, OpError> {
             let message = problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("; ");
             OpError::Invalid { message, problems }
         }
-        other => {
-            // Unknown keys and wrong types: toml names the key; the line numbers are of our document.
-            let message = other.to_string();
-            let reason = message.lines().last().unwrap_or_default().trim().to_string();
-            let problem = Problem::new(Problem::key_of(&message, "body"), "", reason.clone());
-            OpError::Invalid { message: reason, problems: vec![problem] }
+        ConfigError::Syntax { field, error } => {
+            // Unknown keys and wrong types: the path names the key; toml's
+            // line numbers are of the document built for the check, so only
+            // its message is kept.
+            let reason = error.message().trim().to_string();
+            let problems = relative(vec![Problem::new(field, "", reason.clone())], prefixes);
+            OpError::Invalid { message: reason, problems }
         }
+        other => OpError::Invalid { message: other.to_string(), problems: Vec::new() },
     })
 }
 
@@ -220,6 +224,32 @@ mod tests {
                 (problems[0].field.clone(), problems[0].reason.clone())
             }
             other => panic!("{op:?}: expected one problem, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_serde_refuses_are_named_as_the_request_names_them() {
+        let add_vip = |extra: serde_json::Value| {
+            let mut vip = json!({"address": "10.77.100.3", "port": 80});
+            vip.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            Op::AddVip { vip }
+        };
+        let add_backend = |backend| Op::AddBackend { vip: "web".into(), backend };
+        for (op, field, why) in [
+            (add_vip(json!({"bogus": 1})), "bogus", "unknown field `bogus`"),
+            (add_vip(json!({"port": "80"})), "port", "invalid type"),
+            (
+                add_vip(json!({"backend": [{"address": "10.77.1.30", "wieght": 2}]})),
+                "backend[0].wieght",
+                "unknown",
+            ),
+            (add_backend(json!({"address": "10.77.1.30", "wieght": 2})), "wieght", "unknown field `wieght`"),
+            (add_backend(json!({"address": "10.77.1.30", "weight": "2"})), "weight", "invalid type"),
+            (add_backend(json!({"weight": 2})), "body", "missing field `address`"),
+        ] {
+            let (named, reason) = refused(op);
+            assert_eq!(named, field, "{reason}");
+            assert!(reason.contains(why), "{reason:?} lacks {why:?}");
         }
     }
 

@@ -173,9 +173,10 @@ fn durations_outside_their_ranges_are_rejected() {
 
 #[test]
 fn a_duration_of_the_wrong_type_is_a_syntax_error() {
-    let message = syntax(&checked("", "inter = true\n"), 9, "invalid type: boolean `true`");
+    let message =
+        syntax(&checked("", "inter = true\n"), 9, "vip[0].backend[0].inter", "invalid type: boolean `true`");
     assert!(message.contains("a string like \"250ms\""), "{message}");
-    syntax(&checked("", "inter = 1.5\n"), 9, "invalid type: floating point");
+    syntax(&checked("", "inter = 1.5\n"), 9, "vip[0].backend[0].inter", "invalid type: floating point");
 }
 
 #[test]
@@ -354,8 +355,18 @@ fn unknown_on_all_down_is_rejected() {
 
 #[test]
 fn vip_only_keys_are_unknown_on_a_backend() {
-    syntax(&checked("", "allbackups = true\n"), 9, "unknown field `allbackups`");
-    syntax(&checked("", "on_all_down = \"keep\"\n"), 9, "unknown field `on_all_down`");
+    syntax(
+        &checked("", "allbackups = true\n"),
+        9,
+        "vip[0].backend[0].allbackups",
+        "unknown field `allbackups`",
+    );
+    syntax(
+        &checked("", "on_all_down = \"keep\"\n"),
+        9,
+        "vip[0].backend[0].on_all_down",
+        "unknown field `on_all_down`",
+    );
 }
 
 #[test]

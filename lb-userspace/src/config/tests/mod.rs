@@ -58,11 +58,14 @@ fn problem(text: &str, field: &str, value: &str, why: &str) -> Problem {
     p
 }
 
-/// The message of a syntax error, checked to carry a line and column.
+/// The message of a syntax error, checked to carry a line and column and
+/// to name `field`: the key that failed, as a path.
 #[track_caller]
-fn syntax(text: &str, line: usize, why: &str) -> String {
+fn syntax(text: &str, line: usize, field: &str, why: &str) -> String {
     match Config::from_toml(text) {
-        Err(e @ ConfigError::Syntax(_)) => {
+        Err(e @ ConfigError::Syntax { .. }) => {
+            let ConfigError::Syntax { field: named, .. } = &e else { unreachable!() };
+            assert_eq!(named, field, "{e}");
             let message = e.to_string();
             assert!(message.contains(&format!("line {line}, column ")), "{message}");
             assert!(message.contains(why), "{message} lacks {why:?}");

@@ -6,37 +6,47 @@ use super::*;
 
 #[test]
 fn unknown_key_in_global_is_a_syntax_error_with_position() {
-    let message = syntax(&with("ring = 7\n"), 3, "unknown field `ring`");
+    let message = syntax(&with("ring = 7\n"), 3, "global.ring", "unknown field `ring`");
     assert!(message.contains("line 3, column 1"), "{message}");
 }
 
 #[test]
 fn unknown_key_in_vip_is_a_syntax_error() {
-    syntax(&web("balance = \"roundrobin\"\n"), 7, "unknown field `balance`");
+    syntax(&web("balance = \"roundrobin\"\n"), 7, "vip[0].balance", "unknown field `balance`");
 }
 
 #[test]
 fn unknown_key_in_backend_is_a_syntax_error() {
-    syntax(&web("[[vip.backend]]\naddress = \"10.77.1.10\"\nwieght = 2\n"), 9, "unknown field `wieght`");
+    syntax(
+        &web("[[vip.backend]]\naddress = \"10.77.1.10\"\nwieght = 2\n"),
+        9,
+        "vip[0].backend[0].wieght",
+        "unknown field `wieght`",
+    );
 }
 
 #[test]
 fn unknown_table_is_a_syntax_error() {
-    syntax(&with("[frontend]\nbind = \"*:80\"\n"), 3, "unknown field `frontend`");
+    syntax(&with("[frontend]\nbind = \"*:80\"\n"), 3, "frontend", "unknown field `frontend`");
 }
 
 #[test]
 fn missing_required_keys_are_syntax_errors() {
-    syntax("[global]\nxdp_mode = \"auto\"\n", 1, "missing field `interface`");
-    syntax(&with("[[vip]]\naddress = \"10.77.100.1\"\n"), 3, "missing field `port`");
-    syntax(&web("[[vip.backend]]\nport = 80\n"), 7, "missing field `address`");
+    syntax("[global]\nxdp_mode = \"auto\"\n", 1, "global", "missing field `interface`");
+    syntax(&with("[[vip]]\naddress = \"10.77.100.1\"\n"), 3, "vip[0]", "missing field `port`");
+    syntax(&web("[[vip.backend]]\nport = 80\n"), 7, "vip[0].backend[0]", "missing field `address`");
 }
 
 #[test]
 fn wrong_types_are_syntax_errors() {
-    syntax(&web("[[vip.backend]]\naddress = \"10.77.1.10\"\nweight = \"2\"\n"), 9, "invalid type");
-    syntax(&with("set_forwarding = \"yes\"\n"), 3, "invalid type");
-    syntax("[global]\ninterface = \"eth0\nport = 80\n", 2, "invalid");
+    syntax(
+        &web("[[vip.backend]]\naddress = \"10.77.1.10\"\nweight = \"2\"\n"),
+        9,
+        "vip[0].backend[0].weight",
+        "invalid type",
+    );
+    syntax(&with("set_forwarding = \"yes\"\n"), 3, "global.set_forwarding", "invalid type");
+    syntax("[global]\ninterface = \"eth0\nport = 80\n", 2, "", "invalid");
 }
 
 // ---- rule 2: duplicate VIPs and VIP names ----

@@ -79,13 +79,14 @@ fn a_vip_that_changes_mode_forgets_its_backends_next_hops() {
     let tunnel = [DesiredVip { mode: Mode::Tunnel, ..dsr[0].clone() }];
     let mut r = applied(1, 2, &dsr);
     assert!(r.dp.forgotten_hops.is_empty(), "a new VIP has nothing cached");
-    r.apply(&tunnel).unwrap();
+    let report = r.apply(&tunnel).unwrap();
+    assert_eq!((report.vips_changed, report.vips_added, report.ring_slots_written), (1, 0, 0), "{report:?}");
     let mut forgotten = r.dp.forgotten_hops.clone();
     forgotten.sort();
     let slots = |a: &str| r.backend_slot(&dsr[0].key, addr(a)).unwrap();
     assert_eq!(forgotten, vec![slots("10.0.0.1:80"), slots("10.0.0.2:80")]);
     r.dp.forgotten_hops.clear();
-    r.apply(&tunnel).unwrap();
+    assert_eq!(r.apply(&tunnel).unwrap().vips_changed, 0);
     assert!(r.dp.forgotten_hops.is_empty(), "an unchanged mode forgets nothing");
 }
 
