@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{Map, MapData, PerCpuArray},
-    programs::Xdp,
     EbpfLoader,
 };
 use lb_common::{maps as names, DecapCounter};
 
 use super::{
-    load::{attach, ensure_bpffs, pin, remove_pins, stale_link, AttachMode, LINK_PIN},
+    load::{attach, ensure_bpffs, load_xdp, pin, remove_pins, stale_link, AttachMode, LINK_PIN},
     map_err, DataplaneError, DECAP_OBJECT,
 };
 
@@ -58,12 +57,7 @@ pub fn attach_decap(
     loader.map_pin_path(names::DECAP_COUNTERS, pin_dir.join(names::DECAP_COUNTERS));
     let mut ebpf = loader.load(DECAP_OBJECT)?;
     let name = names::DECAP_PROGRAM;
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(DataplaneError::MissingProgram(name))?
-        .try_into()
-        .map_err(|source| DataplaneError::Program { name, source })?;
-    program.load().map_err(|source| DataplaneError::Program { name, source })?;
+    let program = load_xdp(&mut ebpf, name)?;
     let (link, generic_fallback) = match attach(program, name, interface, mode, &link_path) {
         Ok(attached) => attached,
         Err(e) => {

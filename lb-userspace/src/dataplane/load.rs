@@ -139,16 +139,21 @@ fn loader(settings: &LoadSettings, pin_dir: Option<&Path>) -> Result<Ebpf, Datap
         }
     }
     let mut ebpf = loader.load(BALANCER_OBJECT)?;
-    let program = balancer_mut(&mut ebpf)?;
-    program.load().map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })?;
+    load_xdp(&mut ebpf, names::PROGRAM)?;
     Ok(ebpf)
 }
 
-pub(super) fn balancer_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(names::PROGRAM)
-        .ok_or(DataplaneError::MissingProgram(names::PROGRAM))?
-        .try_into()
-        .map_err(|source| DataplaneError::Program { name: names::PROGRAM, source })
+/// Program `name` of `ebpf`, as XDP, to load or attach.
+pub(super) fn xdp_mut<'e>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut Xdp, DataplaneError> {
+    let program = ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
+    program.try_into().map_err(|source| DataplaneError::Program { name, source })
+}
+
+/// Program `name` of `ebpf` loaded into the kernel (verified), attached nowhere yet.
+pub(super) fn load_xdp<'e>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut Xdp, DataplaneError> {
+    let program = xdp_mut(ebpf, name)?;
+    program.load().map_err(|source| DataplaneError::Program { name, source })?;
+    Ok(program)
 }
 
 impl Dataplane {
@@ -195,7 +200,7 @@ impl Dataplane {
                         link_path.display()
                     );
                     let (link, generic_fallback) = attach(
-                        balancer_mut(&mut ebpf)?,
+                        xdp_mut(&mut ebpf, names::PROGRAM)?,
                         names::PROGRAM,
                         interface,
                         options.mode,
@@ -218,8 +223,13 @@ impl Dataplane {
                 None => Opened::Adopted,
             }
         } else {
-            let (link, generic_fallback) =
-                attach(balancer_mut(&mut ebpf)?, names::PROGRAM, interface, options.mode, &link_path)?;
+            let (link, generic_fallback) = attach(
+                xdp_mut(&mut ebpf, names::PROGRAM)?,
+                names::PROGRAM,
+                interface,
+                options.mode,
+                &link_path,
+            )?;
             pin(link, &link_path)?;
             Opened::Attached { generic_fallback }
         };
@@ -425,7 +435,7 @@ fn swap_program(ebpf: &mut Ebpf, link_path: &Path) -> Result<(), DataplaneError>
     let link_err = |source| DataplaneError::Link { path: link_path.to_owned(), source };
     let pinned = PinnedLink::from_pin(link_path).map_err(link_err)?;
     let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(link_err)?;
-    let program = balancer_mut(ebpf)?;
+    let program = xdp_mut(ebpf, names::PROGRAM)?;
     // The program now holds an fd of the link; dropping it only closes that fd,
     // the pin keeps the link (and the program) attached.
     program

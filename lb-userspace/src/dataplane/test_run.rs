@@ -6,18 +6,25 @@ use std::time::Duration;
 
 use aya::{
     maps::{MapData, PerCpuArray},
-    programs::{ProgramError, Xdp},
+    programs::Xdp,
     Ebpf, TestRun as _, TestRunOptions,
 };
 use lb_common::{maps as names, DecapCounter};
 
 use super::{
     error::{map_err, Result},
+    load::{load_xdp, xdp_mut},
     Dataplane, DataplaneError, DECAP_OBJECT,
 };
 
 /// `xdp_drop` and `xdp_pass`: the measuring floor and the test bed's veth-peer program.
 static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
+
+/// Program `name` of `ebpf`, as XDP.
+fn xdp<'e>(ebpf: &'e Ebpf, name: &'static str) -> Result<&'e Xdp> {
+    let program = ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
+    program.try_into().map_err(|source| DataplaneError::Program { name, source })
+}
 
 /// Room for programs that grow the frame (encapsulation).
 const HEADROOM_OUT: usize = 256;
@@ -114,29 +121,18 @@ impl Baseline {
     pub fn load() -> Result<Self, DataplaneError> {
         let mut ebpf = Ebpf::load(BASELINE_OBJECT)?;
         for name in [Self::DROP, Self::PASS] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source: ProgramError| DataplaneError::Program { name, source })?;
-            program.load().map_err(|source| DataplaneError::Program { name, source })?;
+            load_xdp(&mut ebpf, name)?;
         }
         Ok(Self { ebpf })
     }
 
-    fn program(&self, name: &'static str) -> Result<&Xdp, DataplaneError> {
-        let program = self.ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
-        program.try_into().map_err(|source| DataplaneError::Program { name, source })
-    }
-
     pub fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
-        let program = self.ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
-        program.try_into().map_err(|source| DataplaneError::Program { name, source })
+        xdp_mut(&mut self.ebpf, name)
     }
 
     /// Runs `xdp_drop` on `frame`: the floor for per-packet cost.
     pub fn test_run_drop(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutcome, DataplaneError> {
-        run(self.program(Self::DROP)?, Self::DROP, frame, 0, repeat)
+        run(xdp(&self.ebpf, Self::DROP)?, Self::DROP, frame, 0, repeat)
     }
 }
 
@@ -149,22 +145,14 @@ pub struct DecapTestRun {
 impl DecapTestRun {
     pub fn load() -> Result<Self, DataplaneError> {
         let mut ebpf = Ebpf::load(DECAP_OBJECT)?;
-        let name = names::DECAP_PROGRAM;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program { name, source })?;
-        program.load().map_err(|source| DataplaneError::Program { name, source })?;
+        load_xdp(&mut ebpf, names::DECAP_PROGRAM)?;
         Ok(Self { ebpf })
     }
 
     /// Runs the program once on `frame`.
     pub fn run(&self, frame: &[u8]) -> Result<TestRunOutcome, DataplaneError> {
         let name = names::DECAP_PROGRAM;
-        let program = self.ebpf.program(name).ok_or(DataplaneError::MissingProgram(name))?;
-        let program: &Xdp = program.try_into().map_err(|source| DataplaneError::Program { name, source })?;
-        run(program, name, frame, 0, 1)
+        run(xdp(&self.ebpf, name)?, name, frame, 0, 1)
     }
 
     pub fn counters(&self) -> Result<Vec<(DecapCounter, u64)>, DataplaneError> {
