@@ -271,6 +271,19 @@ fn refused_requests_change_nothing() {
     if snapshot(&api, &agent) != before {
         failures.push("POST /v1/reload of an invalid file: changed something".into());
     }
+    // A key the schema does not know is named by its path, though the child process parsed it.
+    assert!(good.contains("[[vip.backend]]\n"), "{good}");
+    let unknown = good.replacen("[[vip.backend]]\n", "[[vip.backend]]\nwieght = 2\n", 1);
+    std::fs::write(&file, &unknown).expect("writing the config with an unknown key");
+    let response = api.send(&Request::new("POST", "/v1/reload")).expect("POST /v1/reload");
+    std::fs::write(&file, &good).expect("restoring the config");
+    let reload = refused("POST", "/v1/reload".into(), "/v1/reload", None, 422, Some("wieght"));
+    if let Err(why) = check_refusal(&doc, &reload, &response) {
+        failures.push(format!("POST /v1/reload of a file with an unknown key: {why}"));
+    }
+    if snapshot(&api, &agent) != before {
+        failures.push("POST /v1/reload of a file with an unknown key: changed something".into());
+    }
 
     // A VIP added once is there; the second time it is a conflict.
     let response = send(&api, "POST", VIPS, Some(&new_vip("")));

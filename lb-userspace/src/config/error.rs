@@ -21,17 +21,30 @@ pub enum ConfigError {
     /// Well-formed but wrong values; one line per problem.
     #[error("{}", lines(.0))]
     Invalid(Vec<Problem>),
-    /// A read or syntax error as another process reported it (its message).
-    #[error("{0}")]
-    Reported(String),
+    /// A read or syntax error as another process reported it: its message,
+    /// and the key that failed (a syntax error's [`ConfigError::key_problem`]).
+    #[error("{message}")]
+    Reported { message: String, problems: Vec<Problem> },
 }
 
 impl ConfigError {
-    /// The semantic problems, empty for other errors.
+    /// The problems naming a field: every one of an invalid config, a
+    /// syntax error's key as reported by another process, else none.
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Invalid(problems) => problems,
+            ConfigError::Invalid(problems) | ConfigError::Reported { problems, .. } => problems,
             _ => &[],
+        }
+    }
+
+    /// A syntax error as a problem of the key that failed (unknown, wrong
+    /// type), when serde got as far as a key.
+    pub fn key_problem(&self) -> Option<Problem> {
+        match self {
+            ConfigError::Syntax { field, error } if !field.is_empty() => {
+                Some(Problem::new(field.clone(), "", error.message().trim()))
+            }
+            _ => None,
         }
     }
 }
