@@ -199,13 +199,7 @@ impl Dataplane {
                          are kept)",
                         link_path.display()
                     );
-                    let (link, generic_fallback) = attach(
-                        xdp_mut(&mut ebpf, names::PROGRAM)?,
-                        names::PROGRAM,
-                        interface,
-                        options.mode,
-                        &link_path,
-                    )?;
+                    let (link, generic_fallback) = attach_balancer(&mut ebpf, options, &link_path)?;
                     // Attached before the old pin goes, so a failure leaves the old pin as
                     // it was. Should unpinning or pinning fail, the new link closes with
                     // this process's last descriptor of it, and the next agent attaches.
@@ -223,13 +217,7 @@ impl Dataplane {
                 None => Opened::Adopted,
             }
         } else {
-            let (link, generic_fallback) = attach(
-                xdp_mut(&mut ebpf, names::PROGRAM)?,
-                names::PROGRAM,
-                interface,
-                options.mode,
-                &link_path,
-            )?;
+            let (link, generic_fallback) = attach_balancer(&mut ebpf, options, &link_path)?;
             pin(link, &link_path)?;
             Opened::Attached { generic_fallback }
         };
@@ -372,6 +360,16 @@ fn open_pin(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: a new descriptor, owned by nothing else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The balancer of `ebpf` attached to `options.interface` in `options.mode`.
+fn attach_balancer(
+    ebpf: &mut Ebpf,
+    options: &PinnedOptions,
+    link_path: &Path,
+) -> Result<(FdLink, bool), DataplaneError> {
+    let program = xdp_mut(ebpf, names::PROGRAM)?;
+    attach(program, names::PROGRAM, &options.interface, options.mode, link_path)
 }
 
 /// Attaches `program` (called `name`) with a new link, to be pinned at
