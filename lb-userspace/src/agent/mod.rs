@@ -13,6 +13,7 @@ mod lock;
 mod memory;
 mod nat_sweep;
 mod notify;
+mod one_at_a_time;
 mod parse_child;
 mod pressure;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::one_at_a_time::OneAtATime;
 use crate::{
     config::nat::NatTimeouts,
     dataplane::{NatScanner, NatSweep},
@@ -20,28 +21,21 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub(super) type Swept = (NatScanner, NatSweep);
 
 pub(super) struct NatSweeper {
-    /// `None` while a sweep runs: one at a time.
-    scanner: Option<NatScanner>,
-    done: mpsc::Sender<Swept>,
+    scanner: OneAtATime<NatScanner, NatSweep>,
 }
 
 impl NatSweeper {
     pub fn new(scanner: NatScanner, done: mpsc::Sender<Swept>) -> Self {
-        Self { scanner: Some(scanner), done }
+        Self { scanner: OneAtATime::new(scanner, done) }
     }
 
     /// Starts a sweep unless one is running.
     pub fn sweep(&mut self, timeouts: NatTimeouts) {
-        let Some(mut scanner) = self.scanner.take() else { return };
-        let done = self.done.clone();
-        tokio::task::spawn_blocking(move || {
-            let sweep = scanner.sweep(|proto, flags| timeouts.of(proto, flags));
-            let _ = done.blocking_send((scanner, sweep));
-        });
+        self.scanner.start(move |scanner| scanner.sweep(|proto, flags| timeouts.of(proto, flags)));
     }
 
-    pub fn swept(&mut self, (scanner, sweep): Swept) {
-        self.scanner = Some(scanner);
+    pub fn swept(&mut self, swept: Swept) {
+        let sweep = self.scanner.finished(swept);
         if sweep.expired + sweep.orphans > 0 {
             debug!(
                 mappings = sweep.mappings,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::state::Agent;
+use super::{one_at_a_time::OneAtATime, state::Agent};
 use crate::dataplane::{ConnScanner, DataplaneError, Scan};
 
 /// A scan's result, and the scanner back for the next one.
@@ -22,30 +22,22 @@ pub(super) fn scan_every(idle_timeout: Duration) -> Duration {
 }
 
 pub(super) struct Settler {
-    /// `None` while a scan runs: one at a time.
-    scanner: Option<ConnScanner>,
-    done: mpsc::Sender<Scanned>,
+    scanner: OneAtATime<ConnScanner, Result<Scan, DataplaneError>>,
 }
 
 impl Settler {
     pub fn new(scanner: ConnScanner, done: mpsc::Sender<Scanned>) -> Self {
-        Self { scanner: Some(scanner), done }
+        Self { scanner: OneAtATime::new(scanner, done) }
     }
 
     /// Starts a scan unless one is running.
     pub fn scan(&mut self, idle_timeout: Duration) {
-        let Some(mut scanner) = self.scanner.take() else { return };
-        let done = self.done.clone();
-        tokio::task::spawn_blocking(move || {
-            let scan = scanner.scan(idle_timeout);
-            let _ = done.blocking_send((scanner, scan));
-        });
+        self.scanner.start(move |scanner| scanner.scan(idle_timeout));
     }
 
     /// A scan came back: settles what it allows.
-    pub fn scanned(&mut self, (scanner, scan): Scanned, agent: &mut Agent) {
-        self.scanner = Some(scanner);
-        let scan = match scan {
+    pub fn scanned(&mut self, scanned: Scanned, agent: &mut Agent) {
+        let scan = match self.scanner.finished(scanned) {
             Ok(scan) => scan,
             Err(e) => return warn!("scanning the connection table failed: {e}"),
         };
