@@ -15,10 +15,7 @@ pub fn ipv4_header(header: &Ipv4Hdr) -> [u8; 2] {
     for i in 0..Ipv4Hdr::LEN / 2 {
         sum += u32::from(u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]));
     }
-    // Ten 16-bit words carry at most 4 bits out: two folds are always enough.
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    (!(sum as u16)).to_ne_bytes()
+    fold(u64::from(sum))
 }
 
 /// An incremental checksum update (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`):
@@ -47,23 +44,19 @@ impl Delta {
     /// The checksum field `check` (as it lies in memory) once the words have changed.
     #[inline(always)]
     pub const fn apply(self, check: u16) -> u16 {
-        let mut sum = self.0 + !check as u64;
-        sum = (sum & 0xffff_ffff) + (sum >> 32);
-        sum = (sum & 0xffff_ffff) + (sum >> 32);
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        !(sum as u16)
+        u16::from_ne_bytes(fold(self.0 + !check as u64))
     }
 }
 
 /// The checksum field for data whose 32-bit words, loaded as they lie in
 /// memory, add up to `sum` (a one's-complement sum may be taken over wider
 /// words and folded: RFC 1071, 2(B)).
+/// Two folds of each width are enough: the second 32-bit fold leaves at most
+/// 2^32, whose two 16-bit folds end in 1.
 #[inline(always)]
-pub fn fold(sum: u64) -> [u8; 2] {
+pub const fn fold(sum: u64) -> [u8; 2] {
     let mut sum = (sum & 0xffff_ffff) + (sum >> 32);
     sum = (sum & 0xffff_ffff) + (sum >> 32);
-    sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     (!(sum as u16)).to_ne_bytes()

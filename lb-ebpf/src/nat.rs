@@ -30,6 +30,7 @@
 //! IPv6 packets with extension headers (see `ipv6_ext_headers`).
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::PerCpuArray,
@@ -58,7 +59,6 @@ use crate::{
     select,
 };
 
-const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
 
 /// Where the checksum field lies in each header.
@@ -273,7 +273,7 @@ fn map(
     for _ in 0..NAT_PORT_TRIES {
         s.next = s.next.wrapping_add(1);
         s.reply.dport_be = source.port_min.wrapping_add(offset as u16).to_be();
-        match NAT_REVERSE.insert(&s.reply, &s.reverse, BPF_NOEXIST) {
+        match NAT_REVERSE.insert(&s.reply, &s.reverse, u64::from(BPF_NOEXIST)) {
             Ok(()) => {
                 free = true;
                 break;
@@ -300,7 +300,7 @@ fn map(
     f.flags = mark;
     // Fails when the table is full (or, rarely, when another CPU mapped the
     // same flow a moment ago: the client's retransmission then finds it).
-    if NAT_FORWARD.insert(key, &s.forward, BPF_NOEXIST).is_err() {
+    if NAT_FORWARD.insert(key, &s.forward, u64::from(BPF_NOEXIST)).is_err() {
         let _ = NAT_REVERSE.remove(&s.reply);
         return Err(DropReason::NatTableFull);
     }

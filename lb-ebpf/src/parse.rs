@@ -39,15 +39,15 @@ const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// ICMP type and code of "fragmentation needed and DF set".
 const ICMP_FRAG_NEEDED: [u8; 2] = [3, 4];
 /// ICMPv6 type of "packet too big".
 const ICMPV6_TOO_BIG: u8 = 2;
 /// Type, code, checksum and four more bytes (unused or the MTU) before the quote.
-const ICMP_HEADER_LEN: usize = 8;
+pub const ICMP_HEADER_LEN: usize = 8;
 
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;

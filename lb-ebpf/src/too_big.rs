@@ -38,9 +38,9 @@ use network_types::{
 
 use crate::{
     checksum, counters,
-    frame::{ptr_at, ETH_P_IPV4, ETH_P_IPV6},
+    frame::{ptr_at, ETH_P_IPV4, ETH_P_IPV6, IPV4_DF, MACS_LEN, TTL},
     maps::CONFIG,
-    parse::Flow,
+    parse::{Flow, ICMP_HEADER_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6},
     tunnel,
 };
 
@@ -49,11 +49,6 @@ use crate::{
 #[map]
 static TOO_BIG_BUDGET: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-const TTL: u8 = 64;
-const IPV4_DF: u8 = 0x40;
-const ICMP_HEADER_LEN: usize = 8;
 /// The longest quotes: the error within 576 (IPv4) or 1,280 (IPv6) bytes,
 /// in whole 8-byte words.
 const QUOTE_V4: usize = (576 - Ipv4Hdr::LEN - ICMP_HEADER_LEN) & !7;
@@ -69,9 +64,6 @@ const SCRATCH_LEN: usize = 2048;
 /// Per CPU: the ICMP message, copied for its checksum.
 #[map]
 static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
-
-/// Where the MAC addresses end.
-const MACS_LEN: usize = 12;
 
 /// Answers the client's packet at `l3` (too big for `mtu` once
 /// encapsulated) with an ICMP error, or says why it drops.

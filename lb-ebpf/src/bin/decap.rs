@@ -36,13 +36,12 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-use crate::frame::{ethernet, frame_len_reaching, ptr_at, ETH_P_IPV4, ETH_P_IPV6};
+use crate::frame::{ethernet, frame_len_reaching, ptr_at, ETH_P_IPV4, ETH_P_IPV6, MACS_LEN};
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 /// More-fragments flag and fragment offset bits of the IPv4 `frags` field.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
-const MACS_LEN: usize = 12;
 
 /// By `DecapCounter` slot.
 #[map]
