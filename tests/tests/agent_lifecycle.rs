@@ -147,6 +147,8 @@ fn a_bad_config_on_reload_changes_nothing_and_is_logged() {
 /// not parse the file itself instead. The config is a FIFO nobody writes, so
 /// the child blocks in its read until the test kills it (and an agent that
 /// fell back to parsing would block there too, never logging the refusal).
+/// Meanwhile the loop goes on: an API change made while the child hangs
+/// is applied.
 #[test]
 #[ignore = "needs root"]
 fn a_killed_config_parser_fails_the_reload_and_the_agent_does_not_parse_it() {
@@ -172,6 +174,17 @@ fn a_killed_config_parser_fails_the_reload_and_the_agent_does_not_parse_it() {
                 .find(|&pid| pid != agent_pid && pids_with_arg(|arg| arg == wanted).contains(&pid))
         })
         .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", agent.log()));
+    // The reload waits for its file off the loop: an API change goes through meanwhile.
+    let vip = format!("{VIP4}:80/tcp");
+    let backend = bed.backend_name(1);
+    let set = agent
+        .cli(&["backend", "set", "--vip", &vip, &backend, "--weight", "2"])
+        .expect("alwayson backend set");
+    assert!(
+        set.status.success(),
+        "an API change while a reload is parsed: {set:?}\nagent log:\n{}",
+        agent.log()
+    );
     // SAFETY: kill only sends a signal, to the pid just found.
     assert_eq!(unsafe { libc::kill(parser as i32, libc::SIGKILL) }, 0, "killing the parser {parser}");
     agent.wait_for(REFUSED, refused + 1, Duration::from_secs(10)).expect("the reload refused");

@@ -200,6 +200,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut watchdog = tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
 
     let (events_tx, mut events) = mpsc::channel(16);
+    let (loads_tx, mut loads) = mpsc::channel(4);
+    // SIGHUP reloads being parsed: systemd hears READY once none is.
+    let mut hup_reloads = 0usize;
     tokio::spawn(signals.forward(events_tx));
     let in_force = config_rx.clone();
     let refresh = neighbours::refresh(NEIGHBOUR_REFRESH, move || {
@@ -236,8 +239,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
             event = events.recv() => match event {
                 Some(Event::Reload) => {
                     notifier.reloading();
-                    let _ = agent.reload(false).await;
-                    notifier.ready();
+                    hup_reloads += 1;
+                    agent.start_reload(false, None, &loads_tx);
                 }
                 Some(Event::Shutdown { detach: d }) => { detach = d; break }
                 None => break,
@@ -245,7 +248,17 @@ pub async fn run(options: RunOptions) -> Result<()> {
             // The loop's own heartbeat: a hung loop stops it, and systemd restarts the agent.
             _ = watchdog.tick(), if watchdog_every.is_some() => notifier.watchdog(),
             Some(report) = reports.recv() => agent.report(report),
-            Some(request) = requests.recv() => agent.request(request).await,
+            Some(request) = requests.recv() => agent.request(request, &loads_tx),
+            Some(loaded) = loads.recv() => {
+                let by_hup = !loaded.from_api();
+                agent.reloaded(loaded);
+                if by_hup {
+                    hup_reloads -= 1;
+                    if hup_reloads == 0 {
+                        notifier.ready();
+                    }
+                }
+            }
             _ = slowstart.tick(), if agent.ramping => agent.apply("slow start"),
             _ = scan_tick.tick() => settler.scan(agent.config.global.flow_idle_timeout),
             Some(scanned) = scans.recv() => settler.scanned(scanned, &mut agent),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{
@@ -20,16 +21,59 @@ use crate::{
 /// Why the API may not set a restricted key.
 const RESTRICTED: &str = "only the config file may set this ([api] allow_exec = true lets the API)";
 
+/// A config file read for a reload, back from its parse child: the loop
+/// applies it (`Agent::reloaded`) and answers whoever asked.
+pub struct Loaded {
+    discard_runtime: bool,
+    result: Result<Config, ConfigError>,
+    /// The API's caller; `None` for SIGHUP.
+    reply: Option<oneshot::Sender<Result<Reloaded, RequestError>>>,
+}
+
+impl Loaded {
+    pub fn from_api(&self) -> bool {
+        self.reply.is_some()
+    }
+}
+
 impl Agent {
-    pub async fn request(&mut self, request: Request) {
+    /// An API request. A reload only starts here: its file is parsed while
+    /// the loop goes on, and applied when it comes back as [`Loaded`].
+    pub fn request(&mut self, request: Request, loads: &mpsc::Sender<Loaded>) {
         match request {
             Request::Apply { ops, caller, reply } => {
                 let _ = reply.send(self.apply_ops(ops, &caller));
             }
             Request::Reload { discard_runtime, caller, reply } => {
                 info!(%caller, discard_runtime, "reload asked for through the API");
-                let _ = reply.send(self.reload(discard_runtime).await);
+                self.start_reload(discard_runtime, Some(reply), loads);
             }
+        }
+    }
+
+    /// Has the config file parsed by a child process, on a blocking thread:
+    /// the parse may take seconds (or hang on a bad file), and failover,
+    /// API changes and the watchdog must not wait behind it.
+    pub fn start_reload(
+        &self,
+        discard_runtime: bool,
+        reply: Option<oneshot::Sender<Result<Reloaded, RequestError>>>,
+        loads: &mpsc::Sender<Loaded>,
+    ) {
+        let path = self.config_path.clone();
+        let loads = loads.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = parse_child::load_config(&path);
+            let _ = loads.blocking_send(Loaded { discard_runtime, result, reply });
+        });
+    }
+
+    /// A reload's file is back: applied, or refused with the running config kept.
+    pub fn reloaded(&mut self, loaded: Loaded) {
+        let Loaded { discard_runtime, result, reply } = loaded;
+        let answer = self.reload(discard_runtime, result);
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
         }
     }
 
@@ -60,13 +104,12 @@ impl Agent {
         Ok(Applied { config: Arc::clone(&self.config), admin: self.admin.clone() })
     }
 
-    /// Re-reads the file and replays the runtime operations on it (or not).
-    pub async fn reload(&mut self, discard_runtime: bool) -> Result<Reloaded, RequestError> {
-        // Parsing waits for a child process: off the runtime's workers.
-        let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || parse_child::load_config(&path))
-            .await
-            .map_err(|e| RequestError::Internal(format!("reading the config file failed: {e}")))?;
+    /// Takes the re-read file and replays the runtime operations on it (or not).
+    fn reload(
+        &mut self,
+        discard_runtime: bool,
+        loaded: Result<Config, ConfigError>,
+    ) -> Result<Reloaded, RequestError> {
         let file = loaded.map_err(|e| {
             error!("reload of {} refused, the running config stays:\n{e}", self.config_path.display());
             let problems = e.problems().to_vec();
