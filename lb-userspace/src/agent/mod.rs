@@ -250,7 +250,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
             Some(report) = reports.recv() => agent.report(report),
             Some(request) = requests.recv() => agent.request(request, &loads_tx),
             Some(loaded) = loads.recv() => {
-                let by_hup = !loaded.from_api();
+                let by_hup = !loaded.asked_by_api();
                 agent.reloaded(loaded);
                 if by_hup {
                     hup_reloads -= 1;

@@ -31,7 +31,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn from_api(&self) -> bool {
+    pub fn asked_by_api(&self) -> bool {
         self.reply.is_some()
     }
 }
