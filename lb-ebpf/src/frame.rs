@@ -14,10 +14,6 @@ pub const ETH_P_IPV4: u16 = EtherType::Ipv4 as u16;
 pub const ETH_P_IPV6: u16 = EtherType::Ipv6 as u16;
 /// Where the MAC addresses end and the VLAN tags (if any) begin.
 pub const MACS_LEN: usize = 12;
-/// The Don't Fragment bit in the first byte of the IPv4 `frags` field.
-pub const IPV4_DF: u8 = 0x40;
-/// The TTL / hop limit of the headers the program writes.
-pub const TTL: u8 = 64;
 const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
 const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 

@@ -38,10 +38,10 @@ use network_types::{
 
 use crate::{
     checksum, counters,
-    frame::{ptr_at, ETH_P_IPV4, ETH_P_IPV6, IPV4_DF, MACS_LEN, TTL},
+    frame::{ptr_at, ETH_P_IPV4, ETH_P_IPV6, MACS_LEN},
     maps::CONFIG,
     parse::{Flow, ICMP_HEADER_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6},
-    tunnel,
+    tunnel::{self, IPV4_DF, TTL},
 };
 
 /// Per CPU: the second (`coarse_seconds`) the budget is counted in, and the

@@ -32,7 +32,7 @@ use network_types::{
 use crate::{
     checksum,
     forward::{self, Reach},
-    frame::{ethernet, ptr_at, ETH_P_IPV4, ETH_P_IPV6, IPV4_DF, MACS_LEN, TTL},
+    frame::{ethernet, ptr_at, ETH_P_IPV4, ETH_P_IPV6, MACS_LEN},
     maps::CONFIG,
     parse::Flow,
     too_big,
@@ -40,6 +40,10 @@ use crate::{
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
+/// The TTL / hop limit of the headers the program writes (here and in too_big.rs).
+pub const TTL: u8 = 64;
+/// The Don't Fragment bit in the first byte of the IPv4 `frags` field.
+pub const IPV4_DF: u8 = 0x40;
 
 /// What became of a tunnel VIP's packet.
 pub enum Sent {
