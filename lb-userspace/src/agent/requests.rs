@@ -225,11 +225,43 @@ fn refuse_small_mtu_for_new_tunnels(before: &Config, after: &Config) -> Result<(
 /// already has (an address removed from the interface since) do not block
 /// unrelated changes: a reload or a restart names them.
 fn refuse_new_nat_problems(before: &Config, after: &Config) -> Result<(), RequestError> {
-    let old = host::nat_problems(before);
-    let new: Vec<_> = host::nat_problems(after).into_iter().filter(|p| !old.contains(p)).collect();
+    let new = new_problems(&host::nat_problems(before), host::nat_problems(after));
     match new.first().map(Problem::to_string) {
         None => Ok(()),
         Some(message) => Err(RequestError::Invalid { message, problems: new }),
+    }
+}
+
+/// The problems of `after` that `before` did not have. A VIP's problem is
+/// the same one wherever the VIP stands in the list (`vip[3] (web).x` and
+/// `vip[2] (web).x`): removing an earlier VIP must not make it new.
+fn new_problems(before: &[Problem], after: Vec<Problem>) -> Vec<Problem> {
+    fn unplaced(p: &Problem) -> (&str, &str, &str) {
+        let field =
+            p.field.strip_prefix("vip[").and_then(|rest| rest.split_once("] ")).map_or(&*p.field, |(_, f)| f);
+        (field, &p.value, &p.reason)
+    }
+    let known: Vec<_> = before.iter().map(unplaced).collect();
+    after.into_iter().filter(|p| !known.contains(&unplaced(p))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_is_not_new_because_its_vip_moved_up() {
+        let at = |i: usize, name: &str| {
+            Problem::new(format!("vip[{i}] ({name}).nat_address"), "\"10.77.1.9\"", "not here")
+        };
+        let before = [at(1, "web"), Problem::new("global.nat_address[0]", "\"10.77.1.8\"", "not here")];
+        // VIP 0 was removed: web is vip[0] now, with the problem it had.
+        assert!(new_problems(&before, vec![at(0, "web")]).is_empty());
+        // Another VIP with the same problem is new, as is a new reason.
+        assert_eq!(new_problems(&before, vec![at(0, "web"), at(1, "db")]), [at(1, "db")]);
+        let mut other = at(0, "web");
+        other.reason = "another".into();
+        assert_eq!(new_problems(&before, vec![other.clone()]), [other]);
     }
 }
 
