@@ -72,28 +72,34 @@ fn later(a: u32, b: u32) -> u32 {
 }
 
 impl NatScanner {
+    /// When a mapping was last seen in either direction, and what both
+    /// directions have seen; `None` without its reverse half.
+    fn last_seen(&self, forward: &NatForward, reverse_key: &FlowKey) -> Option<(u32, u32)> {
+        let reverse = self.reverse.get(reverse_key, 0).ok()?;
+        Some((later(forward.seen, reverse.seen), forward.flags | reverse.flags))
+    }
+
     /// Removes the mappings silent for longer than `timeout(protocol, flags)`
     /// (`flags`: both directions' `NAT_SEEN_*`), and orphaned halves.
     pub fn sweep(&mut self, timeout: impl Fn(u8, u32) -> Duration) -> NatSweep {
         let now = coarse_now();
         let mut sweep = NatSweep::default();
         let mut gone: Vec<(FlowKey, FlowKey)> = Vec::new();
+        let mut stale: Vec<(FlowKey, FlowKey)> = Vec::new();
         for entry in self.forward.iter() {
             // Removed between key and lookup (by the kernel: its backend went away).
             let Ok((key, forward)) = entry else { continue };
             sweep.mappings += 1;
             let reverse_key = forward.reverse_key(key.proto, key.family);
-            let (seen, flags) = match self.reverse.get(&reverse_key, 0) {
-                Ok(reverse) => (later(forward.seen, reverse.seen), forward.flags | reverse.flags),
-                Err(_) => {
+            match self.last_seen(&forward, &reverse_key) {
+                None => {
                     sweep.orphans += 1;
                     gone.push((key, reverse_key));
-                    continue;
                 }
-            };
-            if expired(timeout(key.proto, flags), seen, now) {
-                sweep.expired += 1;
-                gone.push((key, reverse_key));
+                Some((seen, flags)) if expired(timeout(key.proto, flags), seen, now) => {
+                    stale.push((key, reverse_key));
+                }
+                Some(_) => {}
             }
         }
         let mut orphans = Vec::new();
@@ -102,6 +108,16 @@ impl NatScanner {
             let forward_key = reverse.forward_key(key.proto, key.family);
             if self.forward.get(&forward_key, 0).is_err() && now.wrapping_sub(reverse.seen) > ORPHAN_GRACE {
                 orphans.push(key);
+            }
+        }
+        // Judged again just before removal: the walks of a big table take
+        // seconds, and a mapping seen since lives on (its port stays taken).
+        let now = coarse_now();
+        for (key, reverse_key) in stale {
+            let again = self.forward.get(&key, 0).ok().and_then(|f| self.last_seen(&f, &reverse_key));
+            if again.is_none_or(|(seen, flags)| expired(timeout(key.proto, flags), seen, now)) {
+                sweep.expired += 1;
+                gone.push((key, reverse_key));
             }
         }
         // Removed after the walks: removing the key a walk stands on restarts it.
