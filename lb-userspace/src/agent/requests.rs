@@ -245,6 +245,21 @@ fn new_problems(before: &[Problem], after: Vec<Problem>) -> Vec<Problem> {
     after.into_iter().filter(|p| !known.contains(&unplaced(p))).collect()
 }
 
+/// A VIP the API adds must not capture the host's own traffic (see
+/// [`capture`]); named as the request names its keys.
+fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), RequestError> {
+    let host = host::addresses();
+    let listeners = capture::listeners(after);
+    let new = after.vips.iter().filter(|v| !before.vips.iter().any(|b| b.key() == v.key()));
+    for vip in new {
+        if let Some((key, reason)) = capture::captures(vip, &host, &listeners) {
+            let value = if key == "port" { vip.port.to_string() } else { vip.address.to_string() };
+            return Err(RequestError::invalid(Problem::new(key, value, reason)));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,19 +278,4 @@ mod tests {
         other.reason = "another".into();
         assert_eq!(new_problems(&before, vec![other.clone()]), [other]);
     }
-}
-
-/// A VIP the API adds must not capture the host's own traffic (see
-/// [`capture`]); named as the request names its keys.
-fn refuse_capture_by_new_vips(before: &Config, after: &Config) -> Result<(), RequestError> {
-    let host = host::addresses();
-    let listeners = capture::listeners(after);
-    let new = after.vips.iter().filter(|v| !before.vips.iter().any(|b| b.key() == v.key()));
-    for vip in new {
-        if let Some((key, reason)) = capture::captures(vip, &host, &listeners) {
-            let value = if key == "port" { vip.port.to_string() } else { vip.address.to_string() };
-            return Err(RequestError::invalid(Problem::new(key, value, reason)));
-        }
-    }
-    Ok(())
 }

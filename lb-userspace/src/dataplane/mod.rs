@@ -27,8 +27,8 @@ use lb_common::{
         ring_chunks, DEFAULT_CONN_TABLE_SIZE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, DEFAULT_NAT_TABLE_SIZE,
         DEFAULT_RECORD_LIMIT, DEFAULT_RING_SIZE, DEFAULT_TOO_BIG_LIMIT,
     },
-    Backend, ConnValue, DataplaneConfig, FlowKey, NatForward, NatReverse, NatSource, NextHop, RingSlot,
-    TrafficStats, TunnelSource, VipKey, VipValue,
+    Backend, ConnValue, DataplaneConfig, FlowKey, NatSource, NextHop, RingSlot, TrafficStats, TunnelSource,
+    VipKey, VipValue,
 };
 
 use self::error::{found, map_err, Result};
@@ -133,8 +133,11 @@ pub struct Dataplane {
     vip_stats: PerCpuArray<MapData, TrafficStats>,
     backend_stats: PerCpuArray<MapData, TrafficStats>,
     nat_sources: Array<MapData, NatSource>,
-    nat_forward: HashMap<MapData, FlowKey, NatForward>,
-    nat_reverse: HashMap<MapData, FlowKey, NatReverse>,
+    /// Single mappings, for tests; the agent walks the tables with a [`NatScanner`].
+    #[cfg(feature = "testing")]
+    nat_forward: HashMap<MapData, FlowKey, lb_common::NatForward>,
+    #[cfg(feature = "testing")]
+    nat_reverse: HashMap<MapData, FlowKey, lb_common::NatReverse>,
     /// Where the maps are pinned; `None` for a private, unattached data plane.
     pin_dir: Option<PathBuf>,
     /// A descriptor of every map, for what the kernel says about it.
@@ -200,7 +203,9 @@ impl Dataplane {
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
             nat_sources: take(&mut ebpf, names::NAT_SOURCES)?,
+            #[cfg(feature = "testing")]
             nat_forward: take(&mut ebpf, names::NAT_FORWARD)?,
+            #[cfg(feature = "testing")]
             nat_reverse: take(&mut ebpf, names::NAT_REVERSE)?,
             ring,
             ebpf,

@@ -1,12 +1,19 @@
 //! The NAT tables (`mode = "nat"`): where each NAT VIP's flows leave from,
 //! whether the kernel looks for replies at all, and the mappings the kernel
 //! made, for the agent to expire. The kernel creates pairs; only the agent
-//! removes them (the kernel too, for a mapping whose backend went away).
+//! removes them (the kernel too, for a mapping whose backend went away), by
+//! the sweep (`nat_scan.rs`). Reading and removing single mappings is for
+//! tests (feature `testing`).
 
+#[cfg(feature = "testing")]
 use aya::maps::MapError;
-use lb_common::{maps as names, FlowKey, NatForward, NatReverse, NatSource};
+use lb_common::{maps as names, NatSource};
+#[cfg(feature = "testing")]
+use lb_common::{FlowKey, NatForward, NatReverse};
 
-use super::{error::map_err, found, Dataplane, LoadSettings, Result};
+#[cfg(feature = "testing")]
+use super::found;
+use super::{error::map_err, Dataplane, LoadSettings, Result};
 
 impl Dataplane {
     /// Sets where VIP `vip`'s new NAT mappings take their address and ports
@@ -15,10 +22,6 @@ impl Dataplane {
     pub fn set_nat_source(&mut self, vip: u32, source: NatSource) -> Result<()> {
         self.check("VIP index", vip, self.settings.max_vips)?;
         self.nat_sources.set(vip, source, 0).map_err(map_err(names::NAT_SOURCES))
-    }
-
-    pub fn nat_source(&self, vip: u32) -> Result<NatSource> {
-        self.nat_sources.get(&vip, 0).map_err(map_err(names::NAT_SOURCES))
     }
 
     /// Turns the kernel's search for NAT replies on or off (`FLAG_NAT`), from
@@ -31,6 +34,13 @@ impl Dataplane {
         self.config.set(0, settings.config(), 0).map_err(map_err(names::CONFIG))?;
         self.settings = settings;
         Ok(())
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Dataplane {
+    pub fn nat_source(&self, vip: u32) -> Result<NatSource> {
+        self.nat_sources.get(&vip, 0).map_err(map_err(names::NAT_SOURCES))
     }
 
     /// Every mapping by the client's flow. One system call per entry.
@@ -69,6 +79,7 @@ impl Dataplane {
 }
 
 /// A removal's outcome: true if it removed something, false if there was nothing to remove.
+#[cfg(feature = "testing")]
 fn gone(removed: std::result::Result<(), MapError>, name: &'static str) -> Result<bool> {
     match removed {
         Ok(()) => Ok(true),
