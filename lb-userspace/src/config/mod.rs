@@ -27,7 +27,7 @@ mod repeats;
 mod resolve;
 #[cfg(test)]
 mod tests;
-mod values;
+pub(crate) mod values;
 
 use std::{
     fmt,

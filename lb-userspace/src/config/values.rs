@@ -50,11 +50,11 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 pub(super) const DEFAULT_RISE: u32 = 2;
 pub(super) const DEFAULT_FALL: u32 = 2;
 pub(super) const DEFAULT_HTTP_PATH: &str = "/";
-pub(super) const INTER: RangeInclusive<Duration> = Duration::from_millis(10)..=HOUR;
-pub(super) const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=HOUR;
-pub(super) const SLOWSTART: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
-pub(super) const RISE_FALL: RangeInclusive<i64> = 1..=100;
-pub(super) const CHECK_PORT: RangeInclusive<i64> = 1..=65_535;
+pub(crate) const INTER: RangeInclusive<Duration> = Duration::from_millis(10)..=HOUR;
+pub(crate) const TIMEOUT: RangeInclusive<Duration> = Duration::from_millis(1)..=HOUR;
+pub(crate) const SLOWSTART: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
+pub(crate) const RISE_FALL: RangeInclusive<i64> = 1..=100;
+pub(crate) const CHECK_PORT: RangeInclusive<i64> = 1..=65_535;
 pub(super) const HTTP_STATUS: RangeInclusive<i64> = 100..=599;
 const HOUR: Duration = Duration::from_secs(3600);
 /// Duration units, largest last; a value is written with the largest that fits exactly.

@@ -4,6 +4,8 @@
 use std::{
     collections::{BTreeMap, HashSet},
     net::IpAddr,
+    ops::RangeInclusive,
+    time::Duration,
 };
 
 use super::{
@@ -12,7 +14,10 @@ use super::{
     server::Server,
     Options, Warnings,
 };
-use crate::config::Mode;
+use crate::config::{
+    values::{INTER, SLOWSTART, TIMEOUT},
+    Mode,
+};
 
 /// One VIP to write.
 #[derive(Debug)]
@@ -24,11 +29,6 @@ pub struct Vip {
     pub settings: Settings,
     pub backends: Vec<Server>,
 }
-
-/// Times Always On accepts for `inter` and `timeout` (ms).
-const INTER: std::ops::RangeInclusive<u64> = 10..=3_600_000;
-const TIMEOUT: std::ops::RangeInclusive<u64> = 1..=3_600_000;
-const SLOWSTART: std::ops::RangeInclusive<u64> = 0..=3_600_000;
 
 pub fn vips(sections: &[Section], options: &Options, w: &mut Warnings) -> Vec<Vip> {
     let mut defaults = Proxy::default();
@@ -155,9 +155,7 @@ fn vip(name: String, bind: &proxy::Bind, pool: &Proxy, options: &Options, w: &mu
                         format!(
                             "server `{}` skipped for VIP {name}: port {port} differs from the VIP's port {} \
                              and mode {} cannot translate ports (use --mode nat)",
-                            server.name,
-                            bind.port,
-                            super::emit::mode(options.mode)
+                            server.name, bind.port, options.mode
                         ),
                     );
                     continue;
@@ -186,16 +184,17 @@ fn vip(name: String, bind: &proxy::Bind, pool: &Proxy, options: &Options, w: &mu
 
 fn in_range(
     ms: Option<u64>,
-    range: std::ops::RangeInclusive<u64>,
+    range: RangeInclusive<Duration>,
     key: &str,
     line: usize,
     w: &mut Warnings,
 ) -> Option<u64> {
     match ms {
-        Some(ms) if !range.contains(&ms) => {
+        Some(ms) if !range.contains(&Duration::from_millis(ms)) => {
+            let (low, high) = (range.start().as_millis(), range.end().as_millis());
             w.add(
                 line,
-                format!("`{key}` {ms}ms is out of Always On's range {range:?} ms: the default is used"),
+                format!("`{key}` {ms}ms is out of Always On's range {low}..={high} ms: the default is used"),
             );
             None
         }

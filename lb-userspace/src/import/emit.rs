@@ -4,18 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{convert::Vip, Options};
-use crate::config::Mode;
 
 fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
-}
-
-pub(super) fn mode(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Dsr => "dsr",
-        Mode::Tunnel => "tunnel",
-        Mode::Nat => "nat",
-    }
 }
 
 pub fn toml(vips: &[Vip], options: &Options) -> String {
@@ -29,7 +20,7 @@ pub fn toml(vips: &[Vip], options: &Options) -> String {
         let s = &vip.settings;
         let _ =
             writeln!(out, "\n[[vip]]\nname = {}\naddress = {}", q(&vip.name), q(&vip.address.to_string()));
-        let _ = writeln!(out, "port = {}\nprotocol = \"tcp\"\nmode = \"{}\"", vip.port, mode(options.mode));
+        let _ = writeln!(out, "port = {}\nprotocol = \"tcp\"\nmode = \"{}\"", vip.port, options.mode);
         if let Some(a) = vip.nat_address {
             let _ = writeln!(out, "nat_address = {}", q(&a.to_string()));
         }

@@ -1,12 +1,16 @@
 //! `server NAME ADDR[:PORT] [params]` and `default-server [params]`: the
 //! parameters Always On has a key for, and a warning for every other.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
+};
 
 use super::{
     haproxy::{time_ms, Line},
     Warnings,
 };
+use crate::config::values::{CHECK_PORT, RISE_FALL, WEIGHT};
 
 /// A server's parameters as HAProxy's `default-server` and `server` set them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,12 +102,12 @@ pub fn apply(opts: &mut ServerOpts, words: &[String], line: usize, w: &mut Warni
                     "`{key} {v}` not carried over: Always On checks at one interval (`inter`) whatever the state"
                 ),
             ),
-            ("rise", Some(v)) => opts.rise = number(v, key, 1..=100, line, w),
-            ("fall", Some(v)) => opts.fall = number(v, key, 1..=100, line, w),
-            ("weight", Some(v)) => opts.weight = number(v, key, 0..=256, line, w),
+            ("rise", Some(v)) => opts.rise = number(v, key, RISE_FALL, line, w),
+            ("fall", Some(v)) => opts.fall = number(v, key, RISE_FALL, line, w),
+            ("weight", Some(v)) => opts.weight = number(v, key, WEIGHT, line, w),
             ("slowstart", Some(v)) => opts.slowstart_ms = time(v, key, line, w),
             ("port", Some(v)) => {
-                opts.check_port = number(v, key, 1..=65535, line, w).map(|p| p as u16);
+                opts.check_port = number(v, key, CHECK_PORT, line, w).map(|p| p as u16);
             }
             ("addr", Some(v)) => match v.parse() {
                 Ok(a) => opts.check_address = Some(a),
@@ -148,15 +152,9 @@ fn time(v: &str, key: &str, line: usize, w: &mut Warnings) -> Option<u64> {
     ms
 }
 
-fn number(
-    v: &str,
-    key: &str,
-    range: std::ops::RangeInclusive<u32>,
-    line: usize,
-    w: &mut Warnings,
-) -> Option<u32> {
+fn number(v: &str, key: &str, range: RangeInclusive<i64>, line: usize, w: &mut Warnings) -> Option<u32> {
     match v.parse::<u32>() {
-        Ok(n) if range.contains(&n) => Some(n),
+        Ok(n) if range.contains(&i64::from(n)) => Some(n),
         _ => {
             w.add(
                 line,
