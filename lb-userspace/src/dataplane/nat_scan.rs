@@ -13,7 +13,11 @@ use lb_common::{
     FlowKey, NatForward, NatReverse,
 };
 
-use super::{error::map_err, scan::coarse_now, Dataplane, DataplaneError, Result};
+use super::{
+    error::map_err,
+    scan::{coarse, coarse_now},
+    Dataplane, Result,
+};
 
 /// A reverse entry without its forward one is removed only once it is this
 /// old (coarse seconds): the kernel writes the reverse entry first, so a
@@ -43,17 +47,8 @@ impl Dataplane {
     }
 
     fn hash_handle<V: aya::Pod>(&self, name: &'static str) -> Result<BpfHashMap<MapData, FlowKey, V>> {
-        let (_, fd) =
-            self.map_fds.iter().find(|(n, _)| *n == name).ok_or(DataplaneError::MissingMap(name))?;
-        let fd = fd.try_clone().map_err(|source| DataplaneError::Dup { name, source })?;
-        let data = MapData::from_fd(fd).map_err(map_err(name))?;
-        BpfHashMap::try_from(Map::HashMap(data)).map_err(map_err(name))
+        BpfHashMap::try_from(Map::HashMap(self.map_handle(name)?)).map_err(map_err(name))
     }
-}
-
-/// `timeout` in the kernel's coarse seconds (2^30 ns), rounded up: never early.
-fn coarse(timeout: Duration) -> u32 {
-    u32::try_from((timeout.as_nanos() >> 30) + 1).unwrap_or(u32::MAX)
 }
 
 /// Whether a mapping last seen at `seen` (the later of its two directions)

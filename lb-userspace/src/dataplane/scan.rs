@@ -33,14 +33,23 @@ pub struct Scan {
 }
 
 impl Dataplane {
-    pub fn conn_scanner(&self) -> Result<ConnScanner> {
+    /// A handle of its own on map `name`, for a scan on another thread.
+    pub(super) fn map_handle(&self, name: &'static str) -> Result<MapData> {
         let (_, fd) =
-            self.map_fds.iter().find(|(name, _)| *name == CONNS).ok_or(DataplaneError::MissingMap(CONNS))?;
-        let fd = fd.try_clone().map_err(|source| DataplaneError::Dup { name: CONNS, source })?;
-        let data = MapData::from_fd(fd).map_err(map_err(CONNS))?;
-        let conns = BpfHashMap::try_from(Map::LruHashMap(data)).map_err(map_err(CONNS))?;
+            self.map_fds.iter().find(|(n, _)| *n == name).ok_or(DataplaneError::MissingMap(name))?;
+        let fd = fd.try_clone().map_err(|source| DataplaneError::Dup { name, source })?;
+        MapData::from_fd(fd).map_err(map_err(name))
+    }
+
+    pub fn conn_scanner(&self) -> Result<ConnScanner> {
+        let conns = BpfHashMap::try_from(Map::LruHashMap(self.map_handle(CONNS)?)).map_err(map_err(CONNS))?;
         Ok(ConnScanner { conns, ring_size: self.settings.ring_size, seed: self.settings.hash_seed })
     }
+}
+
+/// `timeout` in the kernel's coarse seconds (2^30 ns), rounded up: never early.
+pub(super) fn coarse(timeout: Duration) -> u32 {
+    u32::try_from((timeout.as_nanos() >> 30) + 1).unwrap_or(u32::MAX)
 }
 
 /// Now, in the kernel's [`coarse_seconds`].
@@ -62,8 +71,7 @@ impl ConnScanner {
     pub fn scan(&mut self, idle_timeout: Duration) -> Result<Scan> {
         let taken = Instant::now();
         let now = coarse_now();
-        // In the kernel's units (2^30 ns), rounded up: never forget early.
-        let timeout = (idle_timeout.as_nanos() >> 30) as u32 + 1;
+        let timeout = coarse(idle_timeout);
         let mut by_slot: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
         let mut idle = Vec::new();
         let mut entries = 0;
